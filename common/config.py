@@ -1,0 +1,172 @@
+"""Typed configuration, validated once where it enters (a TOML file or a Flower run config).
+
+A coordinator writes ``configs/federation.toml``; a site administrator writes ``configs/site.toml``.
+Both are parsed into frozen pydantic models here, with unknown keys refused so that a typo
+(``local_step = 5``) is an error naming the key instead of a silently ignored setting. Inside the
+project only these typed objects travel; to reach the Flower apps the run settings are serialised
+as one canonical JSON string in the run config (see :func:`to_run_config`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.errors import ConfigError
+
+StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Strict):
+    """MONAI 3D UNet shape: one input channel (the image), ``out_channels`` classes incl. background."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = Field(2, ge=0)
+    out_channels: int = Field(2, ge=2)
+
+    @model_validator(mode="after")
+    def _strides_match_channels(self) -> ModelSettings:
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"model.strides needs {len(self.channels) - 1} entries for "
+                f"{len(self.channels)} channels, got {len(self.strides)}"
+            )
+        return self
+
+
+class TrainingSettings(_Strict):
+    """What each site does with the global model in one round."""
+
+    local_steps: int = Field(20, ge=1, description="optimizer steps per round at each site")
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    patch_size: int = Field(48, ge=16, description="edge of the cubic training crop, voxels")
+    mixed_precision: bool = Field(True, description="CUDA AMP, or bf16 autocast on CPUs that support it")
+
+
+class StrategySettings(_Strict):
+    """Aggregation on the coordinator. Unused knobs are ignored by strategies that lack them."""
+
+    name: StrategyName = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx")
+    server_learning_rate: float = Field(1.0, gt=0, description="FedAvgM")
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM")
+    eta: float = Field(0.01, gt=0, description="FedAdam/FedYogi server step size")
+    tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
+
+
+class RunSettings(_Strict):
+    """One federated run: how many rounds, who must take part, what each site trains."""
+
+    rounds: int = Field(10, ge=1)
+    min_sites: int = Field(2, ge=1, description="quorum: replies needed for a round to count")
+    round_timeout_s: float = Field(900, gt=0)
+    seed: int = 0
+    strategy: StrategySettings = StrategySettings()
+    training: TrainingSettings = TrainingSettings()
+    model: ModelSettings = ModelSettings()
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON: checkpoints carry it so a resume cannot mix configs."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class SiteSettings(_Strict):
+    """A site's own settings; they never leave the site."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    data_path: Path
+    cache_path: Path
+    superlink: str = Field("127.0.0.1:9092", description="host:port of the coordinator's Fleet API")
+    root_certificates: Path
+    private_key: Path
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    threads: int = Field(0, ge=0, description="CPU threads for training; 0 = all cores")
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            problems.append(f"unknown setting '{where}'")
+        else:
+            problems.append(f"'{where}': {item['msg']}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+
+
+def parse_run_settings(data: dict, source: str = "run settings") -> RunSettings:
+    try:
+        return RunSettings.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_run_settings(path: Path) -> RunSettings:
+    """Read ``federation.toml``; its ``[run]`` table holds :class:`RunSettings`."""
+    data = _read_toml(path)
+    unknown = set(data) - {"run"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected only [run]")
+    return parse_run_settings(data.get("run", {}), str(path))
+
+
+def load_site_settings(path: Path) -> SiteSettings:
+    """Read ``site.toml``; relative paths are taken relative to the file's folder."""
+    data = _read_toml(path)
+    site = data.get("site")
+    if not isinstance(site, dict) or set(data) != {"site"}:
+        raise ConfigError(f"{path}: expected exactly one [site] table")
+    try:
+        settings = SiteSettings.model_validate(site)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, str(path))) from None
+    base = path.parent
+    return settings.model_copy(
+        update={
+            key: (base / getattr(settings, key)).resolve()
+            for key in ("data_path", "cache_path", "root_certificates", "private_key")
+        }
+    )
+
+
+def to_run_config(settings: RunSettings, run_dir: Path, round_offset: int = 0,
+                  initial_weights: Path | None = None) -> dict[str, str | int]:
+    """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``."""
+    return {
+        "settings": settings.canonical_json(),
+        "run-dir": str(run_dir),
+        "round-offset": round_offset,
+        "initial-weights": str(initial_weights) if initial_weights else "",
+    }
+
+
+def from_run_config(run_config: dict) -> RunSettings:
+    """Inverse of :func:`to_run_config` for the settings part (inside the Flower apps)."""
+    raw = run_config.get("settings") or "{}"
+    try:
+        return RunSettings.model_validate_json(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, "run config 'settings'")) from None

@@ -1,0 +1,1 @@
+"""The ``insite`` command line: one entry point, sub-commands per role."""

@@ -1,0 +1,1 @@
+"""Coordinator side: the Flower ServerApp, strategies, round loop and checkpoints."""
