@@ -32,3 +32,11 @@ class FederationError(InsiteError):
 
 class CheckpointError(InsiteError):
     """A checkpoint or run directory is missing, corrupt or belongs to a different configuration."""
+
+
+class ManifestError(InsiteError):
+    """A shared-assets manifest or approval is missing, malformed, or does not match its assets."""
+
+
+class ExportError(InsiteError):
+    """An export was refused by the publication policy or could not be written."""

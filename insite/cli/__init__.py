@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from common.errors import InsiteError
-from insite.cli import coord, demo, site
+from insite.cli import coord, demo, manifest, publish, site
 
 app = typer.Typer(
     name="insite",
@@ -24,6 +24,10 @@ app = typer.Typer(
 app.add_typer(site.app, name="site", help="Site administrator: prepare data, join the federation.")
 app.add_typer(coord.app, name="coord", help="Consortium coordinator: provision, launch, resume.")
 app.command(name="demo")(demo.demo)
+app.add_typer(manifest.app, name="manifest",
+              help="Researcher: draft, explain, approve and collect the shared-assets manifest.")
+app.command(name="export")(publish.export)
+app.command(name="verify")(publish.verify)
 
 _err = Console(stderr=True)
 

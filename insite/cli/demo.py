@@ -1,5 +1,83 @@
 """``insite demo``: a whole federation on this machine with synthetic hospital sites."""
 
+from __future__ import annotations
 
-def demo() -> None:
-    """Run a three-site federation on this machine with synthetic data."""
+import shutil
+import time
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from common.config import load_run_settings
+from deploy.federation import PROJECT_ROOT
+from deploy.local import Workspace, provision, run_local
+from deploy.synthetic_sites import DEMO_SITES, write_site
+from insite.cli.progress import console, plot_dice, round_line, rounds_table
+from server.checkpoint import RunRecord, write_json
+
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "federation.toml"
+
+
+def _make_sites(workspace: Workspace, train: int, val: int, size: int, seed: int) -> None:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        for profile in DEMO_SITES:
+            task = progress.add_task(f"synthetic data for {profile.name}", total=train + val)
+            write_site(profile, workspace.site_dir(profile.name) / "data", train, val, size, seed,
+                       progress=lambda task=task: progress.advance(task))
+
+
+def demo(
+    workspace: Path = typer.Option(Path("insite-demo"), help="Folder for sites, keys, logs and the run."),
+    config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, [run] table)."),
+    rounds: int = typer.Option(None, help="Override the number of rounds in the config."),
+    train_cases: int = typer.Option(16, help="Training volumes per site."),
+    val_cases: int = typer.Option(8, help="Held-out volumes per site (Dice is reported on these)."),
+    size: int = typer.Option(64, help="Edge of each synthetic volume, voxels."),
+    fresh: bool = typer.Option(True, help="Delete an existing demo workspace first."),
+) -> None:
+    """Run a three-site federation on this machine with synthetic data.
+
+    Three synthetic hospitals with different scanners and lesion sizes each run a real Flower
+    SuperNode; a SuperLink coordinates them over TLS with node authentication, all on loopback.
+    A MONAI 3D UNet is trained federatedly; the run folder gets a checkpoint per round,
+    metrics.json and dice.png.
+    """
+    settings = load_run_settings(config)
+    if rounds is not None:
+        settings = settings.model_copy(update={"rounds": rounds})
+    settings = settings.model_copy(update={"min_sites": len(DEMO_SITES)})
+    space = Workspace(workspace.resolve())
+    if fresh and space.root.exists():
+        shutil.rmtree(space.root)
+    started = time.monotonic()
+    _make_sites(space, train_cases, val_cases, size, settings.seed)
+    provision(space, [p.name for p in DEMO_SITES])
+    console.print(f"consortium provisioned in {space.consortium.root} (CA, SuperLink certificate, "
+                  f"{len(DEMO_SITES)} site keys)")
+    RunRecord(space.run_dir).create("demo", settings, transport={
+        "tls": True, "node_auth": True, "secure_aggregation": False, "dp_epsilon": None})
+    record = run_local(space, settings, on_event=lambda text: console.print(f"[dim]{text}[/]"),
+                       on_round=lambda row: console.print(round_line(row, settings.rounds)))
+    rows = RunRecord(space.run_dir).rounds()
+    console.print(rounds_table(rows))
+    plot = plot_dice(rows, space.run_dir / "dice.png")
+    final = rows[-1]
+    summary = {
+        "rounds": len(rows),
+        "sites": record["sites"],
+        "strategy": settings.strategy.name,
+        "final_global_dice": final["global_dice"],
+        "final_site_dice": {n: m.get("dice") for n, m in final["sites"].items()},
+        "wall_seconds": time.monotonic() - started,
+        "mean_round_seconds": sum(r["wall_s"] for r in rows) / len(rows),
+    }
+    write_json(space.run_dir / "summary.json", summary)
+    console.print(
+        f"[bold green]done[/] in {summary['wall_seconds'] / 60:.1f} min: global Dice "
+        f"{final['global_dice']:.3f} on the {int(sum(m.get('num_val', 0) for m in final['sites'].values()))} "
+        f"held-out cases of {len(final['sites'])} sites after {len(rows)} rounds "
+        f"({settings.strategy.name}).\n"
+        f"run folder: {space.run_dir} (checkpoints/, metrics.json, summary.json, {plot.name})"
+    )

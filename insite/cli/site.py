@@ -3,3 +3,4 @@
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+from insite.cli import site_data; site_data.register(app)  # noqa: E402,E702  (issue 3: data commands)

@@ -1,0 +1,117 @@
+"""A site's cases as MONAI datasets, with preprocessing cached on the site's disk.
+
+Flower starts a fresh ClientApp process for every message, so anything computed in memory is
+gone by the next round. The deterministic part of preprocessing (load, channel-first, intensity
+normalisation, padding to the network's stride multiple) is therefore cached per case in
+``cache_path`` with MONAI's :class:`~monai.data.PersistentDataset`; only random cropping and
+flipping run each round. The cache key includes each file's size and modification time, so an
+edited volume is preprocessed again instead of served stale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from monai.data import DataLoader, PersistentDataset
+from monai.transforms import (
+    Compose,
+    DivisiblePadd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+)
+
+from client.cases import Case, discover_cases
+from common.errors import SiteDataError
+
+KEYS = ("image", "label")
+# Bump when the deterministic transforms change, so old caches are not reused.
+PREPROCESSING_VERSION = "1"
+
+
+def _preprocess(multiple: int) -> Compose:
+    return Compose([
+        LoadImaged(keys=KEYS, image_only=True),
+        EnsureChannelFirstd(keys=KEYS),
+        NormalizeIntensityd(keys="image"),
+        DivisiblePadd(keys=KEYS, k=multiple),
+        EnsureTyped(keys=KEYS, dtype=(np.float32, np.uint8), track_meta=False),
+    ])
+
+
+def _augment(patch_size: int) -> Compose:
+    return Compose([
+        RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=(patch_size,) * 3,
+                               pos=1, neg=1, num_samples=1, allow_smaller=True),
+        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
+        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
+    ])
+
+
+def _item(case: Case) -> dict[str, str]:
+    stamp = [f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (case.image, case.label)]
+    return {"image": str(case.image), "label": str(case.label), "id": case.case_id,
+            "stamp": "|".join(stamp) + f"|v{PREPROCESSING_VERSION}"}
+
+
+def check_readable(site: str, case: Case) -> None:
+    """Open both volumes' headers and compare grids: a broken file is named, not crashed on."""
+    shapes = []
+    for path in (case.image, case.label):
+        try:
+            shapes.append(nib.load(path).shape)
+        except Exception as error:  # nibabel raises several types for damaged files
+            raise SiteDataError(f"site {site}: cannot read {path} ({error})") from None
+    if shapes[0][:3] != shapes[1][:3]:
+        raise SiteDataError(
+            f"site {site}: case {case.case_id}: image {shapes[0]} and label {shapes[1]} differ in shape"
+        )
+
+
+class SiteData:
+    """The site's train and validation datasets; every case is checked before any is used."""
+
+    def __init__(self, site: str, data_path: Path, cache_path: Path, multiple: int) -> None:
+        self.site = site
+        self.cases = discover_cases(site, data_path)
+        for case in self.cases:
+            check_readable(site, case)
+        self.cache_dir = cache_path / "preprocessed"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._preprocess = _preprocess(multiple)
+        self._seed = 0
+
+    def split(self, name: str) -> list[Case]:
+        return [c for c in self.cases if c.split == name]
+
+    def _dataset(self, cases: list[Case], augment: Compose | None) -> PersistentDataset:
+        # One flat Compose: PersistentDataset caches up to the first random transform at the top
+        # level, and a nested Compose counts as random (it would cache the raw file paths).
+        steps = list(self._preprocess.transforms) + (list(augment.transforms) if augment else [])
+        transform = Compose(steps)
+        if augment is not None:
+            transform.set_random_state(seed=self._seed)
+        try:
+            return PersistentDataset([_item(c) for c in cases], transform=transform,
+                                     cache_dir=self.cache_dir)
+        except OSError as error:
+            raise SiteDataError(f"site {self.site}: cannot use cache {self.cache_dir} ({error})") from None
+
+    def train_loader(self, batch_size: int, patch_size: int, seed: int) -> DataLoader:
+        self._seed = seed
+        dataset = self._dataset(self.split("train"), _augment(patch_size))
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False)
+
+    def val_dataset(self) -> PersistentDataset:
+        return self._dataset(self.split("val"), None)
+
+    def warm_cache(self) -> None:
+        """Preprocess every case now (the first round would otherwise pay for it)."""
+        for dataset in (self._dataset(self.split("train"), None), self.val_dataset()):
+            for n in range(len(dataset)):
+                _ = dataset[n]

@@ -1,0 +1,92 @@
+"""The identifying values an object holds, by the categories the residual scan must prove gone.
+
+Names (every PN), dates and datetimes, UIDs that are not registered standard UIDs, and the values
+of Table E.1-1 rows whose keyword names an identifier (IDs, numbers, addresses, telephone numbers,
+institutions, stations, physicians, operators, issuers...), in every dataset of the object: top
+level, file meta, nested sequences and private blocks. Rows the active options keep (K) are not
+identifiers under that profile. Time-of-day values (TM) are not collected: the modified-dates
+option shifts whole days and keeps the time of day (PS3.15 E.3.6).
+
+The same set drives two things: :mod:`client.deid.engine` scrubs these values out of every
+retained text value (so an identifier typed into a kept attribute does not survive) and
+:mod:`client.deid.scan` searches the output for them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cache
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID_dictionary
+
+from client.deid.elements import as_list, keyword, raw_vr
+from client.deid.profile import Action, Profile
+from client.deid.values import DUMMY_TEXTS
+
+MIN_TEXT_LENGTH = 4
+MIN_NUMBER_LENGTH = 6  # short numbers (4-digit IDs) collide with counts, sizes and UID digits
+_IDENTIFYING_KEYWORD = re.compile(
+    r"ID$|IDs$|IDSequence$|Number|Address|Telephone|Institution|Department|Station|Physician"
+    r"|Operator|Name|Email|Locator|AETitle|Issuer|Author|Contact|Responsible|Location|Origin"
+)
+_PN_SPLIT = re.compile(r"[\^=]")
+# Names the writing software, not anybody; rewritten in every output file meta anyway.
+_NOT_IDENTIFYING = frozenset({0x00020012, 0x00020013})
+
+
+@cache
+def _identifying_keywords(profile: Profile) -> frozenset[int]:
+    return frozenset(
+        tag for tag, action in profile.by_tag.items()
+        if action is not Action.KEEP and _IDENTIFYING_KEYWORD.search(keyword(tag))
+    )
+
+
+def is_registered_uid(value: str) -> bool:
+    """Standard UIDs (SOP classes, transfer syntaxes, coding schemes) identify nobody."""
+    return value in UID_dictionary
+
+
+def _significant(value: str) -> bool:
+    text = value.strip()
+    if text.upper() in DUMMY_TEXTS:
+        return False
+    bare = text.replace(".", "")
+    return len(text) >= (MIN_NUMBER_LENGTH if bare.isdigit() else MIN_TEXT_LENGTH)
+
+
+def _values(value: object) -> Iterator[str]:
+    for item in as_list(value):
+        if item is not None and not isinstance(item, (bytes, bytearray, int, float)):
+            yield str(item)
+
+
+def _collect(dataset: Dataset, profile: Profile, out: set[str]) -> None:
+    identifying = _identifying_keywords(profile)
+    for tag in list(dataset.keys()):
+        vr = raw_vr(dataset, tag)
+        if vr == "SQ":
+            for item in dataset[tag].value or ():
+                _collect(item, profile, out)
+            continue
+        number = int(tag)
+        if profile.action_for(number) is Action.KEEP or number in _NOT_IDENTIFYING:
+            continue
+        if vr in ("PN", "DA", "DT") or number in identifying or (vr == "UI" and not tag.is_private):
+            for text in _values(dataset[tag].value):
+                if vr == "UI" and is_registered_uid(text):
+                    continue
+                parts = [text, *_PN_SPLIT.split(text)] if vr == "PN" else [text]
+                out.update(part.strip() for part in parts if _significant(part))
+
+
+def collect_identifiers(dataset: Dataset, profile: Profile) -> set[str]:
+    """Every identifying value in ``dataset`` (file meta and nested sequences included)."""
+    found: set[str] = set()
+    meta = getattr(dataset, "file_meta", None)
+    if meta is not None:
+        _collect(meta, profile, found)
+    _collect(dataset, profile, found)
+    return found

@@ -1,0 +1,193 @@
+"""De-identify a tree: every file is either written de-identified or quarantined with a reason.
+
+``SRC`` is walked to any depth and every regular file is tried (DICOM files need no extension;
+anything that is not DICOM is quarantined as ``not_dicom``). Output goes to
+``DST/<subject>/<study UID>/<series UID>/<SOP instance UID>.dcm``: no source path or file name,
+which may hold a name or a medical record number, reaches ``DST``. The quarantine folder (outside
+``DST``; it holds originals) gets each refused file under a hash name with a ``.reason.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import MediaStorageDirectoryStorage
+
+from client.deid.engine import SafePrivateKey, deidentify_dataset
+from client.deid.errors import DeidError
+from client.deid.keys import SiteKey
+from client.deid.parsing import parse_warnings_are_unsafe, read_strictly
+from client.deid.pixels import blank_outside_ultrasound_regions, check_burned_in_risk
+from client.deid.profile import Profile
+from client.deid.reasons import Reason, Unsafe
+from client.deid.scan import ScanReport, scan_files
+from client.deid.settings import DeidSettings
+
+log = logging.getLogger(__name__)
+EMPTY_PREAMBLE = b"\x00" * 128
+
+
+@dataclass
+class RunReport:
+    """The audit of one run: counts only, no identifying value and no source path."""
+
+    dry_run: bool
+    profile: dict
+    files_in: int = 0
+    written: int = 0
+    duplicates: int = 0
+    subjects: set[str] = field(default_factory=set)
+    quarantined: Counter = field(default_factory=Counter)
+    actions: dict[str, Counter] = field(default_factory=dict)
+    seconds: float = 0.0
+    residual_scan: ScanReport | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "tool": "insite site deid",
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "dry_run": self.dry_run,
+            "profile": self.profile,
+            "files": {"in": self.files_in, "written": self.written, "duplicates": self.duplicates,
+                      "quarantined": sum(self.quarantined.values())},
+            "quarantined_by_reason": dict(sorted(self.quarantined.items())),
+            "subjects": len(self.subjects),
+            "actions_per_attribute": {k: dict(sorted(v.items())) for k, v in sorted(self.actions.items())},
+            "seconds": round(self.seconds, 3),
+            "files_per_second": round(self.files_in / self.seconds, 1) if self.seconds else None,
+            "residual_scan": self.residual_scan.as_dict() if self.residual_scan else None,
+        }
+
+
+def _profile_summary(settings: DeidSettings, profile: Profile) -> dict:
+    return {
+        "table": "DICOM PS3.15 2024b Annex E Table E.1-1",
+        "options": settings.options.model_dump(),
+        "method_codes": [code for code, _ in profile.method_codes()],
+        "safe_private": [entry.model_dump() for entry in settings.safe_private],
+        "pixels": settings.pixels.model_dump(),
+    }
+
+
+def source_files(source: Path) -> list[Path]:
+    if not source.is_dir():
+        raise DeidError(f"source folder {source} does not exist")
+    return sorted(p for p in source.rglob("*") if p.is_file())
+
+
+def _check_layout(source: Path, destination: Path, quarantine: Path, key_file: Path) -> None:
+    dst = destination.resolve()
+    for what, path in (("key file", key_file), ("quarantine folder", quarantine)):
+        if path.resolve().is_relative_to(dst):
+            raise DeidError(f"{what} {path} is inside the output folder {destination}; it must stay outside")
+    if dst.is_relative_to(source.resolve()):
+        raise DeidError(f"output folder {destination} is inside the source folder {source}")
+
+
+@dataclass
+class _Written:
+    path: Path
+    identifiers: set[str]
+
+
+class _Runner:
+    def __init__(self, settings: DeidSettings, source: Path, destination: Path, quarantine: Path,
+                 dry_run: bool) -> None:
+        self.settings = settings
+        self.source, self.destination, self.quarantine = source, destination, quarantine
+        self.dry_run = dry_run
+        self.profile = Profile(settings.options)
+        self.key = SiteKey(settings.key_file, settings.subject_prefix, persist=not dry_run)
+        self.safe_private = frozenset(SafePrivateKey(e.group, e.creator, e.element) for e in settings.safe_private)
+        self.report = RunReport(dry_run, _profile_summary(settings, self.profile))
+        self.outputs: dict[Path, set[str]] = {}  # written file -> its original's identifiers
+
+    def process(self, path: Path) -> None:
+        self.report.files_in += 1
+        try:
+            written = self._deidentify(path)
+        except Unsafe as unsafe:
+            self._quarantine(path, unsafe)
+            return
+        if written.path in self.outputs:
+            self.report.duplicates += 1
+        self.outputs.setdefault(written.path, set()).update(written.identifiers)
+        self.report.written += 1
+
+    def _deidentify(self, path: Path) -> _Written:
+        with parse_warnings_are_unsafe():
+            dataset = read_strictly(path)
+            if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+                raise Unsafe(Reason.DICOMDIR, "a DICOMDIR indexes source paths; its files are "
+                                              "de-identified one by one and it is not copied")
+            if not dataset.get("SOPInstanceUID") or not dataset.get("SOPClassUID"):
+                raise Unsafe(Reason.MISSING_SOP_INSTANCE, "no SOPClassUID/SOPInstanceUID")
+            clean_pixels = check_burned_in_risk(dataset, self.settings.pixels)
+            if clean_pixels:
+                blank_outside_ultrasound_regions(dataset)
+            outcome = deidentify_dataset(dataset, self.profile, self.key, self.safe_private, clean_pixels)
+        for (keyword, action), count in outcome.actions.items():
+            self.report.actions.setdefault(keyword, Counter())[action] += count
+        self.report.subjects.add(outcome.subject)
+        target = (self.destination / outcome.subject / str(dataset.get("StudyInstanceUID", "no-study"))
+                  / str(dataset.get("SeriesInstanceUID", "no-series")) / f"{dataset.SOPInstanceUID}.dcm")
+        if not self.dry_run:
+            self._write(dataset, target)
+        return _Written(target, outcome.identifiers)
+
+    def _write(self, dataset: Dataset, target: Path) -> None:
+        dataset.preamble = EMPTY_PREAMBLE  # a preamble may hold anything (PS3.10 7.1, e.g. TIFF tags)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        try:  # the file meta was rebuilt complete (engine._rebuild_file_meta): no re-validation copy
+            dataset.save_as(tmp)
+            os.replace(tmp, target)
+        except Exception as error:  # never leave a half-written file in DST
+            tmp.unlink(missing_ok=True)
+            raise Unsafe(Reason.WRITE_FAILED, f"{type(error).__name__}: {error}"[:200]) from None
+
+    def _quarantine(self, path: Path, unsafe: Unsafe) -> None:
+        self.report.quarantined[unsafe.reason.value] += 1
+        log.info("quarantined %s: %s", path, unsafe)
+        if self.dry_run:
+            return
+        self.quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
+        name = hashlib.sha256(str(path.relative_to(self.source)).encode()).hexdigest()[:20]
+        shutil.copyfile(path, self.quarantine / f"{name}.dcm")
+        (self.quarantine / f"{name}.reason.json").write_text(json.dumps({
+            "source": str(path.relative_to(self.source)), "reason": unsafe.reason.value,
+            "detail": unsafe.detail}, indent=1) + "\n", encoding="utf-8")
+
+
+def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, quarantine: Path,
+                    dry_run: bool = False, scan: bool = True,
+                    progress: Callable[[str], None] | None = None) -> RunReport:
+    """De-identify every file under ``source`` into ``destination``; return the audit report.
+
+    ``progress`` is called once per file with the stage name ("deid" or "scan"). With ``scan``
+    the files written by this run are searched for every identifying value this run read.
+    """
+    _check_layout(source, destination, quarantine, settings.key_file)
+    files = source_files(source)
+    runner = _Runner(settings, source, destination, quarantine, dry_run)
+    started = time.perf_counter()
+    for path in files:
+        runner.process(path)
+        if progress:
+            progress("deid")
+    runner.report.seconds = time.perf_counter() - started
+    if scan and not dry_run:
+        runner.report.residual_scan = scan_files(
+            destination, sorted(runner.outputs.items()), (lambda: progress("scan")) if progress else None)
+    return runner.report

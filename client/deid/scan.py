@@ -1,0 +1,208 @@
+"""Residual-identifier scan: prove that no original identifying value survives in the output.
+
+Independent of the de-identifier's own bookkeeping: the identifying values are collected afresh
+from the original files (:func:`client.deid.identifiers.collect_identifiers`, leniently parsed so
+that even files the run quarantined contribute) and searched, case-insensitively and as whole
+tokens, in every output file twice:
+
+- in the raw bytes up to the pixel data, so undecoded (UN) values, private blocks, the preamble
+  and the file meta are covered whatever pydicom makes of them;
+- in every decoded value of every element at any depth (strings after character-set decoding,
+  bytes as Latin-1), which covers non-ASCII names and anything stored after the pixel data.
+
+Pixel data itself is not searched: burned-in text is the job of :mod:`client.deid.pixels`.
+Findings name the output file, where the value was found and the identifier's shape, never the
+identifier itself, so the report can be shared with whoever reviews the run.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from client.deid.identifiers import collect_identifiers
+from client.deid.pixels import PIXEL_KEYWORDS
+from client.deid.profile import Action, Profile
+from client.deid.values import TEXT_VRS
+
+log = logging.getLogger(__name__)
+PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    where: str        # "raw bytes" or the element path, e.g. "ContentSequence[0].TextValue"
+    identifier: str   # the identifier's shape only, e.g. "text of 11 characters"
+
+
+@dataclass
+class ScanReport:
+    files_scanned: int = 0
+    identifiers: int = 0
+    ambiguous: int = 0
+    files_with_residuals: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    def as_dict(self, limit: int = 200) -> dict:
+        return {"files_scanned": self.files_scanned, "identifiers_searched": self.identifiers,
+                "identifiers_set_aside_as_ambiguous": self.ambiguous,
+                "files_with_residuals": self.files_with_residuals,
+                "findings": [vars(f) for f in self.findings[:limit]]}
+
+
+def _shape(identifier: str) -> str:
+    kind = "UID" if identifier.replace(".", "").isdigit() and "." in identifier else (
+        "number" if identifier.isdigit() else "text")
+    return f"{kind} of {len(identifier)} characters"
+
+
+class _Needle:
+    """One identifier, matched as a whole token (a UID also may not continue with a dot)."""
+
+    def __init__(self, identifier: str) -> None:
+        self.identifier = identifier
+        self.text = identifier.lower()
+        self.raw = {self.text.encode("utf-8")}
+        if self.text.isascii() or all(ord(c) < 256 for c in self.text):
+            self.raw.add(self.text.encode("latin-1"))
+        self.dotted = "." in identifier and identifier.replace(".", "").isdigit()
+
+    def _bounded(self, haystack, start: int, end: int) -> bool:
+        for char in (haystack[start - 1:start], haystack[end:end + 1]):
+            if char and (char.isalnum() or (self.dotted and char in (".", b"."))):
+                return False
+        return True
+
+    def found_in(self, haystack) -> bool:
+        for needle in (self.raw if isinstance(haystack, bytes) else (self.text,)):
+            start = haystack.find(needle)
+            while start != -1:
+                if self._bounded(haystack, start, start + len(needle)):
+                    return True
+                start = haystack.find(needle, start + 1)
+        return False
+
+
+def needles(identifiers: Iterable[str]) -> list[_Needle]:
+    return [_Needle(identifier) for identifier in sorted(set(identifiers))]
+
+
+def _decoded_values(dataset: Dataset, prefix: str = "") -> Iterable[tuple[str, str]]:
+    for element in dataset:
+        where = f"{prefix}{element.keyword or element.tag}"
+        if element.VR == "SQ":
+            for index, item in enumerate(element.value or ()):
+                yield from _decoded_values(item, f"{where}[{index}].")
+        elif int(element.tag) in PIXEL_TAGS or element.keyword in PIXEL_KEYWORDS:
+            continue
+        elif isinstance(element.value, (bytes, bytearray)):
+            yield where, bytes(element.value).decode("latin-1").lower()
+        elif element.value is not None:
+            yield where, str(element.value).lower()
+
+
+def scan_file(path: Path, search: list[_Needle], name: str) -> list[Finding]:
+    """Findings for one output file. An output pydicom cannot parse is itself a finding, and then
+    all of its bytes are searched."""
+    data = path.read_bytes()
+    handle = io.BytesIO(data)
+    try:
+        dcmread(handle, stop_before_pixels=True)
+        header = data[:handle.tell()].lower()
+        dataset = dcmread(io.BytesIO(data))
+    except Exception as error:
+        everything = data.lower()
+        return [Finding(name, "file", f"output does not parse: {type(error).__name__}"),
+                *(Finding(name, "raw bytes", _shape(n.identifier)) for n in search if n.found_in(everything))]
+    in_header = [n for n in search if n.found_in(header)]
+    findings = [Finding(name, "raw bytes", _shape(n.identifier)) for n in in_header]
+    values = list(_decoded_values(dataset.file_meta, "file_meta.")) + list(_decoded_values(dataset))
+    for needle in search:
+        if needle in in_header:
+            continue
+        where = next((w for w, text in values if needle.found_in(text)), None)
+        if where:
+            findings.append(Finding(name, where, _shape(needle.identifier)))
+    return findings
+
+
+def _retained_texts(dataset: Dataset, profile: Profile, out: set[str]) -> None:
+    for element in dataset:
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _retained_texts(item, profile, out)
+        elif (not element.tag.is_private and profile.action_for(int(element.tag)) in (None, Action.KEEP)
+              and element.VR in TEXT_VRS
+              and isinstance(element.value, str)):
+            out.add(element.value.strip())
+
+
+def identifiers_from_tree(source: Path, profile: Profile,
+                          progress: Callable[[], None] | None = None) -> tuple[set[str], set[str]]:
+    """Identifying values of every file under ``source`` that pydicom can read at all.
+
+    Returns (identifiers, ambiguous): an identifying value that some original also carries as a
+    word of an attribute the profile retains (a manufacturer typed in as institution name, a test
+    patient called "Observer" next to the code meaning "Person Observer Name") cannot be
+    attributed in a tree-wide search, so it is set aside and counted, not searched. The per-file
+    scan of a deid run (:func:`scan_files` with each original's own identifiers) has no such gap.
+    """
+    found: set[str] = set()
+    retained: set[str] = set()
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # originals are read leniently on purpose
+                dataset = dcmread(path, force=True)
+            found |= collect_identifiers(dataset, profile)
+            _retained_texts(dataset, profile, retained)
+        except Exception as error:  # unreadable originals still count as scanned inputs
+            log.debug("%s: not read for identifiers (%s)", path, error)
+        if progress:
+            progress()
+    corpus = "\n".join(sorted(retained)).lower()
+    ambiguous = {needle.identifier for needle in needles(found) if needle.found_in(corpus)}
+    return found - ambiguous, ambiguous
+
+
+def output_files(destination: Path) -> list[Path]:
+    return sorted(destination.rglob("*.dcm"))
+
+
+def scan_files(destination: Path, files: Iterable[tuple[Path, Iterable[str]]],
+               progress: Callable[[], None] | None = None) -> ScanReport:
+    """Search each output file (under ``destination``) for its identifiers."""
+    report = ScanReport()
+    searched: set[str] = set()
+    for path, identifiers in files:
+        search = needles(identifiers)
+        searched.update(n.identifier for n in search)
+        findings = scan_file(path, search, str(path.relative_to(destination)))
+        report.files_scanned += 1
+        if findings:
+            report.files_with_residuals += 1
+            report.findings.extend(findings)
+        if progress:
+            progress()
+    report.identifiers = len(searched)
+    return report
+
+
+def scan_tree(destination: Path, source: Path, profile: Profile,
+              progress: Callable[[str], None] | None = None) -> ScanReport:
+    """``insite site scan DST --original SRC``: every original identifier against every output file."""
+    identifiers, ambiguous = identifiers_from_tree(
+        source, profile, (lambda: progress("read originals")) if progress else None)
+    search = sorted(identifiers)
+    report = scan_files(destination, ((path, search) for path in output_files(destination)),
+                        (lambda: progress("scan output")) if progress else None)
+    report.identifiers, report.ambiguous = len(identifiers), len(ambiguous)
+    return report

@@ -1,0 +1,89 @@
+"""One round's work at a site, given the global weights: train, or evaluate.
+
+Flower-free on purpose (the ClientApp converts records); the optimizer's state is kept on the
+site's disk between rounds of the same run, because every round runs in a fresh process and Adam
+restarted from zero each round learns markedly slower.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from client.data import SiteData
+from client.site import SiteContext
+from client.training import endless, evaluate_dice, make_optimizer, train_steps
+from common.config import RunSettings
+from common.device import Compute, select_compute
+from common.model import build_model, spatial_multiple
+from common.weights import check_compatible
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SiteRound:
+    """Everything one round at one site needs, built once per ClientApp process."""
+
+    site: SiteContext
+    settings: RunSettings
+    compute: Compute
+    data: SiteData
+
+    @classmethod
+    def prepare(cls, site: SiteContext, settings: RunSettings) -> SiteRound:
+        if site.threads > 0:
+            torch.set_num_threads(site.threads)
+        compute = select_compute(site.device, settings.training.mixed_precision)  # type: ignore[arg-type]
+        data = SiteData(site.name, site.data_path, site.cache_path, spatial_multiple(settings.model))
+        return cls(site, settings, compute, data)
+
+    def model(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        model = build_model(self.settings.model)
+        check_compatible(model.state_dict(), weights, f"site {self.site.name}: global model")
+        model.load_state_dict(weights)
+        return model.to(self.compute.device)
+
+    def train(self, weights: dict[str, torch.Tensor], round_number: int,
+              run_id: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Train ``local_steps`` steps from ``weights``; returns new weights and scalar metrics."""
+        training = self.settings.training
+        model = self.model(weights)
+        optimizer = make_optimizer(model, training.learning_rate)
+        state_path = self.site.optimizer_state_path(run_id)
+        if state_path.exists():
+            optimizer.load_state_dict(torch.load(state_path, map_location=self.compute.device,
+                                                 weights_only=True))
+        global_weights = None
+        if self.settings.strategy.name == "fedprox":
+            global_weights = [p.detach().clone() for p in model.parameters()]
+        loader = self.data.train_loader(training.batch_size, training.patch_size,
+                                        self.site.seed(self.settings.seed, round_number))
+        result = train_steps(model, endless(loader), training.local_steps, optimizer, self.compute,
+                             proximal_mu=self.settings.strategy.proximal_mu if global_weights else 0.0,
+                             global_weights=global_weights)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(optimizer.state_dict(), tmp)
+        os.replace(tmp, state_path)
+        log.info("site %s round %d: %d steps in %.1fs on %s, loss %.4f", self.site.name,
+                 round_number, result.steps, result.seconds, self.compute.describe(), result.mean_loss)
+        metrics = {
+            "num-examples": float(len(self.data.split("train"))),
+            "train-loss": result.mean_loss,
+            "train-seconds": result.seconds,
+            "train-steps-per-s": result.steps_per_second,
+        }
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+
+    def evaluate(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Mean foreground Dice of ``weights`` on the site's held-out validation cases."""
+        val = self.data.split("val")
+        if not val:
+            return {"num-examples": 0.0, "dice": 0.0}
+        scores = evaluate_dice(self.model(weights), self.data.val_dataset(), self.compute,
+                               self.settings.training.patch_size)
+        return {"num-examples": float(len(val)), "dice": sum(scores) / len(scores)}

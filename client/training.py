@@ -1,0 +1,104 @@
+"""Local training and validation at a site: plain MONAI + PyTorch, no Flower in here.
+
+Kept free of Flower so the same loop runs inside the ClientApp and in the bare benchmark loop,
+and so a site can test its hardware without a federation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from monai.data import DataLoader, Dataset
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric
+
+from common.device import Compute
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    mean_loss: float
+    seconds: float
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else 0.0
+
+
+def endless(loader: DataLoader) -> Iterator[dict]:
+    """Cycle through the loader so a round can ask for any number of steps."""
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=learning_rate)
+
+
+def train_steps(model: torch.nn.Module, batches: Iterator[dict], steps: int,
+                optimizer: torch.optim.Optimizer, compute: Compute,
+                proximal_mu: float = 0.0,
+                global_weights: list[torch.Tensor] | None = None) -> TrainResult:
+    """Run ``steps`` optimizer steps of DiceCE on ``batches``.
+
+    With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` keeps a site's model
+    near the global one (``global_weights`` in ``model.parameters()`` order).
+    """
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    scaler = torch.amp.GradScaler(compute.device.type) if compute.grad_scaling else None
+    model.train()
+    total = 0.0
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(batches)
+        image = batch["image"].to(compute.device, non_blocking=True)
+        label = batch["label"].to(compute.device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with compute.autocast():
+            loss = loss_fn(model(image), label)
+        if proximal_mu > 0 and global_weights is not None:
+            drift = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), global_weights))
+            loss = loss + 0.5 * proximal_mu * drift
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        total += float(loss.detach())
+    if compute.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return TrainResult(steps, total / steps, seconds)
+
+
+@torch.no_grad()
+def evaluate_dice(model: torch.nn.Module, dataset: Dataset, compute: Compute,
+                  roi_size: int) -> list[float]:
+    """Per-case foreground Dice of the argmax prediction over the whole volume.
+
+    The sliding window uses the training patch size: windows much larger than the training
+    crops (zero-padded) shift the instance-norm statistics and cost most of the Dice.
+    """
+    model.eval()
+    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=False)
+    scores = []
+    for n in range(len(dataset)):
+        item = dataset[n]
+        image = item["image"][None].to(compute.device)
+        label = item["label"][None].to(compute.device)
+        with compute.autocast():
+            logits = sliding_window_inference(image, (roi_size,) * 3, sw_batch_size=1,
+                                               predictor=model, overlap=0.25)
+        classes = logits.shape[1]
+        prediction = torch.nn.functional.one_hot(logits.argmax(1), classes).movedim(-1, 1)
+        truth = torch.nn.functional.one_hot(label[:, 0].long(), classes).movedim(-1, 1)
+        scores.append(float(metric(prediction, truth).mean()))
+        metric.reset()
+    return scores

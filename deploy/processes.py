@@ -1,0 +1,136 @@
+"""Child processes that are always reaped: each in its own process group, stopped as a group.
+
+Flower's SuperLink and SuperNode start further processes (``flower-superexec``,
+``flwr-serverapp``, ``flwr-clientapp``); killing only the parent leaves those behind. Every
+process here gets its own session, and :meth:`ProcessSet.stop_all` signals whole groups:
+SIGTERM, a grace period, then SIGKILL. ``ProcessSet`` is a context manager, so Ctrl-C or any
+exception on the way out stops everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from common.errors import LaunchError
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def require_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise LaunchError(f"port {port} on {host} is already in use; choose another "
+                              "or stop what holds it") from None
+
+
+def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check_alive()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise LaunchError(f"{process.name} did not open {host}:{port} within {timeout:.0f} s; "
+                      f"see {process.log_path}")
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise LaunchError(f"{self.name} exited with code {code}; last lines of "
+                              f"{self.log_path}:\n{self.tail()}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        try:
+            group = os.getpgid(self.popen.pid)
+        except ProcessLookupError:
+            group = None
+        if group is not None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.popen.wait(timeout=wait)
+                    # the leader is gone; children in the group may linger: kill them too
+                    os.killpg(group, signal.SIGKILL)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    continue
+                break
+        try:
+            self.popen.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not exit", self.name, self.popen.pid)
+
+
+class ProcessSet:
+    """Starts processes and stops every one of them on exit, in reverse order of start."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        handle = open(log_path, "ab")
+        try:
+            popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**self.env, **(extra_env or {})},
+                                     start_new_session=True)
+        except FileNotFoundError:
+            raise LaunchError(f"cannot start {name}: {argv[0]} not found (is the venv installed?)") from None
+        finally:
+            handle.close()
+        process = ManagedProcess(name, popen, log_path)
+        self.processes.append(process)
+        log.info("started %s (pid %d), log %s", name, popen.pid, log_path)
+        return process
+
+    def check_all_alive(self) -> None:
+        for process in self.processes:
+            process.check_alive()
+
+    def stop_all(self) -> None:
+        while self.processes:
+            self.processes.pop().stop()
+
+    def __enter__(self) -> ProcessSet:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop_all()

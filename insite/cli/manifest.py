@@ -1,0 +1,121 @@
+"""``insite manifest ...``: draft the shared-assets manifest, explain it, approve it, collect approvals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from common.manifest.approvals import (approve as sign_manifest, collect as collect_approvals,
+                                       default_collected_path, load_approval, manifest_digest,
+                                       write_model)
+from common.manifest.policy import decisions
+from common.manifest.schema import KIND_TITLES, load_manifest
+from common.manifest.trees import Outcome
+from common.signing import create_key, fingerprint, load_private_key, load_public_key, load_public_keys
+from server.checkpoint import RunRecord
+from server.export.draft import draft_manifest
+
+app = typer.Typer(no_args_is_help=True)
+_out = Console()
+
+_STYLE = {Outcome.PUBLISH: "green", Outcome.RESTRICTED: "yellow", Outcome.EXEMPTION: "red",
+          Outcome.DO_NOT_PUBLISH: "bold red"}
+
+ManifestArg = Annotated[Path, typer.Argument(help="the manifest TOML file")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+@app.command()
+def keygen(key: Annotated[Path, typer.Argument(help="where to create the private key (0600)")]) -> None:
+    """Create a site's approval key on this machine; send only the .pub file to the coordinator."""
+    public = create_key(key)
+    _out.print(f"private key {key} (stays here)\npublic key  {public} "
+               f"{fingerprint(load_public_key(public))}: give this file to the coordinator")
+
+
+@app.command()
+def draft(
+    run: Annotated[Path, typer.Argument(help="the coordinator's run directory")],
+    out: Annotated[Path, typer.Option("--out", help="manifest file to write")],
+    template: Annotated[Path, typer.Option(help="answers and licences")] = Path("configs/manifest.toml"),
+    environment: Annotated[list[Path], typer.Option(help="environment file(s), e.g. a lock file")] = [],  # noqa: B006
+    code: Annotated[list[Path], typer.Option(help="code file(s) to share")] = [],  # noqa: B006
+) -> None:
+    """Draft a manifest for RUN: pins the run record, the consensus checkpoint and any files named."""
+    extra = {kind: paths for kind, paths in (("environment", environment), ("code", code)) if paths}
+    loaded = draft_manifest(run, template, out, extra)
+    _out.print(f"drafted {out} (digest {manifest_digest(loaded.raw)[:16]}...); "
+               f"review it, then run 'insite manifest explain {out}'")
+
+
+@app.command()
+def explain(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
+    """Show, per asset, the decision-tree outcome and the answers that led there."""
+    loaded = load_manifest(manifest)
+    found = decisions(loaded.manifest)
+    if as_json:
+        print(json.dumps([{"asset": d.kind, "tree": d.tree, "outcome": d.outcome.title,
+                           "path": [{"question": s.question, "answer": s.answer,
+                                     "consequence": s.consequence} for s in d.path]} for d in found],
+                         indent=1))
+        return
+    for decision in found:
+        style = _STYLE[decision.outcome]
+        tree = Tree(f"[bold]{KIND_TITLES[decision.kind]}[/] ({decision.tree} tree): "
+                    f"[{style}]{decision.outcome.title}[/]")
+        for step in decision.path:
+            tree.add(f"{escape(step.question)} [cyan]{escape(step.answer)}[/] -> {escape(step.consequence)}")
+        _out.print(tree)
+
+
+@app.command()
+def approve(
+    manifest: ManifestArg,
+    site: Annotated[str, typer.Option(help="this site's name in the consortium")],
+    key: Annotated[Path, typer.Option(help="this site's private approval key")],
+    out: Annotated[Path | None, typer.Option(help="approval file; default <manifest>.<site>.approval.json")] = None,
+) -> None:
+    """Sign the manifest's digest with this site's key (send the approval file to the coordinator)."""
+    loaded = load_manifest(manifest)
+    approval = sign_manifest(site, loaded.raw, load_private_key(key))
+    target = out or manifest.with_name(f"{manifest.stem}.{site}.approval.json")
+    write_model(target, approval)
+    _out.print(f"{site} approved {manifest} (digest {approval.manifest_sha256[:16]}...): {target}")
+
+
+@app.command()
+def collect(
+    manifest: ManifestArg,
+    approvals: Annotated[list[Path], typer.Argument(help="approval files from the sites")],
+    run: Annotated[Path, typer.Option(help="run directory: its record names the contributing sites")],
+    keys: Annotated[Path, typer.Option(help="folder of the consortium's <site>.pub keys")],
+    out: Annotated[Path | None, typer.Option(help="default <manifest>.approvals.json")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the sites' approvals and keep the valid ones; report contributing sites still missing."""
+    loaded = load_manifest(manifest)
+    contributors = sorted(RunRecord(run).read().get("sites", []))
+    approval_set, check = collect_approvals([load_approval(path) for path in approvals],
+                                            manifest_digest(loaded.raw), load_public_keys(keys))
+    target = out or default_collected_path(manifest)
+    write_model(target, approval_set)
+    missing = [site for site in contributors if site not in check.valid]
+    if as_json:
+        print(json.dumps({"collected": str(target), "valid": list(check.valid),
+                          "rejected": check.rejected, "missing": missing}, indent=1))
+        return
+    table = Table("site", "contributed", "approval")
+    for site in sorted(set(contributors) | set(check.valid) | set(check.rejected)):
+        verdict = ("[green]valid[/]" if site in check.valid
+                   else f"[red]{check.rejected.get(site, 'missing')}[/]")
+        table.add_row(site, "yes" if site in contributors else "no", verdict)
+    _out.print(table)
+    _out.print(f"wrote {target}; " + (f"[red]still missing: {', '.join(missing)}[/]" if missing
+                                      else "[green]every contributing site approved[/]"))

@@ -1,0 +1,57 @@
+"""Shared terminal presentation: round rows as they arrive, the final table, the Dice plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def round_line(row: dict, total_rounds: int) -> str:
+    sites = "  ".join(f"{name} {m.get('dice', float('nan')):.3f}" for name, m in sorted(row["sites"].items()))
+    failed = f"  [red]failed: {', '.join(row['failures'])}[/]" if row.get("failures") else ""
+    return (f"round {row['round']:>3}/{total_rounds}  global Dice [bold]{row['global_dice']:.3f}[/]"
+            f"  {sites}  ({row['wall_s']:.1f} s){failed}")
+
+
+def rounds_table(rows: list[dict]) -> Table:
+    sites = sorted({name for row in rows for name in row["sites"]})
+    table = Table(title="Dice per round (held-out validation cases, per site and case-weighted global)")
+    table.add_column("round", justify="right")
+    table.add_column("global", justify="right", style="bold")
+    for name in sites:
+        table.add_column(name, justify="right")
+    table.add_column("wall s", justify="right")
+    for row in rows:
+        table.add_row(str(row["round"]), f"{row['global_dice']:.3f}",
+                      *[f"{row['sites'].get(n, {}).get('dice', float('nan')):.3f}" for n in sites],
+                      f"{row['wall_s']:.1f}")
+    return table
+
+
+def plot_dice(rows: list[dict], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = [row["round"] for row in rows]
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for name in sorted({n for row in rows for n in row["sites"]}):
+        axes.plot(rounds, [row["sites"].get(name, {}).get("dice", float("nan")) for row in rows],
+                  marker="o", label=name)
+    axes.plot(rounds, [row["global_dice"] for row in rows], color="black", linewidth=2.5,
+              marker="s", label="global (case-weighted)")
+    axes.set_xlabel("round")
+    axes.set_ylabel("Dice (held-out cases)")
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    axes.set_title("Federated training: Dice of the global model per site")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

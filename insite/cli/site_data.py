@@ -1,0 +1,172 @@
+"""``insite site deid | scan | ingest | check``: prepare a site's data, at the site.
+
+Argument handling and presentation only; the work is in :mod:`client.deid`, :mod:`client.ingest`
+and :mod:`client.qa`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from client.deid.profile import Profile
+from client.deid.run import deidentify_tree, source_files
+from client.deid.scan import output_files, scan_tree
+from client.deid.settings import load_deid_settings
+from client.ingest import ingest as ingest_series
+from client.qa import check_site_data
+from common.errors import SiteDataError
+
+console = Console()
+DEFAULT_CONFIG = Path("configs/deid.toml")
+
+ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="de-identification settings (TOML, [deid] table)")
+JsonOption = typer.Option(False, "--json", help="print a machine-readable JSON summary instead of tables")
+DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; write nothing")
+
+
+@contextmanager
+def _progress(totals: dict[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A per-stage progress bar; ``advance(stage)`` moves that stage's bar by one."""
+    with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), disable=quiet, transient=False) as bars:
+        tasks = {stage: bars.add_task(stage, total=total) for stage, total in totals.items()}
+        yield lambda stage: bars.advance(tasks[stage])
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=1, default=str))
+
+
+def _scan_table(scan: dict) -> None:
+    verdict = ("[green]no original identifier found[/]" if scan["files_with_residuals"] == 0
+               else f"[bold red]{scan['files_with_residuals']} file(s) still hold an original identifier[/]")
+    console.print(f"residual-identifier scan: {scan['files_scanned']} files, "
+                  f"{scan['identifiers_searched']} identifying values searched: {verdict}")
+    for finding in scan["findings"][:20]:
+        console.print(f"  {finding['file']}: {finding['where']} ({finding['identifier']})", highlight=False)
+
+
+def deid(
+    source: Path = typer.Argument(..., help="folder of raw DICOM files (any depth)"),
+    destination: Path = typer.Argument(..., help="output folder for de-identified files"),
+    config: Path = ConfigOption,
+    quarantine: Path = typer.Option(None, help="where refused files go (default: DST-quarantine beside DST)"),
+    report: Path = typer.Option(None, help="audit report JSON (default: DST/deid-audit-<time>.json)"),
+    as_json: bool = JsonOption,
+    dry_run: bool = DryRunOption,
+) -> None:
+    """De-identify SRC into DST (DICOM PS3.15 Annex E profile); quarantine what is unsafe."""
+    settings = load_deid_settings(config)
+    quarantine = quarantine or destination.with_name(destination.name + "-quarantine")
+    total = len(source_files(source))
+    with _progress({"deid": total, "scan": total}, as_json) as advance:
+        result = deidentify_tree(settings, source, destination, quarantine, dry_run=dry_run, progress=advance)
+    summary = result.as_dict()
+    if not dry_run:
+        report = report or destination / f"deid-audit-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        summary["report"] = str(report)
+        summary["quarantine"] = str(quarantine)
+    if as_json:
+        _print_json(summary)
+        return
+    files = summary["files"]
+    console.print(f"{'would write' if dry_run else 'written'} {files['written']} of {files['in']} files "
+                  f"for {summary['subjects']} subject(s); quarantined {files['quarantined']}"
+                  f"{'' if dry_run else f' (in {quarantine})'}; {summary['files_per_second']} files/s")
+    if summary["quarantined_by_reason"]:
+        table = Table("quarantine reason", "files")
+        for reason, count in summary["quarantined_by_reason"].items():
+            table.add_row(reason, str(count))
+        console.print(table)
+    console.print(f"profile: PS3.15 E.1-1 2024b, DCM codes {', '.join(summary['profile']['method_codes'])}")
+    if summary["residual_scan"]:
+        _scan_table(summary["residual_scan"])
+    if not dry_run:
+        console.print(f"audit report: {report}")
+
+
+def scan(
+    destination: Path = typer.Argument(..., help="de-identified folder to check"),
+    original: Path = typer.Option(..., "--original", help="the raw folder it was made from"),
+    config: Path = ConfigOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 2 if one does)."""
+    settings = load_deid_settings(config)
+    totals = {"read originals": len(source_files(original)), "scan output": len(output_files(destination))}
+    with _progress(totals, as_json) as advance:
+        result = scan_tree(destination, original, Profile(settings.options), advance).as_dict()
+    if as_json:
+        _print_json(result)
+    else:
+        _scan_table(result)
+        console.print(f"{result['identifiers_set_aside_as_ambiguous']} identifying value(s) set aside: "
+                      "they also occur as retained words in the originals")
+    if result["files_with_residuals"]:
+        raise SiteDataError(
+            f"scan: {result['files_with_residuals']} file(s) in {destination} hold an original identifier")
+
+
+def ingest(
+    source: Path = typer.Argument(..., help="de-identified DICOM folder (output of `insite site deid`)"),
+    data_path: Path = typer.Argument(..., help="training folder to write (images/, labels/, cases.json)"),
+    labels: Path = typer.Option(None, help="folder of label volumes named <SeriesInstanceUID>.nii.gz"),
+    as_json: bool = JsonOption,
+    dry_run: bool = DryRunOption,
+) -> None:
+    """Turn de-identified series (+ DICOM-SEG or label volumes) into training cases."""
+    total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
+    with _progress({"read headers": total, "convert": None}, as_json) as advance:
+        result = ingest_series(source, data_path, labels, dry_run=dry_run, progress=advance).as_dict()
+    if as_json:
+        _print_json(result)
+        return
+    console.print(f"{'would write' if dry_run else 'wrote'} {result['cases']} case(s) "
+                  f"({result['train']} train, {result['val']} val) to {data_path}")
+    for uid, reason in result["skipped"].items():
+        console.print(f"  skipped series {uid}: {reason}", highlight=False)
+    if result["missing_labels"]:
+        console.print(f"  {len(result['missing_labels'])} series without a label (not ingested)")
+
+
+def check(
+    data_path: Path = typer.Argument(..., help="training folder (images/, labels/, cases.json)"),
+    min_cases: int = typer.Option(2, help="fewer cases than this is an error"),
+    as_json: bool = JsonOption,
+) -> None:
+    """QA of a training folder: spacing, orientation, shapes, labels, duplicates, counts."""
+    result = check_site_data(data_path, min_cases)
+    if as_json:
+        _print_json(result.as_dict())
+    else:
+        table = Table("case", "split", "shape", "spacing (mm)", "orientation", "label values")
+        for case in result.cases:
+            table.add_row(case.case_id, case.split, "x".join(map(str, case.shape)),
+                          " ".join(f"{s:g}" for s in case.spacing), case.orientation,
+                          ",".join(map(str, case.label_values)))
+        console.print(table)
+        for warning in result.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        for error in result.errors:
+            console.print(f"[red]problem:[/] {error}", highlight=False)
+    if not result.ok:
+        raise SiteDataError(f"check: {data_path} has {len(result.errors)} problem(s)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the data commands to ``insite site``."""
+    app.command()(deid)
+    app.command()(scan)
+    app.command()(ingest)
+    app.command()(check)

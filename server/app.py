@@ -1,0 +1,49 @@
+"""The coordinator's Flower ServerApp: set up the run, hand over to :class:`server.rounds.RoundLoop`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import RunSettings, from_run_config
+from common.errors import CheckpointError, InsiteError
+from common.model import build_model
+from server.checkpoint import RunRecord, load_checkpoint
+from server.rounds import RoundLoop
+from server.strategy import build_strategy
+
+log = logging.getLogger(__name__)
+app = ServerApp()
+
+
+def initial_weights(settings: RunSettings, checkpoint: str) -> ArrayRecord:
+    """A fresh model from the run's seed, or the checkpoint a resumed run continues from."""
+    if not checkpoint:
+        torch.manual_seed(settings.seed)
+        return ArrayRecord(build_model(settings.model).state_dict())
+    saved = load_checkpoint(Path(checkpoint))
+    if saved.settings_digest != settings.digest():
+        raise CheckpointError(f"{checkpoint}: saved with different run settings; refusing to resume")
+    return ArrayRecord(saved.weights)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = from_run_config(context.run_config)
+    run_dir = Path(str(context.run_config["run-dir"]) or f"runs/flower-run-{context.run_id}")
+    offset = int(context.run_config["round-offset"])
+    record = RunRecord(run_dir)
+    if not (run_dir / "run.json").exists():
+        record.create(f"flower-run-{context.run_id}", settings, transport={})
+    record.update(status="running", flower_runs=record.read()["flower_runs"] + [context.run_id])
+    try:
+        arrays = initial_weights(settings, str(context.run_config["initial-weights"]))
+        RoundLoop(grid, build_strategy(settings), settings, record, offset).run(arrays)
+    except InsiteError as error:
+        record.update(status="failed", failure=str(error))
+        raise
+    record.update(status="completed", failure=None)

@@ -1,0 +1,129 @@
+"""The site administrator's path end to end, through the CLI commands: raw DICOM with planted
+identifiers -> `deid` -> `scan` -> `ingest` (DICOM-SEG via highdicom) -> `check`."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from client.cases import discover_cases, write_index
+from client.deid.synthetic import random_patient, write_segmentation, write_series
+from common.errors import SiteDataError
+from insite.cli import site_data
+
+SHAPE = (5, 16, 20)  # slices, rows, columns
+
+
+@pytest.fixture(scope="module")
+def cli():
+    app = typer.Typer()
+    site_data.register(app)
+    runner = CliRunner()
+
+    def invoke(*args: str, ok: bool = True):
+        result = runner.invoke(app, [str(a) for a in args])
+        if ok:
+            assert result.exit_code == 0, (result.output, result.exception)
+        return result
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Raw DICOM for three patients (+ one unlabeled series and a stray file), volumes kept."""
+    root = tmp_path_factory.mktemp("site")
+    rng, noise = random.Random(11), np.random.default_rng(11)
+    truth = {}
+    for index in range(3):
+        patient = random_patient(rng)
+        image = noise.normal(40, 300, SHAPE).astype(np.int16)
+        label = np.zeros(SHAPE, dtype=np.uint8)
+        label[1:4, 3 + index:9, 5:12] = 1
+        files = write_series(image, root / "raw" / f"p{index}" / "ct", patient, spacing=(2.5, 0.7, 0.9),
+                             origin=(-10.0, 20.0, 30.0))
+        write_segmentation(label, files, root / "raw" / f"p{index}" / "seg" / "seg.dcm")
+        truth[patient.patient_id] = (image, label)
+        if index == 0:
+            write_series(image[:3], root / "raw" / "p0" / "unlabeled", patient, series_number=2)
+    (root / "raw" / "notes.txt").write_text("Ward list\n")
+    config = root / "deid.toml"
+    config.write_text(f'[deid]\nkey_file = "{root / "secret" / "key.json"}"\n')
+    return root, config, truth
+
+
+def test_site_path_end_to_end(cli, site):
+    root, config, truth = site
+    out = root / "out"
+    summary = json.loads(cli("deid", root / "raw", out, "--config", config, "--json").output)
+    assert summary["files"] == {"in": 22, "written": 21, "duplicates": 0, "quarantined": 1}
+    assert summary["quarantined_by_reason"] == {"not_dicom": 1}
+    assert summary["residual_scan"]["files_with_residuals"] == 0
+    assert summary["actions_per_attribute"]["PatientName"]
+    assert Path(summary["report"]).is_file() and Path(summary["report"]).parent == out
+    assert not list(out.rglob("key.json")) and (root / "secret" / "key.json").is_file()
+
+    scan = json.loads(cli("scan", out, "--original", root / "raw", "--config", config, "--json").output)
+    assert scan["files_with_residuals"] == 0 and scan["files_scanned"] == 21
+
+    ingest = json.loads(cli("ingest", out, root / "data", "--json").output)
+    assert ingest["cases"] == 3 and len(ingest["missing_labels"]) == 1 and not ingest["skipped"]
+    cases = discover_cases("test", root / "data")
+    assert len(cases) == 3
+    matched = 0
+    for case in cases:
+        image = np.asarray(nib.load(case.image).dataobj)
+        label = np.asarray(nib.load(case.label).dataobj)
+        for original_image, original_label in truth.values():
+            if np.array_equal(image, original_image.transpose(2, 1, 0)):
+                assert np.array_equal(label, original_label.transpose(2, 1, 0))
+                matched += 1
+        assert np.allclose(nib.load(case.image).header.get_zooms(), (0.9, 0.7, 2.5))
+        assert "".join(nib.aff2axcodes(nib.load(case.image).affine)) == "LPS"
+    assert matched == 3
+
+    check = json.loads(cli("check", root / "data", "--json").output)
+    assert check["ok"] and all(c["label_values"] == [0, 1] for c in check["cases"])
+
+
+def test_scan_finds_a_planted_leak(cli, site, tmp_path):
+    root, config, _ = site
+    out = tmp_path / "out"
+    cli("deid", root / "raw", out, "--config", config, "--json")
+    leaked = next((root / "raw" / "p1" / "ct").glob("*.dcm"))
+    shutil.copyfile(leaked, out / "leak.dcm")
+    result = cli("scan", out, "--original", root / "raw", "--config", config, "--json", ok=False)
+    assert isinstance(result.exception, SiteDataError)
+    assert json.loads(result.output)["files_with_residuals"] == 1
+
+
+def test_dry_run_writes_nothing(cli, site, tmp_path):
+    root, config, _ = site
+    summary = json.loads(cli("deid", root / "raw", tmp_path / "dry", "--config", config, "--json", "--dry-run").output)
+    assert summary["dry_run"] and summary["files"]["written"] == 21
+    assert not (tmp_path / "dry").exists()
+    ingest = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--json", "--dry-run").output)
+    assert ingest["cases"] == 3 and not (tmp_path / "data").exists()
+
+
+def test_check_reports_duplicates_and_too_few_cases(cli, site, tmp_path):
+    root, _, _ = site
+    data = tmp_path / "data"
+    cli("ingest", root / "raw", data, "--json")  # ingest reads any DICOM series, raw ones too
+    cases = discover_cases("test", data)
+    copy = cases[0].image.with_name("copy.nii.gz")
+    shutil.copyfile(cases[0].image, copy)
+    write_index(data, [*cases, type(cases[0])("copy", copy, cases[0].label, "train")])
+    result = cli("check", data, "--json", ok=False)
+    assert isinstance(result.exception, SiteDataError)
+    assert any("duplicate series" in e for e in json.loads(result.output)["errors"])
+    write_index(data, cases)
+    result = cli("check", data, "--min-cases", "5", "--json", ok=False)
+    assert any("at least 5" in e for e in json.loads(result.output)["errors"])

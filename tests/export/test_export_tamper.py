@@ -1,0 +1,165 @@
+"""Export and verify fail, naming the culprit, on tampering, a missing approval, or training data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import tomli_w
+import tomllib
+
+from common.errors import ExportError
+from common.manifest.approvals import ApprovalSet, approve, load_approval_set, manifest_digest, write_model
+from common.signing import create_key, load_private_key, public_key_path
+from server.export.demo import DEFAULT_TEMPLATE, demo_publish, site_key
+from server.export.draft import draft_manifest
+from server.export.verify import listed_files, verify_export
+from server.export.writer import export_run
+
+
+def failed(report) -> dict[str, str]:
+    return {check.name: check.detail for check in report.checks if not check.ok}
+
+
+def test_published_export_passes_every_check(published):
+    assert [c.name for c in published.checks] == [
+        "checksums", "manifest", "assets", "run record", "approvals", "policy", "metadata", "model"]
+    assert all(c.ok for c in published.checks)
+    assert set(published.outcomes.values()) == {"may publish"}
+    assert verify_export(published.export).ok  # with the keys shipped in the export
+
+
+def test_one_byte_changed_in_any_file_is_named(published, tmp_path):
+    names = listed_files(published.export)
+    assert {"bundle/models/model.pt", "bundle/configs/metadata.json", "manifest.toml", "approvals.json",
+            "assets/weights/round-0002.pt", "bundle/LICENSE"} <= set(names)
+    for name in names:
+        target = tmp_path / name.replace("/", "_")
+        shutil.copytree(published.export, target)
+        path = target / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        path.write_bytes(bytes(data))
+        report = verify_export(target)
+        assert not report.ok, name
+        assert f"{name}: SHA-256 mismatch" in failed(report)["checksums"]
+
+
+def test_added_file_is_named(export_copy):
+    (export_copy / "bundle" / "models" / "extra.pt").write_bytes(b"x")
+    assert "bundle/models/extra.pt: not listed" in failed(verify_export(export_copy))["checksums"]
+
+
+def test_removed_approval_is_named(export_copy):
+    path = export_copy / "approvals.json"
+    approvals = load_approval_set(path)
+    write_model(path, ApprovalSet(manifest_sha256=approvals.manifest_sha256,
+                                  approvals=[a for a in approvals.approvals if a.site != "site-b"]))
+    problems = failed(verify_export(export_copy))
+    assert problems["approvals"] == "site 'site-b': has not approved this manifest"
+
+
+def test_keys_other_than_the_consortium_s_are_refused(export_copy, tmp_path):
+    keys = tmp_path / "my-keys"
+    keys.mkdir()
+    for site in ("site-a", "site-b", "site-c"):
+        (keys / f"{site}.pub").write_bytes(create_key(tmp_path / "impostor" / f"{site}.key").read_bytes())
+    detail = failed(verify_export(export_copy, keys))["approvals"]
+    assert "signature by 'site-a' does not verify with its consortium key" in detail
+
+
+def _collected(manifest: Path, sites: dict[str, Path], drop: str | None = None) -> Path:
+    raw = manifest.read_bytes()
+    approvals = [approve(site, raw, load_private_key(site_key(folder)))
+                 for site, folder in sites.items() if site != drop]
+    target = manifest.with_suffix(".approvals.json")
+    write_model(target, ApprovalSet(manifest_sha256=manifest_digest(raw), approvals=approvals))
+    return target
+
+
+@pytest.fixture
+def drafted(run_dir, tmp_path):
+    """A drafted manifest, three sites with their own keys, and the coordinator's key folder."""
+    sites = {site: tmp_path / "sites" / site for site in ("site-a", "site-b", "site-c")}
+    keys = tmp_path / "consortium-keys"
+    keys.mkdir()
+    for site, folder in sites.items():
+        shutil.copyfile(public_key_path(site_key(folder)), keys / f"{site}.pub")
+    manifest = draft_manifest(run_dir, DEFAULT_TEMPLATE, tmp_path / "manifest.toml").path
+    return manifest, sites, keys
+
+
+def test_export_refuses_a_missing_approval(run_dir, drafted, tmp_path):
+    manifest, sites, keys = drafted
+    approvals = _collected(manifest, sites, drop="site-c")
+    with pytest.raises(ExportError, match=r"site 'site-c': has not approved this manifest"):
+        export_run(run_dir, manifest, approvals, keys, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_export_refuses_training_data(run_dir, drafted, tmp_path):
+    manifest, sites, keys = drafted
+    data = tmp_path / "cases.csv"
+    data.write_text("case,label\n")
+    document = tomllib.loads(manifest.read_text())
+    document["assets"].append({"kind": "training_data", "licence": "CC-BY-4.0", "access": "public",
+                               "files": [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]})
+    manifest.write_text(tomli_w.dumps(document))
+    approvals = _collected(manifest, sites)  # even with every site's approval
+    with pytest.raises(ExportError, match=r"asset 'training_data': a federated run never holds training data"):
+        export_run(run_dir, manifest, approvals, keys, tmp_path / "out")
+
+
+def test_export_refuses_an_asset_changed_after_approval(run_dir, drafted, tmp_path):
+    manifest, sites, keys = drafted
+    approvals = _collected(manifest, sites)
+    checkpoint = run_dir / "checkpoints" / "round-0002.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[-10] ^= 0x01
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=r"asset 'weights' file .*round-0002.pt: SHA-256 differs"):
+        export_run(run_dir, manifest, approvals, keys, tmp_path / "out")
+
+
+def test_export_refuses_a_manifest_changed_after_approval(run_dir, drafted, tmp_path):
+    manifest, sites, keys = drafted
+    approvals = _collected(manifest, sites)
+    manifest.write_bytes(manifest.read_bytes() + b"\n")
+    with pytest.raises(ExportError, match=r"approvals: were collected for another version of the manifest"):
+        export_run(run_dir, manifest, approvals, keys, tmp_path / "out")
+
+
+def test_export_after_all_approvals_and_no_overwrite(run_dir, drafted, tmp_path):
+    manifest, sites, keys = drafted
+    result = export_run(run_dir, manifest, _collected(manifest, sites), keys, tmp_path / "out")
+    assert result.report.ok and result.bundle == tmp_path / "out" / "bundle"
+    with pytest.raises(ExportError, match="already exists"):
+        export_run(run_dir, manifest, _collected(manifest, sites), keys, tmp_path / "out")
+
+
+def test_demo_reports_refusal_without_signing(run_dir, tmp_path):
+    text = DEFAULT_TEMPLATE.read_text().replace("commercialise = false", "commercialise = true")
+    refusing = tmp_path / "template.toml"
+    refusing.write_text(text)
+    result = demo_publish(run_dir, {"site-a": tmp_path / "a"}, tmp_path / "pub", template=refusing)
+    assert result.bundle is None and not result.published
+    assert result.outcomes == {"architecture": "request an exemption", "weights": "request an exemption"}
+    assert result.refusals[0].startswith("asset 'architecture': decision tree says 'request an exemption'")
+    assert not (tmp_path / "pub" / "approvals").exists()
+
+
+def test_model_card_and_metadata_content(published):
+    bundle = published.bundle
+    card = (bundle / "docs" / "README.md").read_text()
+    assert "across 3 sites (site-a, site-b, site-c)" in card and "2 rounds" in card
+    assert "`fedavg`" in card and "Spread across sites: min 0.7000, max 0.8000" in card
+    assert "TLS on every connection: yes" in card and "Secure aggregation (coordinator sees only sums): no" in card
+    assert "Differential privacy: none" in card
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert meta["eval_metrics"]["mean_dice"] == pytest.approx(0.8)
+    assert meta["label_classes"] == "0: background, 1: lesion"
+    assert "SPDX-License-Identifier: CC-BY-4.0" in (bundle / "LICENSE").read_text()
+    assert (bundle / "models" / "model.ts").stat().st_size > 0
