@@ -1,7 +1,17 @@
-"""Site-side DICOM de-identification (DICOM PS3.15 Annex E) that fails closed.
+"""Site-side DICOM de-identification (DICOM PS3.15 Annex E, 2024b) that fails closed.
 
-Entry points: :func:`client.deid.run.deidentify_tree` (a folder of DICOM files to a de-identified
-folder, a quarantine and an audit report), :func:`client.deid.scan.scan_tree` (the independent
-residual-identifier check) and :mod:`client.deid.synthetic` (raw DICOM with planted identifiers
-for tests, the benchmark and the demo).
+Entry points:
+
+- :func:`client.deid.run.deidentify_tree`: a folder of raw DICOM to a de-identified folder, a
+  quarantine (with a reason per file) and an audit report (:class:`client.deid.run.RunReport`);
+- :func:`client.deid.scan.scan_tree`: the residual-identifier scan of an output folder against
+  its originals (``insite site scan``);
+- :mod:`client.deid.synthetic`: raw DICOM series and DICOM-SEG with planted identifiers, for the
+  tests, the benchmark and the demo.
+
+One job per module: ``profile`` (Table E.1-1 + options -> one action per tag), ``engine`` (apply
+it to every element), ``identifiers`` (what counts as an identifying value), ``keys`` (site secret,
+pseudonyms, date offsets, keyed UIDs), ``parsing`` (strict reading), ``pixels`` (burned-in risk and
+the ultrasound cleaning rule), ``values`` (dummies, date shifts, text cleaning), ``elements``
+(raw element access), ``settings`` (the TOML configuration), ``reasons`` (quarantine reasons).
 """

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
@@ -38,6 +38,76 @@ def raw_bytes(dataset: Dataset, tag: BaseTag) -> bytes | None:
     """The undecoded value if the element is still raw, else None."""
     raw = dataset._dict[tag]
     return raw.value if isinstance(raw, RawDataElement) else None
+
+
+# Character sets (PS3.3 C.12.1.1.2) whose bytes one Python codec decodes; with code extensions
+# or any other set, pydicom decodes. ASCII is a subset of both codecs.
+SIMPLE_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO 2022 IR 6": "latin-1",
+                 "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})  # PS3.5 6.2: default repertoire
+SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})  # may contain a backslash
+TEXT_VR_CODECS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})  # PS3.5 6.1.2.3: use the character set
+
+
+def codec_for(dataset: Dataset, inherited: str | None) -> str | None:
+    """The codec of ``dataset``'s own SpecificCharacterSet, else the one it inherits."""
+    if 0x00080005 not in dataset._dict:
+        return inherited
+    charsets = [str(c or "").strip() for c in as_list(dataset.SpecificCharacterSet)]
+    return SIMPLE_CODECS.get(charsets[0]) if len(charsets) == 1 else None
+
+
+def string_values(dataset: Dataset, tag: BaseTag, vr: str, codec: str | None) -> list[str]:
+    """The values of a string element, decoded from the raw bytes when that is safe.
+
+    Decoding the bytes directly skips pydicom's conversion (value objects, validation), which is
+    most of the de-identifier's own cost; other character sets go through pydicom.
+    """
+    raw = dataset._dict[tag]
+    decoder = "latin-1" if vr in ASCII_VRS else codec
+    if isinstance(raw, RawDataElement) and raw.value is not None and decoder:
+        try:
+            text: str | None = raw.value.decode(decoder)
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            if vr in SINGLE_VALUED_TEXT:
+                return [text.rstrip(" \x00")]
+            return [part.strip(" \x00") for part in text.split("\\")]
+    return [str(v) for v in as_list(dataset[tag].value) if v is not None]
+
+
+def set_value(dataset: Dataset, tag: BaseTag, vr: str, values: object, codec: str | None) -> None:
+    """Replace an element's value without converting the old one first.
+
+    Text is encoded here (``codec`` as for :func:`string_values`) into a raw element in the
+    dataset's own encoding, which pydicom writes out byte for byte; anything else becomes a
+    regular :class:`~pydicom.dataelem.DataElement`.
+    """
+    items = values if isinstance(values, list) else [] if values is None else [values]
+    old = dataset._dict.get(tag)
+    text_codec = "ascii" if vr in ASCII_VRS else codec if vr in TEXT_VR_CODECS else None
+    if isinstance(old, RawDataElement) and text_codec and all(isinstance(v, str) for v in items):
+        try:
+            encoded = "\\".join(items).encode(text_codec)
+        except UnicodeEncodeError:
+            encoded = None
+        if encoded is not None:
+            if len(encoded) % 2:
+                encoded += b"\x00" if vr == "UI" else b" "
+            dataset._dict[tag] = RawDataElement(tag, vr, len(encoded), encoded, 0, old.is_implicit_VR,
+                                                old.is_little_endian)
+            return
+    dataset[tag] = DataElement(tag, vr, items[0] if len(items) == 1 else (items or None))
+
+
+def first_string(dataset: Dataset, keyword: str, codec: str | None = SIMPLE_CODECS[""]) -> str:
+    """The first value of a top-level string attribute, or "" (decoded as by :func:`string_values`)."""
+    tag = tag_for_keyword(keyword)
+    if tag is None or tag not in dataset._dict:
+        return ""
+    values = string_values(dataset, BaseTag(tag), raw_vr(dataset, BaseTag(tag)), codec)
+    return values[0] if values else ""
 
 
 def as_list(value: object) -> list:

@@ -5,23 +5,37 @@ and the file meta (rebuilt, PS3.10 7.1). Per element the action is the table's (
 or for attributes the table does not list a fail-closed rule by VR: names are emptied, dates
 follow the temporal option, UIDs are replaced, undecodable public UN elements are removed. Every
 text value that is kept is scrubbed of the object's own identifying values.
+
+Sequences: Z empties the sequence; D and C keep the items and walk into them, and unlisted free
+text inside (an SR TextValue) is then dummied (D) or cleaned (C) with its sequence, code-macro
+vocabulary excepted; K and U* walk in under the surrounding rule. Repeating groups: curves
+(50xx) and overlays (60xx) are removed whole, even under Clean Graphics, because bitmaps and
+curves cannot be cleaned automatically (PS3.15 E.3.3 allows removal as cleaning).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydicom import config as pydicom_config
-from pydicom.dataelem import DataElement
-from pydicom.datadict import dictionary_has_tag
+from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
-from client.deid.elements import as_list, keyword, raw_bytes, raw_vr
+from client.deid.elements import (
+    SIMPLE_CODECS,
+    codec_for,
+    first_string,
+    keyword,
+    raw_bytes,
+    raw_vr,
+    set_value,
+    string_values,
+)
 from client.deid.identifiers import collect_identifiers, is_registered_uid
 from client.deid.keys import PatientIdentity, Pseudonym, SiteKey
 from client.deid.profile import Action, Profile
@@ -47,9 +61,26 @@ class Outcome:
     actions: Counter = field(default_factory=Counter)  # (keyword, action code) -> count
 
 
-# Character sets whose bytes spell ASCII identifiers as ASCII, so a raw value can be searched
-# without decoding (PS3.5 6.1.2.3); any other set takes the decoding path.
-_ASCII_COMPATIBLE = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"})
+FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
+# Code Sequence Macro attributes (PS3.3 Table 8.8-1): controlled vocabulary, not patient text.
+CODE_MACRO = frozenset(tag_for_keyword(k) for k in (
+    "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning", "LongCodeValue",
+    "URNCodeValue", "ContextIdentifier", "ContextUID", "MappingResource", "MappingResourceName",
+    "ContextGroupVersion", "ContextGroupLocalVersion", "ContextGroupExtensionCreatorUID"))
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What holds for a dataset being walked.
+
+    ``free_text`` is set inside a sequence the profile dummies (D) or cleans (C), e.g. Content
+    Sequence or Graphic Annotation Sequence: free text there that the table does not list on its
+    own (an SR TextValue, a graphic's UnformattedTextValue) is dummied or cleaned with it,
+    instead of being kept.
+    """
+
+    codec: str | None = SIMPLE_CODECS[""]  # None: the character set needs pydicom to decode
+    free_text: Action | None = None
 
 
 class _Walker:
@@ -67,13 +98,13 @@ class _Walker:
         self.date_action = (Action.KEEP if options.retain_longitudinal_full_dates
                             else Action.CLEAN if options.retain_longitudinal_modified_dates else Action.EMPTY)
 
-    def walk(self, dataset: Dataset, raw_searchable: bool) -> None:
-        if "SpecificCharacterSet" in dataset:
-            charsets = as_list(dataset.SpecificCharacterSet)
-            raw_searchable = all(str(c or "").strip() in _ASCII_COMPATIBLE for c in charsets)
+    def walk(self, dataset: Dataset, context: _Context) -> None:
+        codec = codec_for(dataset, context.codec)
+        if codec != context.codec:
+            context = replace(context, codec=codec)
         for tag in list(dataset.keys()):
             if tag.is_private:
-                self._private(dataset, tag, raw_searchable)
+                self._private(dataset, tag, context)
             elif tag.element == 0 or tag.group in CURVE_GROUPS or tag.group in OVERLAY_GROUPS:
                 # Group lengths are recomputed on write; curves and whole overlay groups go, because
                 # bitmaps and curves cannot be cleaned automatically and a partial overlay is invalid.
@@ -82,7 +113,10 @@ class _Walker:
             else:
                 vr = raw_vr(dataset, tag)
                 action = self.profile.action_for(int(tag)) or self._unlisted(tag, vr)
-                self._apply(dataset, tag, vr, action, raw_searchable)
+                if (action is Action.KEEP and context.free_text and vr in FREE_TEXT_VRS
+                        and int(tag) not in CODE_MACRO):
+                    action = context.free_text
+                self._apply(dataset, tag, vr, action, context)
         self._drop_unused_private_creators(dataset)
 
     def _unlisted(self, tag: BaseTag, vr: str) -> Action:
@@ -99,59 +133,60 @@ class _Walker:
             return Action.REMOVE
         return Action.KEEP
 
-    def _apply(self, dataset: Dataset, tag: BaseTag, vr: str, action: Action, raw_searchable: bool) -> None:
+    def _apply(self, dataset: Dataset, tag: BaseTag, vr: str, action: Action, context: _Context) -> None:
         self._count(tag, action)
         if action is Action.REMOVE:
             del dataset[tag]
         elif vr == "SQ":
             if action is Action.EMPTY:
                 dataset[tag].value = Sequence()
-            else:  # K, C, D and U* keep the items and de-identify inside them
-                for item in dataset[tag].value or ():
-                    self.walk(item, raw_searchable)
+                return
+            if action in (Action.DUMMY, Action.CLEAN):  # K and U* keep the surrounding rule
+                context = replace(context, free_text=action)
+            for item in dataset[tag].value or ():
+                self.walk(item, context)
         elif action is Action.EMPTY:
-            dataset[tag].value = None
+            set_value(dataset, tag, vr, None, context.codec)
         elif action is Action.UID or (action is Action.DUMMY and vr == "UI"):
-            self._replace_uids(dataset[tag])
+            uids = [v if is_registered_uid(v) else self.key.uid(v)
+                    for v in string_values(dataset, tag, vr, context.codec) if v]
+            set_value(dataset, tag, "UI", uids, context.codec)
         elif action is Action.DUMMY:
-            dataset[tag].value = dummy(vr)
+            set_value(dataset, tag, vr, dummy(vr), context.codec)
         elif action is Action.CLEAN:
-            self._clean(dataset[tag])
-        elif vr in TEXT_VRS and not self._surely_clean(dataset, tag, raw_searchable):
-            element = dataset[tag]
-            if element.value:
-                element.value = self._scrub(element.value, patterns=False)
+            self._clean(dataset, tag, vr, context)
+        elif vr in TEXT_VRS and not self._surely_clean(dataset, tag, context):
+            self._scrub(dataset, tag, vr, context, patterns=False)
 
-    def _surely_clean(self, dataset: Dataset, tag: BaseTag, raw_searchable: bool) -> bool:
-        """True when a kept raw text value holds none of the object's identifiers (no decoding)."""
+    def _surely_clean(self, dataset: Dataset, tag: BaseTag, context: _Context) -> bool:
+        """True when a kept raw text value holds none of the object's identifiers (no decoding).
+
+        Only for character sets in which an ASCII identifier is spelled in ASCII bytes.
+        """
         raw = raw_bytes(dataset, tag)
-        if raw is None or not raw_searchable or self.raw_needles is None:
+        if raw is None or context.codec is None or self.raw_needles is None:
             return False
         lowered = raw.lower()
         return not any(needle in lowered for needle in self.raw_needles)
 
-    def _clean(self, element: DataElement) -> None:
-        vr = element.VR
+    def _clean(self, dataset: Dataset, tag: BaseTag, vr: str, context: _Context) -> None:
         if vr in ("DA", "DT") and self.date_action is Action.CLEAN:
-            if element.value:
-                element.value = shift_multi(str(element.value), self.pseudonym.date_offset_days, vr)
+            values = string_values(dataset, tag, vr, context.codec)
+            shifted = shift_multi("\\".join(values), self.pseudonym.date_offset_days, vr)
+            set_value(dataset, tag, vr, shifted.split("\\") if any(values) else None, context.codec)
         elif vr in ("DA", "DT"):
-            element.value = None
-        elif vr in TEXT_VRS and element.value:
-            element.value = self._scrub(element.value, patterns=True)
+            set_value(dataset, tag, vr, None, context.codec)
+        elif vr in TEXT_VRS:
+            self._scrub(dataset, tag, vr, context, patterns=True)
         # TM under the modified-dates option keeps its time of day; other VRs hold no free text.
 
-    def _scrub(self, value: object, patterns: bool) -> object:
-        values = [clean_text(str(v), self.identifiers, patterns) for v in as_list(value)]
-        return values if len(values) > 1 else values[0]
+    def _scrub(self, dataset: Dataset, tag: BaseTag, vr: str, context: _Context, patterns: bool) -> None:
+        values = string_values(dataset, tag, vr, context.codec)
+        cleaned = [clean_text(v, self.identifiers, patterns) for v in values]
+        if cleaned != values:
+            set_value(dataset, tag, vr, cleaned, context.codec)
 
-    def _replace_uids(self, element: DataElement) -> None:
-        if not element.value:
-            return
-        values = [v if is_registered_uid(str(v)) else self.key.uid(str(v)) for v in as_list(element.value)]
-        element.value = values if len(values) > 1 else values[0]
-
-    def _private(self, dataset: Dataset, tag: BaseTag, raw_searchable: bool) -> None:
+    def _private(self, dataset: Dataset, tag: BaseTag, context: _Context) -> None:
         if tag.element < 0x1000:  # private creators and reserved elements: kept only if used below
             return
         creator = dataset.get((tag.group, tag.element >> 8))
@@ -161,7 +196,7 @@ class _Walker:
             self._count(tag, Action.KEEP, "(private)")
             if raw_vr(dataset, tag) == "SQ":
                 for item in dataset[tag].value or ():
-                    self.walk(item, raw_searchable)
+                    self.walk(item, context)
         else:
             self._count(tag, Action.REMOVE, "(private)")
             del dataset[tag]
@@ -177,11 +212,9 @@ class _Walker:
 
 
 def patient_identity(dataset: Dataset) -> PatientIdentity:
-    def text(keyword: str) -> str:
-        return str(dataset.get(keyword, "") or "").strip()
-
-    return PatientIdentity(text("PatientID"), text("IssuerOfPatientID"), text("PatientName"),
-                           text("PatientBirthDate"), text("StudyInstanceUID"))
+    codec = codec_for(dataset, SIMPLE_CODECS[""])
+    return PatientIdentity(*(first_string(dataset, keyword, codec).strip() for keyword in (
+        "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")))
 
 
 def _date_differences(identifiers: set[str]) -> frozenset[int]:
@@ -236,7 +269,7 @@ def deidentify_dataset(dataset: Dataset, profile: Profile, key: SiteKey,
     pseudonym = key.pseudonym(patient_identity(dataset), _date_differences(identifiers))
     walker = _Walker(profile, key, pseudonym, safe_private, identifiers)
     with pydicom_config.disable_value_validation():
-        walker.walk(dataset, raw_searchable=True)
+        walker.walk(dataset, _Context())
         _record_method(dataset, profile, pseudonym, clean_pixel_data)
         if "SOPInstanceUID" in dataset and "SOPClassUID" in dataset:
             _rebuild_file_meta(dataset)

@@ -15,13 +15,12 @@ retained text value (so an identifier typed into a kept attribute does not survi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from functools import cache
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID_dictionary
 
-from client.deid.elements import as_list, keyword, raw_vr
+from client.deid.elements import SIMPLE_CODECS, codec_for, keyword, raw_vr, string_values
 from client.deid.profile import Action, Profile
 from client.deid.values import DUMMY_TEXTS
 
@@ -57,25 +56,20 @@ def _significant(value: str) -> bool:
     return len(text) >= (MIN_NUMBER_LENGTH if bare.isdigit() else MIN_TEXT_LENGTH)
 
 
-def _values(value: object) -> Iterator[str]:
-    for item in as_list(value):
-        if item is not None and not isinstance(item, (bytes, bytearray, int, float)):
-            yield str(item)
-
-
-def _collect(dataset: Dataset, profile: Profile, out: set[str]) -> None:
+def _collect(dataset: Dataset, profile: Profile, out: set[str], codec: str | None) -> None:
     identifying = _identifying_keywords(profile)
+    codec = codec_for(dataset, codec)
     for tag in list(dataset.keys()):
         vr = raw_vr(dataset, tag)
         if vr == "SQ":
             for item in dataset[tag].value or ():
-                _collect(item, profile, out)
+                _collect(item, profile, out, codec)
             continue
         number = int(tag)
         if profile.action_for(number) is Action.KEEP or number in _NOT_IDENTIFYING:
             continue
         if vr in ("PN", "DA", "DT") or number in identifying or (vr == "UI" and not tag.is_private):
-            for text in _values(dataset[tag].value):
+            for text in string_values(dataset, tag, vr, codec):
                 if vr == "UI" and is_registered_uid(text):
                     continue
                 parts = [text, *_PN_SPLIT.split(text)] if vr == "PN" else [text]
@@ -87,6 +81,6 @@ def collect_identifiers(dataset: Dataset, profile: Profile) -> set[str]:
     found: set[str] = set()
     meta = getattr(dataset, "file_meta", None)
     if meta is not None:
-        _collect(meta, profile, found)
-    _collect(dataset, profile, found)
+        _collect(meta, profile, found, SIMPLE_CODECS[""])
+    _collect(dataset, profile, found, SIMPLE_CODECS[""])
     return found

@@ -15,6 +15,7 @@ files"). It holds
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import json
@@ -62,10 +63,17 @@ class SiteKey:
     """Load or create the key file; new patients are written to it as they are first seen."""
 
     def __init__(self, path: Path, prefix: str, persist: bool = True) -> None:
-        """``persist=False`` (a dry run) never creates or changes the file."""
+        """``persist=False`` (a dry run, a scan) never creates or changes the file.
+
+        A persisting key holds an exclusive lock (``<key>.lock``) until :meth:`close`, so two runs
+        cannot both add patients and lose one another's entries.
+        """
         self.path = path
         self.prefix = prefix
         self.persist = persist
+        self._lock: int | None = None
+        if persist:
+            self._acquire_lock()
         if path.exists():
             self._load()
         else:
@@ -73,6 +81,23 @@ class SiteKey:
             self._patients: dict[str, dict] = {}
             self._save()
         self._subjects = {entry["subject"] for entry in self._patients.values()}
+
+    def _acquire_lock(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DeidError(f"key file {self.path} is in use by another de-identification run") from None
+        self._lock = fd
+
+    def close(self) -> None:
+        """Release the lock; the key stays usable for look-ups but must not add patients."""
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+            self.persist = False
 
     def _load(self) -> None:
         mode = self.path.stat().st_mode & 0o777

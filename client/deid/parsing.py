@@ -47,16 +47,24 @@ def parse_warnings_are_unsafe() -> Iterator[None]:
 
 
 def _check_complete(dataset: Dataset) -> None:
-    """Refuse values shorter than declared, in every item of every sequence at any depth."""
-    for tag in list(dataset.keys()):
-        raw = dataset.get_item(tag)
-        if (isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
-                and raw.value is not None and len(raw.value) < raw.length):
-            raise Unsafe(Reason.TRUNCATED, f"element ({tag.group:04X},{tag.element:04X}) has "
-                                           f"{len(raw.value)} of {raw.length} bytes")
-        if raw_vr(dataset, tag) == "SQ":
-            for item in dataset[tag].value or ():
-                _check_complete(item)
+    """Refuse a file that ends inside an element.
+
+    pydicom reads sequentially, so a file that ends early ends inside its last element: the last
+    element of the data set, or of the last item of that element if it is a sequence, and so on
+    down. A sequence of defined length is read as one value first, so its own length is checked
+    before its items. (A missing item or sequence delimiter makes pydicom warn instead.)
+    """
+    tags = list(dataset.keys())
+    if not tags:
+        return
+    tag = tags[-1]
+    raw = dataset.get_item(tag)
+    if (isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
+            and raw.value is not None and len(raw.value) < raw.length):
+        raise Unsafe(Reason.TRUNCATED, f"element ({tag.group:04X},{tag.element:04X}) has "
+                                       f"{len(raw.value)} of {raw.length} bytes")
+    if raw_vr(dataset, tag) == "SQ" and dataset[tag].value:
+        _check_complete(dataset[tag].value[-1])
 
 
 def read_strictly(path: Path) -> Dataset:

@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
+from client.deid.elements import first_string
 from client.deid.reasons import Reason, Unsafe
 from client.deid.settings import PixelSafety
 
@@ -93,19 +94,20 @@ def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
 
     Returns True when the object may pass only after :func:`blank_outside_ultrasound_regions`.
     """
-    if str(dataset.get("BurnedInAnnotation", "")).strip().upper() == "YES":
+    if first_string(dataset, "BurnedInAnnotation").upper() == "YES":
         raise Unsafe(Reason.BURNED_IN_ANNOTATION, "BurnedInAnnotation (0028,0301) is YES")
-    sop_class = str(dataset.get("SOPClassUID", ""))
+    sop_class = first_string(dataset, "SOPClassUID")
     if sop_class.startswith(CAPTURE_PREFIXES):
         raise Unsafe(Reason.RISKY_SOP_CLASS, f"SOP class {sop_class} ({UID(sop_class).name})")
-    if str(dataset.get("ConversionType", "")).upper() in SCANNED_CONVERSIONS:
-        raise Unsafe(Reason.SCANNED_OR_CAPTURED, f"ConversionType {dataset.ConversionType}")
+    conversion = first_string(dataset, "ConversionType").upper()
+    if conversion in SCANNED_CONVERSIONS:
+        raise Unsafe(Reason.SCANNED_OR_CAPTURED, f"ConversionType {conversion}")
     image_type = {str(v).upper() for v in (dataset.get("ImageType") or [])}
     if image_type & SCREEN_IMAGE_TYPES:
         raise Unsafe(Reason.SCANNED_OR_CAPTURED, f"ImageType {sorted(image_type & SCREEN_IMAGE_TYPES)}")
     if not _has_pixels(dataset):
         return False
-    modality = str(dataset.get("Modality", "")).upper()
+    modality = first_string(dataset, "Modality").upper()
     if modality in rules.risky_modalities:
         if ultrasound_cleanable(dataset, rules):
             return True

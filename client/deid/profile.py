@@ -9,12 +9,12 @@ attribute, so the per-element work in :mod:`client.deid.engine` is one dictionar
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from collections.abc import Mapping
 
 from client.deid.settings import ProfileOptions
 

@@ -20,6 +20,7 @@ class Reason(StrEnum):
     LOW_INTENSITY_VARIANCE = "low_intensity_variance"  # few grey levels: likely a picture of text (seed 003)
     PIXEL_DATA_UNDECODABLE = "pixel_data_undecodable"  # cannot be checked for burned-in text
     WRITE_FAILED = "write_failed"
+    DEID_FAILED = "deid_failed"                      # the de-identifier itself raised: a bug to report
 
 
 class Unsafe(Exception):

@@ -120,6 +120,10 @@ class _Runner:
         except Unsafe as unsafe:
             self._quarantine(path, unsafe)
             return
+        except Exception as error:  # fail closed: a file that breaks the de-identifier is not written
+            log.exception("de-identifying %s failed", path)
+            self._quarantine(path, Unsafe(Reason.DEID_FAILED, f"{type(error).__name__}: {error}"[:200]))
+            return
         if written.path in self.outputs:
             self.report.duplicates += 1
         self.outputs.setdefault(written.path, set()).update(written.identifiers)
@@ -137,13 +141,13 @@ class _Runner:
             if clean_pixels:
                 blank_outside_ultrasound_regions(dataset)
             outcome = deidentify_dataset(dataset, self.profile, self.key, self.safe_private, clean_pixels)
-        for (keyword, action), count in outcome.actions.items():
-            self.report.actions.setdefault(keyword, Counter())[action] += count
-        self.report.subjects.add(outcome.subject)
         target = (self.destination / outcome.subject / str(dataset.get("StudyInstanceUID", "no-study"))
                   / str(dataset.get("SeriesInstanceUID", "no-series")) / f"{dataset.SOPInstanceUID}.dcm")
         if not self.dry_run:
             self._write(dataset, target)
+        for (keyword, action), count in outcome.actions.items():
+            self.report.actions.setdefault(keyword, Counter())[action] += count
+        self.report.subjects.add(outcome.subject)
         return _Written(target, outcome.identifiers)
 
     def _write(self, dataset: Dataset, target: Path) -> None:
@@ -182,10 +186,13 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
     files = source_files(source)
     runner = _Runner(settings, source, destination, quarantine, dry_run)
     started = time.perf_counter()
-    for path in files:
-        runner.process(path)
-        if progress:
-            progress("deid")
+    try:
+        for path in files:
+            runner.process(path)
+            if progress:
+                progress("deid")
+    finally:
+        runner.key.close()
     runner.report.seconds = time.perf_counter() - started
     if scan and not dry_run:
         runner.report.residual_scan = scan_files(

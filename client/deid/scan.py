@@ -17,6 +17,7 @@ identifier itself, so the report can be shared with whoever reviews the run.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import warnings
@@ -28,6 +29,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from client.deid.identifiers import collect_identifiers
+from client.deid.keys import SiteKey
 from client.deid.pixels import PIXEL_KEYWORDS
 from client.deid.profile import Action, Profile
 from client.deid.values import TEXT_VRS
@@ -145,32 +147,56 @@ def _retained_texts(dataset: Dataset, profile: Profile, out: set[str]) -> None:
             out.add(element.value.strip())
 
 
+@dataclass
+class OriginalIdentifiers:
+    """What the originals under a folder hold, for :func:`scan_tree`."""
+
+    per_instance: dict[str, set[str]] = field(default_factory=dict)  # SOPInstanceUID -> identifiers
+    shared: set[str] = field(default_factory=set)     # every non-date identifier, tree-wide
+    every: set[str] = field(default_factory=set)      # all identifiers, dates too
+    ambiguous: set[str] = field(default_factory=set)  # set aside, see identifiers_from_tree
+
+
+def _is_date(text: str) -> bool:
+    try:
+        dt.datetime.strptime(text[:8], "%Y%m%d")
+    except ValueError:
+        return False
+    return text[:8].isdigit() and (len(text) == 8 or text[8:].replace(".", "").lstrip("+-").isdigit())
+
+
 def identifiers_from_tree(source: Path, profile: Profile,
-                          progress: Callable[[], None] | None = None) -> tuple[set[str], set[str]]:
+                          progress: Callable[[], None] | None = None) -> OriginalIdentifiers:
     """Identifying values of every file under ``source`` that pydicom can read at all.
 
-    Returns (identifiers, ambiguous): an identifying value that some original also carries as a
-    word of an attribute the profile retains (a manufacturer typed in as institution name, a test
-    patient called "Observer" next to the code meaning "Person Observer Name") cannot be
-    attributed in a tree-wide search, so it is set aside and counted, not searched. The per-file
-    scan of a deid run (:func:`scan_files` with each original's own identifiers) has no such gap.
+    An identifying value that some original also carries as a word of an attribute the profile
+    retains (a manufacturer typed in as institution name, a test patient called "Observer" next
+    to the code meaning "Person Observer Name") cannot be attributed in a tree-wide search, so it
+    is set aside and counted, not searched tree-wide (it is still searched in the output of its
+    own original).
     """
-    found: set[str] = set()
+    result = OriginalIdentifiers()
     retained: set[str] = set()
     for path in sorted(p for p in source.rglob("*") if p.is_file()):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # originals are read leniently on purpose
                 dataset = dcmread(path, force=True)
-            found |= collect_identifiers(dataset, profile)
+            found = collect_identifiers(dataset, profile)
             _retained_texts(dataset, profile, retained)
         except Exception as error:  # unreadable originals still count as scanned inputs
             log.debug("%s: not read for identifiers (%s)", path, error)
+        else:
+            result.every |= found
+            if "SOPInstanceUID" in dataset:
+                result.per_instance.setdefault(str(dataset.SOPInstanceUID), set()).update(found)
         if progress:
             progress()
     corpus = "\n".join(sorted(retained)).lower()
-    ambiguous = {needle.identifier for needle in needles(found) if needle.found_in(corpus)}
-    return found - ambiguous, ambiguous
+    result.ambiguous = {needle.identifier for needle in needles(result.every) if needle.found_in(corpus)}
+    result.every -= result.ambiguous
+    result.shared = {value for value in result.every if not _is_date(value)}
+    return result
 
 
 def output_files(destination: Path) -> list[Path]:
@@ -196,13 +222,30 @@ def scan_files(destination: Path, files: Iterable[tuple[Path, Iterable[str]]],
     return report
 
 
-def scan_tree(destination: Path, source: Path, profile: Profile,
+def scan_tree(destination: Path, source: Path, profile: Profile, key: SiteKey | None = None,
               progress: Callable[[str], None] | None = None) -> ScanReport:
-    """``insite site scan DST --original SRC``: every original identifier against every output file."""
-    identifiers, ambiguous = identifiers_from_tree(
-        source, profile, (lambda: progress("read originals")) if progress else None)
-    search = sorted(identifiers)
-    report = scan_files(destination, ((path, search) for path in output_files(destination)),
-                        (lambda: progress("scan output")) if progress else None)
-    report.identifiers, report.ambiguous = len(identifiers), len(ambiguous)
+    """``insite site scan DST --original SRC``: original identifiers against every output file.
+
+    Every output file is searched for every name, ID, UID, address... of every original. Dates
+    are different: shifted dates are real dates, and across a tree some shifted date will equal
+    another patient's original date by chance. So with the site ``key`` (read only: it pairs an
+    output with its original by the keyed UID), a paired output is also searched for its own
+    original's dates; an output that pairs with no original is searched for every date of every
+    original. Without the key, dates are searched only in unpaired mode, i.e. everywhere, and
+    chance matches are possible.
+    """
+    originals = identifiers_from_tree(source, profile, (lambda: progress("read originals")) if progress else None)
+    by_output_uid = ({key.uid(uid): found for uid, found in originals.per_instance.items()} if key else {})
+
+    def searches():
+        for path in output_files(destination):
+            try:
+                uid = str(dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
+            except Exception:
+                uid = ""
+            own = by_output_uid.get(uid)
+            yield path, sorted(originals.shared | own) if own is not None else sorted(originals.every)
+
+    report = scan_files(destination, searches(), (lambda: progress("scan output")) if progress else None)
+    report.identifiers, report.ambiguous = len(originals.every), len(originals.ambiguous)
     return report

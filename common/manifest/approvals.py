@@ -1,4 +1,4 @@
-"""Site approvals of a manifest: an Ed25519 signature over the manifest's canonical digest.
+"""Site approvals of a manifest: a signature with the site's own key over the manifest's digest.
 
 The digest is the SHA-256 of the manifest file's exact bytes. Since every asset is pinned in the
 manifest by its own SHA-256, changing any byte of the manifest, or of an asset (which forces the
@@ -15,12 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import ManifestError
 from common.manifest.schema import describe_validation
-from common.signing import fingerprint, sign, signature_valid
+from common.signing import PrivateKey, PublicKey, fingerprint, sign, signature_valid
 
 _PURPOSE = "insite shared-assets manifest approval"
 
@@ -54,14 +53,14 @@ class ApprovalSet(BaseModel):
     approvals: list[Approval]
 
 
-def approve(site: str, raw_manifest: bytes, key: Ed25519PrivateKey) -> Approval:
+def approve(site: str, raw_manifest: bytes, key: PrivateKey) -> Approval:
     digest = manifest_digest(raw_manifest)
     return Approval(site=site, manifest_sha256=digest, key_fingerprint=fingerprint(key.public_key()),
                     signature=sign(key, statement(site, digest)),
                     signed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
-def approval_problem(approval: Approval, digest: str, keys: dict[str, Ed25519PublicKey]) -> str | None:
+def approval_problem(approval: Approval, digest: str, keys: dict[str, PublicKey]) -> str | None:
     """Why ``approval`` does not count for the manifest with ``digest``; None when it is valid."""
     key = keys.get(approval.site)
     if key is None:
@@ -83,7 +82,7 @@ class ApprovalCheck:
 
 
 def check_approvals(approvals: list[Approval], digest: str,
-                    keys: dict[str, Ed25519PublicKey]) -> ApprovalCheck:
+                    keys: dict[str, PublicKey]) -> ApprovalCheck:
     valid: list[str] = []
     rejected: dict[str, str] = {}
     for approval in approvals:
@@ -96,7 +95,7 @@ def check_approvals(approvals: list[Approval], digest: str,
 
 
 def collect(approvals: list[Approval], digest: str,
-            keys: dict[str, Ed25519PublicKey]) -> tuple[ApprovalSet, ApprovalCheck]:
+            keys: dict[str, PublicKey]) -> tuple[ApprovalSet, ApprovalCheck]:
     """The coordinator's step: keep the valid approvals of this manifest, report the rest."""
     check = check_approvals(approvals, digest, keys)
     kept = {a.site: a for a in approvals if a.site in check.valid}

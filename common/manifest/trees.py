@@ -85,10 +85,6 @@ class _Walk:
         return self.outcome >= Outcome.EXEMPTION
 
 
-def _yes_no(value: bool) -> str:
-    return "yes" if value else "no"
-
-
 def _code_alternative(walk: _Walk, asset: AssetTerms, answers: Answers) -> None:
     """Seed 000, model-code tree: ask for an exemption; if refused, share the training code only."""
     if not answers.exemption_denied:

@@ -16,11 +16,11 @@ from common.manifest.approvals import (approve as sign_manifest, collect as coll
                                        default_collected_path, load_approval, manifest_digest,
                                        write_model)
 from common.manifest.policy import decisions
-from common.manifest.schema import KIND_TITLES, load_manifest
+from common.manifest.schema import ACCESS_TITLES, KIND_TITLES, load_manifest
 from common.manifest.trees import Outcome
 from common.signing import create_key, fingerprint, load_private_key, load_public_key, load_public_keys
 from server.checkpoint import RunRecord
-from server.export.draft import draft_manifest
+from server.export.draft import DEFAULT_TEMPLATE, draft_manifest
 
 app = typer.Typer(no_args_is_help=True)
 _out = Console()
@@ -44,8 +44,9 @@ def keygen(key: Annotated[Path, typer.Argument(help="where to create the private
 def draft(
     run: Annotated[Path, typer.Argument(help="the coordinator's run directory")],
     out: Annotated[Path, typer.Option("--out", help="manifest file to write")],
-    template: Annotated[Path, typer.Option(help="answers and licences")] = Path("configs/manifest.toml"),
-    environment: Annotated[list[Path], typer.Option(help="environment file(s), e.g. a lock file")] = [],  # noqa: B006
+    template: Annotated[Path, typer.Option(help="answers and licences")] = DEFAULT_TEMPLATE,
+    environment: Annotated[list[Path], typer.Option(
+        help="environment file(s), e.g. a lock file")] = [],  # noqa: B006
     code: Annotated[list[Path], typer.Option(help="code file(s) to share")] = [],  # noqa: B006
 ) -> None:
     """Draft a manifest for RUN: pins the run record, the consensus checkpoint and any files named."""
@@ -63,7 +64,9 @@ def explain(manifest: ManifestArg, as_json: JsonOpt = False) -> None:
     if as_json:
         print(json.dumps([{"asset": d.kind, "tree": d.tree, "outcome": d.outcome.title,
                            "path": [{"question": s.question, "answer": s.answer,
-                                     "consequence": s.consequence} for s in d.path]} for d in found],
+                                     "consequence": s.consequence,
+                                     "outcome": s.outcome.title if s.outcome is not None else None}
+                                    for s in d.path]} for d in found],
                          indent=1))
         return
     for decision in found:
@@ -80,10 +83,14 @@ def approve(
     manifest: ManifestArg,
     site: Annotated[str, typer.Option(help="this site's name in the consortium")],
     key: Annotated[Path, typer.Option(help="this site's private approval key")],
-    out: Annotated[Path | None, typer.Option(help="approval file; default <manifest>.<site>.approval.json")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="approval file; default <manifest>.<site>.approval.json")] = None,
 ) -> None:
     """Sign the manifest's digest with this site's key (send the approval file to the coordinator)."""
     loaded = load_manifest(manifest)
+    for asset, decision in zip(loaded.manifest.assets, decisions(loaded.manifest), strict=True):
+        _out.print(f"  {KIND_TITLES[asset.kind]}: {asset.licence}, {ACCESS_TITLES[asset.access]}, "
+                   f"[{_STYLE[decision.outcome]}]{decision.outcome.title}[/]", highlight=False)
     approval = sign_manifest(site, loaded.raw, load_private_key(key))
     target = out or manifest.with_name(f"{manifest.stem}.{site}.approval.json")
     write_model(target, approval)

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from client.deid.keys import SiteKey
 from client.deid.profile import Profile
 from client.deid.run import deidentify_tree, source_files
 from client.deid.scan import output_files, scan_tree
@@ -84,6 +85,9 @@ def deid(
     console.print(f"{'would write' if dry_run else 'written'} {files['written']} of {files['in']} files "
                   f"for {summary['subjects']} subject(s); quarantined {files['quarantined']}"
                   f"{'' if dry_run else f' (in {quarantine})'}; {summary['files_per_second']} files/s")
+    if files["duplicates"]:
+        console.print(f"[yellow]{files['duplicates']} file(s) repeated a SOP instance already written; "
+                      "the later copy replaced the earlier one[/]")
     if summary["quarantined_by_reason"]:
         table = Table("quarantine reason", "files")
         for reason, count in summary["quarantined_by_reason"].items():
@@ -104,9 +108,13 @@ def scan(
 ) -> None:
     """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 2 if one does)."""
     settings = load_deid_settings(config)
+    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False) if settings.key_file.exists() else None
+    if key is None and not as_json:
+        console.print(f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match "
+                      "by chance[/]")
     totals = {"read originals": len(source_files(original)), "scan output": len(output_files(destination))}
     with _progress(totals, as_json) as advance:
-        result = scan_tree(destination, original, Profile(settings.options), advance).as_dict()
+        result = scan_tree(destination, original, Profile(settings.options), key, advance).as_dict()
     if as_json:
         _print_json(result)
     else:

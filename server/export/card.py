@@ -41,10 +41,13 @@ class MetricsSummary:
         return metrics
 
 
-def summarise_metrics(rows: list[dict[str, Any]], round_number: int) -> MetricsSummary:
-    """Metrics of the consensus round from ``metrics.json`` rows."""
-    row = next((r for r in rows if r.get("round") == round_number), None)
-    if row is None:
+def summarise_metrics(row: dict[str, Any], round_number: int) -> MetricsSummary:
+    """Metrics of the consensus round, from the round row its checkpoint carries.
+
+    The checkpoint is an approved asset, so the card's numbers come from signed bytes, not from
+    ``metrics.json`` (which nobody signed).
+    """
+    if row.get("round") != round_number:
         return MetricsSummary(None, None, {})
     sites = {name: float(values["dice"]) for name, values in sorted(row.get("sites", {}).items())
              if isinstance(values, dict) and values.get("dice") is not None}
@@ -94,8 +97,8 @@ def model_card(manifest: Manifest, settings: RunSettings, record: dict[str, Any]
         lines += ["No evaluation was recorded for the consensus round.", ""]
     else:
         if metrics.global_dice is not None:
-            lines.append(f"Mean Dice over the sites' validation sets, round {metrics.round}: "
-                         f"{metrics.global_dice:.4f}")
+            lines.append(f"Global Dice (the coordinator's aggregate over the sites' held-out cases), "
+                         f"round {metrics.round}: {metrics.global_dice:.4f}")
         if metrics.site_dice:
             spread = metrics.spread
             lines += ["", "| site | Dice |", "|---|---:|"]
@@ -109,7 +112,7 @@ def model_card(manifest: Manifest, settings: RunSettings, record: dict[str, Any]
         lines.append(f"| {KIND_TITLES[asset.kind]} | {asset.licence} | {ACCESS_TITLES[asset.access]} | "
                      f"{decision.outcome.title} |")
     lines += ["", "Every contributing site approved the shared-assets manifest (`manifest.toml` beside "
-              "this bundle) with its own Ed25519 key:", ""]
+              "this bundle) with its own key:", ""]
     lines += [f"- {site}: key {fp}" for site, fp in sorted(approvers.items())]
     lines += ["", "## Running it", "", "```",
               f"python -m monai.bundle run --config_file {INFERENCE} --bundle_root . "
@@ -119,13 +122,11 @@ def model_card(manifest: Manifest, settings: RunSettings, record: dict[str, Any]
     return "\n".join(lines)
 
 
-def licence_text(manifest: Manifest, kinds: list[str]) -> str:
-    """``LICENSE`` of the bundle: the terms of each asset that went into it."""
+def licence_text(manifest: Manifest) -> str:
+    """``LICENSE`` of the bundle: the terms of each asset (an export carries all of them or none)."""
     parts = [f"{manifest.project.copyright}", "",
              "This bundle holds several shared assets, each under its own terms:", ""]
     for asset in manifest.assets:
-        if asset.kind not in kinds:
-            continue
         parts += [f"== {KIND_TITLES[asset.kind]} ==", f"SPDX-License-Identifier: {asset.licence}",
                   f"Access: {ACCESS_TITLES[asset.access]}"]
         if asset.access != "public":

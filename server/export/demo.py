@@ -1,10 +1,10 @@
 """The end of ``insite demo``: publish the demo run's consensus model the way a consortium would.
 
-Each synthetic site gets its own approval key in its own folder (as a real site would create it on
-its own machine) and hands only the public half to the coordinator; the researcher drafts the
-manifest from the template; if the decision trees allow every asset, each site approves, the
-coordinator collects, exports and verifies. If not, nothing is signed or exported and the result
-says why.
+Each synthetic site signs with its own key: the node key provisioning created in its folder, or a
+new Ed25519 key made there (as a real site would, on its own machine); only public halves travel.
+The researcher drafts the manifest from the template; if the decision trees allow every asset, each
+site approves, the coordinator collects, exports and verifies. If not, nothing is signed or
+exported and the result says why.
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from common.errors import ExportError
 from common.manifest.approvals import (approve, collect, default_collected_path, manifest_digest,
                                       write_model)
 from common.manifest.policy import asset_refusals, decisions
 from common.signing import create_key, load_private_key, load_public_keys, public_key_path
-from server.export.draft import draft_manifest
+from server.export.draft import DEFAULT_TEMPLATE, draft_manifest
 from server.export.verify import Check
 from server.export.writer import export_run
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "configs" / "manifest.toml"
-SITE_KEY = "approval.key"
-
 
 @dataclass(frozen=True)
 class PublishResult:
@@ -45,28 +42,45 @@ class PublishResult:
     def published(self) -> bool:
         return self.bundle is not None and all(check.ok for check in self.checks)
 
+    def summary(self) -> list[str]:
+        """Lines for a person at the terminal: outcome per asset, then the bundle or the refusals."""
+        lines = [f"manifest {self.manifest}"]
+        lines += [f"  {kind}: {outcome}" for kind, outcome in self.outcomes.items()]
+        if self.published:
+            lines.append(f"verified MONAI bundle: {self.bundle}")
+        else:
+            lines += ["not published:"] + [f"  {reason}" for reason in self.refusals]
+            lines += [f"  {c.name}: {c.detail}" for c in self.checks if not c.ok]
+        return lines
 
-def site_key(site_dir: Path) -> Path:
-    """The site's approval key, created (0600) in the site's own folder on first use."""
-    key = site_dir / SITE_KEY
-    if not key.exists():
-        create_key(key)
-    return key
+
+def ensure_key(private_key: Path) -> Path:
+    """A site's signing key: the one it has (e.g. its node key), else a new Ed25519 key (0600)."""
+    if not private_key.exists():
+        create_key(private_key)
+    return private_key
 
 
-def demo_publish(run_dir: Path, site_dirs: Mapping[str, Path], out_dir: Path,
-                 template: Path = DEFAULT_TEMPLATE, today: date | None = None) -> PublishResult:
-    """Draft, approve (every site in ``site_dirs``), collect, export to ``out_dir/export``, verify.
+def demo_publish(run_dir: Path, site_keys: Mapping[str, Path], out_dir: Path, *,
+                 consortium_keys: Path | None = None, template: Path = DEFAULT_TEMPLATE,
+                 today: date | None = None) -> PublishResult:
+    """Draft, approve (every site in ``site_keys``), collect, export to ``out_dir/export``, verify.
 
-    ``out_dir`` receives ``manifest.toml``, ``approvals/``, ``consortium-keys/``,
+    ``site_keys`` maps each site to its private key (the provisioned node key, or a path where an
+    Ed25519 key is created). ``consortium_keys`` is the coordinator's folder of ``<site>.pub``
+    (e.g. the PKI's ``sites/``); by default it is built in ``out_dir`` from the ``.pub`` beside
+    each private key. ``out_dir`` receives ``manifest.toml``, ``approvals/``,
     ``manifest.approvals.json`` and ``export/`` (which must not exist yet: exports are never
-    overwritten). Raises :class:`common.errors.ExportError` only if an approved export fails.
+    overwritten). A refusal at any step is returned in ``refusals``, never raised.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys_dir = out_dir / "consortium-keys"
-    keys_dir.mkdir(exist_ok=True)
-    for site, folder in site_dirs.items():
-        shutil.copyfile(public_key_path(site_key(folder)), keys_dir / f"{site}.pub")
+    for key in site_keys.values():
+        ensure_key(key)
+    keys_dir = consortium_keys or out_dir / "consortium-keys"
+    if consortium_keys is None:
+        keys_dir.mkdir(exist_ok=True)
+        for site, key in site_keys.items():
+            shutil.copyfile(public_key_path(key), keys_dir / f"{site}.pub")
     loaded = draft_manifest(run_dir, template, out_dir / "manifest.toml")
     manifest = loaded.manifest
     outcomes = {d.kind: d.outcome.title for d in decisions(manifest)}
@@ -77,12 +91,15 @@ def demo_publish(run_dir: Path, site_dirs: Mapping[str, Path], out_dir: Path,
     approvals_dir = out_dir / "approvals"
     approvals_dir.mkdir(exist_ok=True)
     signed = []
-    for site, folder in site_dirs.items():
-        approval = approve(site, loaded.raw, load_private_key(site_key(folder)))
+    for site, key in site_keys.items():
+        approval = approve(site, loaded.raw, load_private_key(key))
         write_model(approvals_dir / f"{site}.json", approval)
         signed.append(approval)
     approval_set, _ = collect(signed, manifest_digest(loaded.raw), load_public_keys(keys_dir))
     collected = default_collected_path(loaded.path)
     write_model(collected, approval_set)
-    result = export_run(run_dir, loaded.path, collected, keys_dir, out_dir / "export", today)
+    try:
+        result = export_run(run_dir, loaded.path, collected, keys_dir, out_dir / "export", today)
+    except ExportError as error:  # e.g. a contributing site that did not approve
+        return PublishResult(loaded.path, outcomes, [str(error)])
     return PublishResult(loaded.path, outcomes, [], result.folder, result.bundle, result.report.checks)

@@ -22,6 +22,8 @@ from server.checkpoint import RUN_RECORD, RunRecord, checkpoint_path
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "configs" / "manifest.toml"
+
 _HEADER = """\
 # Shared-assets manifest drafted by `insite manifest draft` for run '{run}'.
 # Every contributing site approves the exact bytes of this file: any change, even to a comment,

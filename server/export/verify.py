@@ -9,8 +9,11 @@ Checks, each reported pass/fail with a reason naming the file, asset or site:
 5. approvals   every contributing site signed this exact manifest with its consortium key;
 6. policy      the decision trees, licences, embargoes and the no-training-data rule allow every asset;
 7. metadata    the bundle's metadata.json is valid against MONAI's schema (copy shipped with insite);
-8. model       models/model.pt holds exactly the approved checkpoint's weights, inference.json builds
-               the run's network.
+8. model       models/model.pt, and the parameters of models/model.ts, are exactly the approved
+               checkpoint's weights;
+9. bundle files inference.json, metadata.json (but its tool versions), the model card and LICENSE are
+               exactly what the approved manifest, run record and checkpoint produce, so editing
+               them and regenerating the (unsigned) SHA256SUMS is caught too.
 
 Keys: pass the consortium's public keys (``--keys``) to check against your own copy; without them the
 keys shipped in the export are used, which proves integrity but not who the signers are.
@@ -19,6 +22,7 @@ keys shipped in the export are used, which proves integrity but not who the sign
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -34,10 +38,10 @@ from common.manifest.approvals import check_approvals, load_approval_set, manife
 from common.manifest.policy import (Refusal, approval_refusals, asset_refusals, file_refusals,
                                     sha256_file)
 from common.manifest.schema import LoadedManifest, load_manifest
-from common.signing import fingerprint, load_public_keys
-from server.checkpoint import RUN_RECORD, load_checkpoint
+from common.signing import PublicKey, fingerprint, load_public_keys
+from server.checkpoint import RUN_RECORD, Checkpoint, load_checkpoint
 from server.export import layout
-from server.export.bundle_configs import NETWORK_ID, network_def
+from server.export.contents import derive, without_tool_versions
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,16 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise _Failed(f"{path.name}: not a readable weights file ({error})") from None
 
 
+def _load_torchscript(path: Path) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of the TorchScript model (its code is loaded, never run)."""
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated; MONAI bundles still ship it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    except Exception as error:  # torch raises many types for a damaged archive
+        raise _Failed(f"{path.name}: not a readable TorchScript model ({error})") from None
+
+
 def parse_sums(text: str) -> dict[str, str]:
     sums = {}
     for line in text.splitlines():
@@ -107,13 +121,15 @@ class _Verifier:
         self.loaded: LoadedManifest | None = None
         self.record: dict[str, Any] | None = None
         self.settings: RunSettings | None = None
+        self.keys: dict[str, PublicKey] | None = None
+        self.checkpoint: Checkpoint | None = None
 
     def run(self) -> VerifyReport:
         report = VerifyReport(self.out)
         steps: list[tuple[str, Callable[[], str]]] = [
             ("checksums", self.checksums), ("manifest", self.manifest), ("assets", self.assets),
             ("run record", self.run_record), ("approvals", self.approvals), ("policy", self.policy),
-            ("metadata", self.metadata), ("model", self.model)]
+            ("metadata", self.metadata), ("model", self.model), ("bundle files", self.bundle_files)]
         for name, step in steps:
             try:
                 report.checks.append(Check(name, True, step()))
@@ -173,7 +189,8 @@ class _Verifier:
             raise _Failed(f"{path}: not a readable run record ({error})") from None
         if record.get("name") != manifest.run.name:
             raise _Failed(f"{path}: run '{record.get('name')}' is not the manifest's '{manifest.run.name}'")
-        if settings.digest() != manifest.run.settings_digest or record.get("settings_digest") != settings.digest():
+        digest = settings.digest()
+        if record.get("settings_digest") != digest or digest != manifest.run.settings_digest:
             raise _Failed(f"{path}: settings digest does not match the manifest's run")
         self.record, self.settings = record, settings
         return f"run '{record['name']}', contributing sites: {', '.join(sorted(record.get('sites', [])))}"
@@ -182,7 +199,7 @@ class _Verifier:
         loaded = self._need_manifest()
         record, _ = self._need_run()
         keys_dir = self.keys_dir or self.out / layout.KEYS
-        keys = load_public_keys(keys_dir)
+        keys = self.keys = load_public_keys(keys_dir)
         approval_set = load_approval_set(self.out / layout.APPROVALS)
         digest = manifest_digest(loaded.raw)
         if approval_set.manifest_sha256 != digest:
@@ -199,7 +216,6 @@ class _Verifier:
         return f"all {len(manifest.assets)} assets may be published"
 
     def metadata(self) -> str:
-        _, settings = self._need_run()
         missing = [name for name in (layout.LICENSE, layout.METADATA, layout.MODEL, layout.INFERENCE,
                                      layout.CARD) if not (self.bundle / name).is_file()]
         if missing:
@@ -209,11 +225,12 @@ class _Verifier:
         errors = sorted(jsonschema.Draft201909Validator(schema).iter_errors(meta), key=str)
         if errors:
             raise _Failed(f"{layout.METADATA}: {errors[0].message} (at {'/'.join(map(str, errors[0].path))})")
-        channels = meta["network_data_format"]["outputs"].get("pred", {}).get("num_channels")
-        if channels != settings.model.out_channels:
-            raise _Failed(f"{layout.METADATA}: {channels} output channels, the run's model has "
-                          f"{settings.model.out_channels}")
         return f"{layout.METADATA} valid against MONAI bundle schema 20240725"
+
+    def _need_checkpoint(self) -> Checkpoint:
+        if self.checkpoint is None:
+            raise _Failed("not checked: the approved checkpoint is unusable")
+        return self.checkpoint
 
     def model(self) -> str:
         manifest = self._need_manifest().manifest
@@ -224,14 +241,41 @@ class _Verifier:
         checkpoint = load_checkpoint(layout.asset_copy(self.out, weights, weights.files[0]))
         if checkpoint.round != manifest.run.round or checkpoint.settings_digest != settings.digest():
             raise _Failed("the approved checkpoint is not the manifest's run and round")
-        exported = _load_weights(self.bundle / layout.MODEL)
-        if set(exported) != set(checkpoint.weights) or not all(
-                torch.equal(exported[name], checkpoint.weights[name]) for name in exported):
-            raise _Failed(f"{layout.MODEL} differs from the approved checkpoint's weights")
-        config = _read_json(self.bundle / layout.INFERENCE)
-        if config.get(NETWORK_ID) != network_def(settings):
-            raise _Failed(f"{layout.INFERENCE}: '{NETWORK_ID}' is not the run's network")
-        return f"{layout.MODEL} = approved round-{checkpoint.round} weights ({len(exported)} tensors)"
+        self.checkpoint = checkpoint
+        _same_weights(_load_weights(self.bundle / layout.MODEL), checkpoint, layout.MODEL)
+        _same_weights(_load_torchscript(self.bundle / layout.TORCHSCRIPT), checkpoint, layout.TORCHSCRIPT)
+        return (f"{layout.MODEL} and the parameters of {layout.TORCHSCRIPT} = approved "
+                f"round-{checkpoint.round} weights ({len(checkpoint.weights)} tensors)")
+
+    def bundle_files(self) -> str:
+        loaded = self._need_manifest()
+        record, settings = self._need_run()
+        checkpoint = self._need_checkpoint()
+        if self.keys is None:
+            raise _Failed("not checked: no consortium keys")
+        contributors = sorted(record.get("sites", []))
+        approvers = {site: fingerprint(self.keys[site]) for site in contributors if site in self.keys}
+        expected = derive(loaded.manifest, record, settings, checkpoint, approvers)
+        problems = []
+        meta = _read_json(self.bundle / layout.METADATA)
+        if without_tool_versions(meta) != without_tool_versions(expected.metadata):
+            problems.append(layout.METADATA)
+        if _read_json(self.bundle / layout.INFERENCE) != expected.inference:
+            problems.append(layout.INFERENCE)
+        for name, text in ((layout.CARD, expected.card), (layout.LICENSE, expected.licence)):
+            if (self.bundle / name).read_text(encoding="utf-8") != text:
+                problems.append(name)
+        if problems:
+            raise _Failed(f"{', '.join(problems)}: not what the approved manifest, run record and "
+                          "checkpoint produce (edited after export)")
+        return (f"{layout.INFERENCE}, {layout.METADATA} (but tool versions), {layout.CARD} and "
+                f"{layout.LICENSE} match what the approved inputs produce")
+
+
+def _same_weights(found: dict[str, torch.Tensor], checkpoint: Checkpoint, name: str) -> None:
+    expected = checkpoint.weights
+    if set(found) != set(expected) or not all(torch.equal(found[k], expected[k]) for k in expected):
+        raise _Failed(f"{name} differs from the approved checkpoint's weights")
 
 
 def verify_export(out: Path, keys_dir: Path | None = None, today: date | None = None) -> VerifyReport:

@@ -23,13 +23,13 @@ from monai.bundle import ckpt_export
 
 from common.errors import ExportError
 from common.manifest.approvals import ApprovalSet, check_approvals, load_approval_set, manifest_digest
-from common.manifest.policy import Refusal, decisions, file_refusals, policy_refusals, sha256_file
+from common.manifest.policy import Refusal, file_refusals, policy_refusals, sha256_file
 from common.manifest.schema import LoadedManifest, load_manifest
 from common.signing import fingerprint, load_public_keys, public_pem
 from server.checkpoint import RUN_RECORD, RunRecord, load_checkpoint
 from server.export import layout
-from server.export.bundle_configs import NETWORK_ID, inference_config, metadata
-from server.export.card import licence_text, model_card, summarise_metrics
+from server.export.bundle_configs import NETWORK_ID
+from server.export.contents import derive
 from server.export.verify import VerifyReport, listed_files, verify_export
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def _run_binding(loaded: LoadedManifest, run_dir: Path) -> list[Refusal]:
         refusals.append(Refusal("asset 'weights'", "must be exactly one file: the consensus checkpoint"))
     else:
         checkpoint = load_checkpoint(loaded.resolve(weights.files[0]))
-        if checkpoint.round != manifest.run.round or checkpoint.settings_digest != manifest.run.settings_digest:
+        run = manifest.run
+        if checkpoint.round != run.round or checkpoint.settings_digest != run.settings_digest:
             refusals.append(Refusal("asset 'weights'", f"is not round {manifest.run.round} of this run"))
     return refusals
 
@@ -87,20 +88,17 @@ def check_export(run_dir: Path, loaded: LoadedManifest, approval_set: ApprovalSe
 def _write_bundle(loaded: LoadedManifest, run_dir: Path, bundle: Path, approvers: dict[str, str]) -> None:
     manifest = loaded.manifest
     run = RunRecord(run_dir)
-    record, settings = run.read(), run.settings()
     weights = manifest.asset("weights")
     checkpoint = load_checkpoint(loaded.resolve(weights.files[0]))  # type: ignore[union-attr]
-    summary = summarise_metrics(run.rounds(), manifest.run.round)
+    files = derive(manifest, run.read(), run.settings(), checkpoint, approvers)
     for folder in ("configs", "models", "docs"):
         (bundle / folder).mkdir(parents=True)
-    _write_json(bundle / layout.METADATA, metadata(manifest, settings, record, summary.eval_metrics()))
-    _write_json(bundle / layout.INFERENCE, inference_config(settings))
+    _write_json(bundle / layout.METADATA, files.metadata)
+    _write_json(bundle / layout.INFERENCE, files.inference)
+    (bundle / layout.CARD).write_text(files.card, encoding="utf-8")
+    (bundle / layout.LICENSE).write_text(files.licence, encoding="utf-8")
     torch.save(checkpoint.weights, bundle / layout.MODEL)
     _torchscript(bundle)
-    (bundle / layout.CARD).write_text(
-        model_card(manifest, settings, record, summary, decisions(manifest), approvers), encoding="utf-8")
-    kinds = [asset.kind for asset in manifest.assets]
-    (bundle / layout.LICENSE).write_text(licence_text(manifest, kinds), encoding="utf-8")
 
 
 @contextmanager

@@ -12,6 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import typer
+from pydicom import dcmread
 from typer.testing import CliRunner
 
 from client.cases import discover_cases, write_index
@@ -127,3 +128,19 @@ def test_check_reports_duplicates_and_too_few_cases(cli, site, tmp_path):
     write_index(data, cases)
     result = cli("check", data, "--min-cases", "5", "--json", ok=False)
     assert any("at least 5" in e for e in json.loads(result.output)["errors"])
+
+
+def test_label_volume_folder_labels_a_series_without_seg(cli, site, tmp_path):
+    """A series without a DICOM-SEG is labelled by <SeriesInstanceUID>.nii.gz in --labels."""
+    root, _, _ = site
+    unlabeled = sorted((root / "raw" / "p0" / "unlabeled").glob("*.dcm"))
+    uid = str(dcmread(unlabeled[0]).SeriesInstanceUID)
+    label = np.zeros((SHAPE[2], SHAPE[1], 3), dtype=np.uint8)  # NIfTI order: columns, rows, slices
+    label[2:6, 3:7, 1] = 2
+    (tmp_path / "labels").mkdir()
+    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "labels" / f"{uid}.nii.gz")
+    result = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path / "labels",
+                            "--json").output)
+    assert result["cases"] == 4 and not result["missing_labels"]
+    check = json.loads(cli("check", tmp_path / "data", "--json").output)
+    assert sorted(tuple(c["label_values"]) for c in check["cases"]) == [(0, 1), (0, 1), (0, 1), (0, 2)]

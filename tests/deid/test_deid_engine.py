@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
+from client.deid.engine import deidentify_dataset
 from client.deid.errors import DeidError
+from client.deid.keys import SiteKey
+from client.deid.profile import Profile
 from client.deid.run import deidentify_tree
 from client.deid.settings import DeidSettings, ProfileOptions, SafePrivate
 from client.deid.synthetic import PRIVATE_CREATOR, PRIVATE_GROUP
@@ -119,6 +123,18 @@ def test_retain_options_keep_what_they_name(tmp_path, planted_tree, make_setting
         assert ds.PatientID != original.PatientID
 
 
+def test_device_and_patient_characteristics_options(tmp_path, planted_tree, make_settings):
+    source, _ = planted_tree
+    deidentify_tree(make_settings(retain_device_identity=True, retain_patient_characteristics=True),
+                    source, tmp_path / "out", tmp_path / "q")
+    for ds in _outputs(tmp_path / "out"):
+        assert ds.StationName == "ELSEWHERE-CT1" and ds.PatientSex == "O"
+        assert {"113108", "113109"} <= {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    deidentify_tree(make_settings(), source, tmp_path / "basic", tmp_path / "q2")
+    for ds in _outputs(tmp_path / "basic"):
+        assert ds.StationName == "DEIDENTIFIED" and not ds.PatientSex
+
+
 def test_clean_descriptors_keeps_text_without_identifiers(tmp_path, planted_tree, make_settings):
     source, patients = planted_tree
     deidentify_tree(make_settings(clean_descriptors=True), source, tmp_path / "out", tmp_path / "q")
@@ -139,8 +155,33 @@ def test_key_file_is_private_and_outside_output(tmp_path, settings, planted_tree
         deidentify_tree(settings, source, tmp_path / "out2", tmp_path / "q2")
 
 
+def test_one_run_at_a_time_per_key(tmp_path, settings):
+    first = SiteKey(settings.key_file, "SUBJ")
+    with pytest.raises(DeidError, match="in use by another"):
+        SiteKey(settings.key_file, "SUBJ")
+    SiteKey(settings.key_file, "SUBJ", persist=False)  # read-only users (scan) are not blocked
+    first.close()
+    SiteKey(settings.key_file, "SUBJ").close()
+
+
 def test_dry_run_writes_nothing(tmp_path, settings, planted_tree):
     source, _ = planted_tree
     report = deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q", dry_run=True)
     assert report.written == 12
     assert not (tmp_path / "out").exists() and not settings.key_file.exists()
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({}, {"DEIDENTIFIED"}),                                   # Content Sequence D: text dummied
+    ({"clean_structured_content": True}, None),                # C: text kept, identifiers cleaned
+])
+def test_structured_report_text_follows_content_sequence_action(tmp_path, options, expected):
+    path = get_testdata_file("test-SR.dcm")
+    before = [e.value for e in dcmread(path).iterall() if e.keyword == "TextValue"]
+    ds = dcmread(path)
+    deidentify_dataset(ds, Profile(ProfileOptions(**options)), SiteKey(tmp_path / "key.json", "SUBJ", persist=False))
+    after = [e.value for e in ds.iterall() if e.keyword == "TextValue"]
+    codes = [e.value for e in ds.iterall() if e.keyword == "CodeMeaning"]
+    assert len(after) == len(before) > 0
+    assert set(after) == (expected or set(before))
+    assert "Diagnosis" in codes  # coded concepts are vocabulary and stay

@@ -6,7 +6,9 @@ from __future__ import annotations
 import string
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -25,7 +27,9 @@ CARRIERS = [  # never an attribute of the planted identity itself, which would o
 ]
 NESTERS = ["RequestAttributesSequence", "AnatomicRegionSequence", "ReferencedStudySequence",
            "ProcedureCodeSequence", "ContentSequence", "PerformedProtocolCodeSequence"]
-LETTERS = st.text(alphabet=string.ascii_letters, min_size=6, max_size=10)
+# A "Zq" prefix keeps generated names from being substrings of what the output legitimately
+# says ("MODIFI" in MODIFIED), which is no leak but would fail the plain substring check.
+LETTERS = st.text(alphabet=string.ascii_letters, min_size=4, max_size=10).map(lambda s: f"Zq{s}")
 DIGITS = st.text(alphabet=string.digits, min_size=7, max_size=10)
 
 

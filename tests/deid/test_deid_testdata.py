@@ -53,7 +53,8 @@ def test_written_files_hold_no_original_identifier(shipped_run):
     root, settings, report, _ = shipped_run
     assert report.residual_scan.files_scanned == len(list((root / "out").rglob("*.dcm")))
     assert report.residual_scan.files_with_residuals == 0, report.residual_scan.findings[:5]
-    independent = scan_tree(root / "out", root / "src", Profile(settings.options))
+    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+    independent = scan_tree(root / "out", root / "src", Profile(settings.options), key)
     assert independent.files_with_residuals == 0, independent.findings[:5]
 
 
@@ -84,7 +85,7 @@ def test_character_sets_are_cleaned(tmp_path, path):
         pytest.skip("no preamble: the run quarantines it")
     if "SOPInstanceUID" not in ds:
         pytest.skip("no SOP instance: the run quarantines it")
-    outcome = deidentify_dataset(ds, profile, SiteKey(tmp_path / "key.json", "SUBJ"))
+    outcome = deidentify_dataset(ds, profile, SiteKey(tmp_path / "key.json", "SUBJ", persist=False))
     out = tmp_path / "out.dcm"
     ds.save_as(out, enforce_file_format=True)
     assert scan_file(out, needles(outcome.identifiers), out.name) == []

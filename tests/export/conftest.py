@@ -70,10 +70,11 @@ def make_run(run_dir: Path, settings: RunSettings, weights: dict[str, torch.Tens
     record = RunRecord(run_dir)
     record.create("demo", settings, TRANSPORT)
     for round_number in (1, 2):
-        record.append_round({"round": round_number, "global_dice": 0.6 + round_number / 10, "sites": {
+        row = {"round": round_number, "global_dice": 0.6 + round_number / 10, "sites": {
             site: {"dice": 0.5 + round_number / 10 + index / 20, "num_val": 2, "num_train": 8}
-            for index, site in enumerate(sites)}})
-        save_checkpoint(run_dir, round_number, weights, {"round": round_number}, settings)
+            for index, site in enumerate(sites)}}
+        record.append_round(row)  # as server.rounds does: the checkpoint carries its round's row
+        save_checkpoint(run_dir, round_number, weights, row, settings)
     return run_dir
 
 
@@ -88,7 +89,7 @@ def published(tmp_path_factory: pytest.TempPathFactory, run_settings: RunSetting
     """One approved, exported, verified demo publication (treat as read-only; copy to modify)."""
     root = tmp_path_factory.mktemp("published")
     run = make_run(root / "run", run_settings, trained_weights)
-    result = demo_publish(run, {site: root / "sites" / site for site in SITES}, root / "pub")
+    result = demo_publish(run, {site: root / "sites" / site / "approval.key" for site in SITES}, root / "pub")
     assert result.published, result
     return result
 

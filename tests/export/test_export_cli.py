@@ -78,8 +78,10 @@ def test_draft_explain_approve_collect_export_verify(run_dir, tmp_path, monkeypa
     code, out, _ = insite(monkeypatch, capsys, "verify", out_dir, "--json")
     report = json.loads(out)
     assert code == 1 and report["ok"] is False
-    assert [c["detail"] for c in report["checks"] if not c["ok"]] == [
-        "bundle/LICENSE: SHA-256 mismatch (file was modified)"]
+    assert [(c["name"], c["detail"]) for c in report["checks"] if not c["ok"]] == [
+        ("checksums", "bundle/LICENSE: SHA-256 mismatch (file was modified)"),
+        ("bundle files", "LICENSE: not what the approved manifest, run record and checkpoint produce "
+                         "(edited after export)")]
 
 
 def test_bad_manifest_is_one_line_exit_2(tmp_path, monkeypatch, capsys):

@@ -8,14 +8,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import tomli_w
 import tomllib
 
 from common.errors import ExportError
 from common.manifest.approvals import ApprovalSet, approve, load_approval_set, manifest_digest, write_model
 from common.signing import create_key, load_private_key, public_key_path
-from server.export.demo import DEFAULT_TEMPLATE, demo_publish, site_key
-from server.export.draft import draft_manifest
+from deploy.pki import create_site_key
+from server.export.demo import demo_publish, ensure_key
+from server.export.draft import DEFAULT_TEMPLATE, draft_manifest
 from server.export.verify import listed_files, verify_export
 from server.export.writer import export_run
 
@@ -26,8 +28,10 @@ def failed(report) -> dict[str, str]:
 
 def test_published_export_passes_every_check(published):
     assert [c.name for c in published.checks] == [
-        "checksums", "manifest", "assets", "run record", "approvals", "policy", "metadata", "model"]
+        "checksums", "manifest", "assets", "run record", "approvals", "policy", "metadata", "model",
+        "bundle files"]
     assert all(c.ok for c in published.checks)
+    assert published.summary()[-1] == f"verified MONAI bundle: {published.bundle}"
     assert set(published.outcomes.values()) == {"may publish"}
     assert verify_export(published.export).ok  # with the keys shipped in the export
 
@@ -46,6 +50,41 @@ def test_one_byte_changed_in_any_file_is_named(published, tmp_path):
         report = verify_export(target)
         assert not report.ok, name
         assert f"{name}: SHA-256 mismatch" in failed(report)["checksums"]
+
+
+def _resum(out: Path) -> None:
+    """What a forger would do: rewrite SHA256SUMS (nobody signs it) after editing the bundle."""
+    lines = [f"{hashlib.sha256((out / n).read_bytes()).hexdigest()}  {n}" for n in listed_files(out)]
+    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name", ["bundle/docs/README.md", "bundle/LICENSE"])
+def test_edited_text_with_regenerated_sums_is_named(export_copy, name):
+    path = export_copy / name
+    path.write_text(path.read_text().replace("CC-BY-4.0", "CC0-1.0").replace("site-b", "site-x"))
+    _resum(export_copy)
+    problems = failed(verify_export(export_copy))
+    assert list(problems) == ["bundle files"] and problems["bundle files"].startswith(name.removeprefix("bundle/"))
+
+
+def test_edited_inference_config_with_regenerated_sums_is_named(export_copy):
+    path = export_copy / "bundle" / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    config["preprocessing"]["transforms"].pop(2)  # drop the intensity normalisation
+    path.write_text(json.dumps(config))
+    _resum(export_copy)
+    assert failed(verify_export(export_copy))["bundle files"].startswith("configs/inference.json")
+
+
+def test_swapped_weights_with_regenerated_sums_are_named(export_copy):
+    path = export_copy / "bundle" / "models" / "model.pt"
+    weights = torch.load(path, weights_only=True)
+    name = next(iter(weights))
+    weights[name] = weights[name] + 1e-3
+    torch.save(weights, path)
+    _resum(export_copy)
+    assert failed(verify_export(export_copy)) == {
+        "model": "models/model.pt differs from the approved checkpoint's weights"}
 
 
 def test_added_file_is_named(export_copy):
@@ -73,8 +112,7 @@ def test_keys_other_than_the_consortium_s_are_refused(export_copy, tmp_path):
 
 def _collected(manifest: Path, sites: dict[str, Path], drop: str | None = None) -> Path:
     raw = manifest.read_bytes()
-    approvals = [approve(site, raw, load_private_key(site_key(folder)))
-                 for site, folder in sites.items() if site != drop]
+    approvals = [approve(site, raw, load_private_key(key)) for site, key in sites.items() if site != drop]
     target = manifest.with_suffix(".approvals.json")
     write_model(target, ApprovalSet(manifest_sha256=manifest_digest(raw), approvals=approvals))
     return target
@@ -83,11 +121,11 @@ def _collected(manifest: Path, sites: dict[str, Path], drop: str | None = None) 
 @pytest.fixture
 def drafted(run_dir, tmp_path):
     """A drafted manifest, three sites with their own keys, and the coordinator's key folder."""
-    sites = {site: tmp_path / "sites" / site for site in ("site-a", "site-b", "site-c")}
+    sites = {site: tmp_path / "sites" / site / "approval.key" for site in ("site-a", "site-b", "site-c")}
     keys = tmp_path / "consortium-keys"
     keys.mkdir()
-    for site, folder in sites.items():
-        shutil.copyfile(public_key_path(site_key(folder)), keys / f"{site}.pub")
+    for site, key in sites.items():
+        shutil.copyfile(public_key_path(ensure_key(key)), keys / f"{site}.pub")
     manifest = draft_manifest(run_dir, DEFAULT_TEMPLATE, tmp_path / "manifest.toml").path
     return manifest, sites, keys
 
@@ -144,11 +182,18 @@ def test_demo_reports_refusal_without_signing(run_dir, tmp_path):
     text = DEFAULT_TEMPLATE.read_text().replace("commercialise = false", "commercialise = true")
     refusing = tmp_path / "template.toml"
     refusing.write_text(text)
-    result = demo_publish(run_dir, {"site-a": tmp_path / "a"}, tmp_path / "pub", template=refusing)
+    result = demo_publish(run_dir, {"site-a": tmp_path / "a.key"}, tmp_path / "pub", template=refusing)
     assert result.bundle is None and not result.published
     assert result.outcomes == {"architecture": "request an exemption", "weights": "request an exemption"}
     assert result.refusals[0].startswith("asset 'architecture': decision tree says 'request an exemption'")
     assert not (tmp_path / "pub" / "approvals").exists()
+
+
+def test_demo_reports_a_contributor_without_approval(run_dir, tmp_path):
+    result = demo_publish(run_dir, {"site-a": tmp_path / "a.key", "site-b": tmp_path / "b.key"}, tmp_path / "pub")
+    assert not result.published and result.export is None
+    assert "site 'site-c': has not approved this manifest" in result.refusals[0]
+    assert "not published:" in result.summary()
 
 
 def test_model_card_and_metadata_content(published):
@@ -163,3 +208,35 @@ def test_model_card_and_metadata_content(published):
     assert meta["label_classes"] == "0: background, 1: lesion"
     assert "SPDX-License-Identifier: CC-BY-4.0" in (bundle / "LICENSE").read_text()
     assert (bundle / "models" / "model.ts").stat().st_size > 0
+
+
+def test_demo_publishes_with_provisioned_node_keys(run_dir, tmp_path):
+    """As ``insite demo`` would call it: the sites' node keys and the PKI's registered public keys."""
+    registered = tmp_path / "consortium" / "sites"
+    registered.mkdir(parents=True)
+    node_keys = {site: tmp_path / "sites" / site / "keys" / "node.key" for site in ("site-a", "site-b", "site-c")}
+    for site, key in node_keys.items():
+        create_site_key(key, key.with_suffix(".pub"))
+        shutil.copyfile(key.with_suffix(".pub"), registered / f"{site}.pub")
+    result = demo_publish(run_dir, node_keys, tmp_path / "publish", consortium_keys=registered)
+    assert result.published, result.summary()
+    assert verify_export(result.export, registered).ok
+
+
+def test_purpose_restricted_licence_under_a_dua_is_exported(run_dir, tmp_path):
+    """Seed 003's purpose-restricted terms for the weights, shared on request under a DUA."""
+    text = DEFAULT_TEMPLATE.read_text().replace("dua_required = false", "dua_required = true")
+    text = text.replace('licence = "CC-BY-4.0"\naccess = "public"', (
+        'licence = "LicenseRef-insite-research-BY"\naccess = "dua"\nlicence_text = """\n'
+        "Permission to use these model weights for the purpose of medical imaging research is hereby\n"
+        'granted, provided that publications resulting from their use cite <this model>.\n"""'))
+    template = tmp_path / "template.toml"
+    template.write_text(text)
+    result = demo_publish(run_dir, {s: tmp_path / f"{s}.key" for s in ("site-a", "site-b", "site-c")},
+                          tmp_path / "pub", template=template)
+    assert result.published, result.summary()
+    assert result.outcomes["weights"] == "publish with restrictions"
+    licence = (result.bundle / "LICENSE").read_text()
+    assert "SPDX-License-Identifier: LicenseRef-insite-research-BY" in licence
+    assert "for the purpose of medical imaging research" in licence and "Do not redistribute publicly." in licence
+    assert "on request under a data use agreement" in (result.bundle / "docs" / "README.md").read_text()

@@ -11,6 +11,7 @@ from common.errors import ManifestError, ProvisioningError
 from common.manifest.approvals import (ApprovalSet, approve, check_approvals, collect, load_approval,
                                        manifest_digest, write_model)
 from common.signing import create_key, load_private_key, load_public_key, load_public_keys
+from deploy.pki import create_site_key
 
 
 @pytest.fixture
@@ -86,3 +87,19 @@ def test_malformed_approval_file_is_named(tmp_path):
     path.write_text('{"site": "site-a"}')
     with pytest.raises(ManifestError, match=r"bad.json: 'manifest_sha256': Field required"):
         load_approval(path)
+
+
+def test_provisioned_ecdsa_site_keys_sign_approvals(tmp_path):
+    """The security issue's node keys (ECDSA P-384, OpenSSH) sign approvals where they exist."""
+    consortium = tmp_path / "consortium" / "sites"
+    private = {}
+    for site in ("site-a", "site-b"):
+        key = tmp_path / site / "keys" / "node.key"
+        create_site_key(key, consortium / f"{site}.pub")
+        private[site] = load_private_key(key)
+    public = load_public_keys(consortium)
+    raw = b"schema = 'insite-manifest/1'\n"
+    approvals = [approve(site, raw, key) for site, key in private.items()]
+    assert check_approvals(approvals, manifest_digest(raw), public).valid == ("site-a", "site-b")
+    swapped = {"site-a": public["site-b"], "site-b": public["site-a"]}
+    assert check_approvals(approvals, manifest_digest(raw), swapped).valid == ()
