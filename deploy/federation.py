@@ -186,7 +186,7 @@ class LocalFederation:
             record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
             if record.get("status") == "completed" and run_id in record.get("flower_runs", []):
                 return record
-            if record.get("status") == "failed":
+            if record.get("status") == "failed" and record.get("failed_run") == run_id:
                 raise FederationError(f"run {run_id} failed: {record.get('failure')}")
             if time.monotonic() - last_status_check > 5:
                 last_status_check = time.monotonic()

@@ -127,6 +127,10 @@ class ProcessSet:
     def stop_all(self) -> None:
         while self.processes:
             self.processes.pop().stop()
+        if "FLWR_HOME" in self.env:
+            strays = kill_strays("FLWR_HOME", self.env["FLWR_HOME"])
+            if strays:
+                log.info("killed %d stray Flower process(es)", strays)
 
     def __enter__(self) -> ProcessSet:
         return self
@@ -134,3 +138,24 @@ class ProcessSet:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.stop_all()
+
+
+def kill_strays(variable: str, value: str) -> int:
+    """SIGKILL every process whose environment has ``variable=value``; returns how many.
+
+    Flower's SuperExec starts ``flwr-serverapp``/``flwr-clientapp`` in sessions of their own, so
+    they escape process-group signals. Every Flower process of one federation carries that
+    federation's ``FLWR_HOME``, which identifies the strays after the group stop.
+    """
+    marker = f"{variable}={value}".encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed

@@ -44,6 +44,6 @@ def main(grid: Grid, context: Context) -> None:
         arrays = initial_weights(settings, str(context.run_config["initial-weights"]))
         RoundLoop(grid, build_strategy(settings), settings, record, offset).run(arrays)
     except InsiteError as error:
-        record.update(status="failed", failure=str(error))
+        record.update(status="failed", failure=str(error), failed_run=context.run_id)
         raise
     record.update(status="completed", failure=None)

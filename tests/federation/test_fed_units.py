@@ -1,0 +1,89 @@
+"""Unit tests for the federation foundation: config, model, weights, checkpoints, data cache."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from client.data import SiteData
+from common.config import RunSettings, from_run_config, load_run_settings, to_run_config
+from common.errors import CheckpointError, ConfigError, FederationError, SiteDataError
+from common.model import build_model
+from common.weights import check_compatible, weights_digest
+from deploy.synthetic_sites import DEMO_SITES, write_site
+from server.checkpoint import RunRecord, latest_checkpoint, load_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {"model": {"channels": [4, 8, 16], "strides": [2, 2]}, "rounds": 3}
+
+
+def test_shipped_config_is_valid():
+    settings = load_run_settings(ROOT / "configs" / "federation.toml")
+    assert settings.rounds >= 1
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "f.toml"
+    path.write_text("[run]\nrounds = 2\nlocal_step = 5\n")
+    with pytest.raises(ConfigError, match="unknown setting 'local_step'"):
+        load_run_settings(path)
+
+
+def test_strides_must_match_channels():
+    with pytest.raises(Exception, match="strides"):
+        RunSettings.model_validate({"model": {"channels": [4, 8, 16], "strides": [2]}})
+
+
+def test_run_config_round_trip(tmp_path):
+    settings = RunSettings.model_validate(SMALL)
+    config = to_run_config(settings, tmp_path, 2)
+    assert from_run_config(config) == settings
+    assert config["round-offset"] == 2
+
+
+def test_model_shapes_and_weight_check():
+    settings = RunSettings.model_validate(SMALL)
+    model = build_model(settings.model)
+    out = model(torch.zeros(1, 1, 16, 16, 16))
+    assert out.shape == (1, 2, 16, 16, 16)
+    state = model.state_dict()
+    broken = dict(state)
+    name = next(iter(broken))
+    broken[name] = torch.zeros(3)
+    with pytest.raises(FederationError, match=name):
+        check_compatible(state, broken, "site x")
+    assert weights_digest(state) == weights_digest({k: v.clone() for k, v in state.items()})
+
+
+def test_checkpoint_and_resume_bookkeeping(tmp_path):
+    settings = RunSettings.model_validate(SMALL)
+    record = RunRecord(tmp_path)
+    record.create("t", settings, transport={"tls": True})
+    weights = build_model(settings.model).state_dict()
+    for n in (1, 2):
+        save_checkpoint(tmp_path, n, weights, {"round": n}, settings)
+        record.append_round({"round": n, "global_dice": 0.1 * n, "sites": {"site-a": {}}})
+    assert latest_checkpoint(tmp_path).name == "round-0002.pt"
+    assert load_checkpoint(latest_checkpoint(tmp_path)).settings_digest == settings.digest()
+    assert record.read()["rounds_done"] == 2 and record.read()["sites"] == ["site-a"]
+    with pytest.raises(CheckpointError, match="already exists"):
+        record.create("t", settings, transport={})
+    (tmp_path / "checkpoints" / "round-0002.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="round-0002.pt"):
+        load_checkpoint(tmp_path / "checkpoints" / "round-0002.pt")
+
+
+def test_site_data_cache_and_errors(tmp_path):
+    data = tmp_path / "data"
+    write_site(DEMO_SITES[0], data, train_cases=2, val_cases=1, size=16)
+    site = SiteData("site-a", data, tmp_path / "cache", 8)
+    site.warm_cache()
+    cached = list((tmp_path / "cache" / "preprocessed").glob("*.pt"))
+    assert len(cached) == 3
+    item = site.val_dataset()[0]
+    assert tuple(item["image"].shape) == (1, 16, 16, 16)
+    with pytest.raises(SiteDataError, match="site-x.*does not exist"):
+        SiteData("site-x", tmp_path / "missing", tmp_path / "c2", 8)
+    (data / "images" / "site-a-000.nii.gz").write_bytes(b"not a volume")
+    with pytest.raises(SiteDataError, match="site-a-000.nii.gz"):
+        SiteData("site-a", data, tmp_path / "c3", 8)
