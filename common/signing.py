@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import stat
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from common.secrets import write_secret
 from common.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -45,16 +45,10 @@ def public_key_path(private_key: Path) -> Path:
 
 def create_key(private_key: Path) -> Path:
     """Create a new Ed25519 key pair; returns the public key's path. Never overwrites a key."""
-    private_key.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    try:
-        fd = os.open(private_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ProvisioningError(f"{private_key}: a key already exists; refusing to overwrite it") from None
-    with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+    write_secret(private_key, pem)
     public = public_key_path(private_key)
     public.write_bytes(public_pem(key.public_key()))
     log.info("created signing key %s (public half %s)", private_key, public)

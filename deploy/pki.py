@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,20 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ProvisioningError
+from common.secrets import write_secret
 
 CA_DAYS = 3650
 SERVER_DAYS = 365
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 and write ``data``; refuses to overwrite an existing key."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise ProvisioningError(f"{path}: a key already exists; refusing to overwrite it") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
