@@ -3,6 +3,11 @@
 A site failure the administrator can fix (missing data, unreadable volume, bad node config) is
 returned as a Flower error reply whose reason names the site and the file, so the coordinator can
 say which site failed and why.
+
+Under secure aggregation (the default) training messages belong to the SecAgg+ protocol and go
+to :data:`client.secure.secure_app`; evaluation is plain either way (it returns only metrics).
+The ML stack is imported inside the handlers: Flower starts a process per message, and three of
+the four SecAgg+ messages per round need no torch or MONAI.
 """
 
 from __future__ import annotations
@@ -10,14 +15,19 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.local_round import SiteRound
+from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.config import from_run_config
+from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
 from common.errors import InsiteError
+
+if TYPE_CHECKING:
+    from client.local_round import SiteRound
 
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 log = logging.getLogger(__name__)
@@ -28,6 +38,8 @@ app = ClientApp()
 
 def _answer(msg: Message, context: Context,
             work: Callable[[SiteRound, dict], RecordDict]) -> Message:
+    from client.local_round import SiteRound  # noqa: PLC0415  (lazy: see the module docstring)
+
     site_name = str(context.node_config.get("site-name", "unknown site"))
     try:
         site = SiteContext.from_node_config(context.node_config)
@@ -43,10 +55,17 @@ def _answer(msg: Message, context: Context,
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    round_number = int(msg.content["config"]["server-round"])
+    if is_secure_message(msg):
+        return secure_app(msg, context)
+    config = msg.content["config"]
+    round_number = int(config["server-round"])
 
     def work(job: SiteRound, weights: dict) -> RecordDict:
+        # Scoring the incoming global model here spares a separate evaluate exchange per round
+        # (a process start and two polls); the coordinator files it under the previous round.
+        incoming = job.evaluate(weights) if config.get(EVALUATE_INCOMING, False) else {}
         new_weights, metrics = job.train(weights, round_number, msg.metadata.run_id)
+        metrics.update({f"{INCOMING_PREFIX}{key}": value for key, value in incoming.items()})
         return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)})
 
     return _answer(msg, context, work)

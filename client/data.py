@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from monai.data import DataLoader, PersistentDataset
 from monai.transforms import (
     Compose,
@@ -105,7 +106,11 @@ class SiteData:
     def train_loader(self, batch_size: int, patch_size: int, seed: int) -> DataLoader:
         self._seed = seed
         dataset = self._dataset(self.split("train"), _augment(patch_size))
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False)
+        # Seeded shuffling too: a site's round is then reproducible from its inputs, which lets an
+        # auditor (and the secure-aggregation test) recompute exactly what the site trained.
+        order = torch.Generator().manual_seed(seed)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+                          drop_last=False, generator=order)
 
     def val_dataset(self) -> PersistentDataset:
         return self._dataset(self.split("val"), None)

@@ -41,6 +41,10 @@ class SiteRound:
         data = SiteData(site.name, site.data_path, site.cache_path, spatial_multiple(settings.model))
         return cls(site, settings, compute, data)
 
+    def parameter_names(self) -> list[str]:
+        """The model's tensor names in state-dict order (legacy messages carry bare lists)."""
+        return list(build_model(self.settings.model).state_dict())
+
     def model(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
         model = build_model(self.settings.model)
         check_compatible(model.state_dict(), weights, f"site {self.site.name}: global model")
@@ -57,6 +61,8 @@ class SiteRound:
         if state_path.exists():
             optimizer.load_state_dict(torch.load(state_path, map_location=self.compute.device,
                                                  weights_only=True))
+        for group in optimizer.param_groups:  # after loading: the saved state holds last round's
+            group["lr"] = training.learning_rate_at(round_number, self.settings.rounds)
         global_weights = None
         if self.settings.strategy.name == "fedprox":
             global_weights = [p.detach().clone() for p in model.parameters()]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -49,9 +50,22 @@ class TrainingSettings(_Strict):
 
     local_steps: int = Field(20, ge=1, description="optimizer steps per round at each site")
     batch_size: int = Field(2, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="site learning rate in round 1")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: decay over the run's rounds to final_lr_fraction; with "
+        "non-IID sites a constant rate keeps the global model swinging between them")
+    final_lr_fraction: float = Field(0.1, gt=0, le=1)
     patch_size: int = Field(48, ge=16, description="edge of the cubic training crop, voxels")
     mixed_precision: bool = Field(True, description="CUDA AMP, or bf16 autocast on CPUs that support it")
+
+
+    def learning_rate_at(self, round_number: int, rounds: int) -> float:
+        """The sites' learning rate in global round ``round_number`` (1-based) of ``rounds``."""
+        if self.lr_schedule == "constant" or rounds <= 1:
+            return self.learning_rate
+        progress = min(max(round_number - 1, 0) / (rounds - 1), 1.0)
+        floor = self.final_lr_fraction
+        return self.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 class StrategySettings(_Strict):
@@ -65,6 +79,26 @@ class StrategySettings(_Strict):
     tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
 
 
+class AggregationSettings(_Strict):
+    """How the coordinator combines site updates.
+
+    ``secagg+`` (the default) runs Flower's SecAgg+ protocol: sites mask their updates so the
+    coordinator can only reconstruct the weighted sum. ``plain`` lets the coordinator see each
+    site's update and must be chosen explicitly; the run record says which mode ran.
+    """
+
+    mode: Literal["secagg+", "plain"] = "secagg+"
+    num_shares: float = Field(1.0, gt=0, description="key shares per site: a fraction of the "
+                              "sites (<= 1) or a count (> 2)")
+    reconstruction_threshold: float = Field(0.6, gt=0, description="shares needed to unmask: "
+                                            "a fraction of num_shares (<= 1) or a count")
+    clipping_range: float = Field(8.0, gt=0, description="|weight| beyond this cannot be masked; "
+                                  "a site refuses to send such a model")
+    quantization_range: int = Field(2**22, gt=0)
+    max_weight: float = Field(1000.0, gt=0, description="largest training-case count a site may "
+                              "weigh in with")
+
+
 class RunSettings(_Strict):
     """One federated run: how many rounds, who must take part, what each site trains."""
 
@@ -73,6 +107,7 @@ class RunSettings(_Strict):
     round_timeout_s: float = Field(900, gt=0)
     seed: int = 0
     strategy: StrategySettings = StrategySettings()
+    aggregation: AggregationSettings = AggregationSettings()
     training: TrainingSettings = TrainingSettings()
     model: ModelSettings = ModelSettings()
 

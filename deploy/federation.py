@@ -149,9 +149,9 @@ class LocalFederation:
             "--host", "127.0.0.1", "--port", str(free_port()),
         ])
 
-    def submit(self, run_config: dict[str, str | int]) -> int:
-        """Ship the staged app with ``run_config``; returns Flower's run id."""
-        app_dir = stage_app(self.workspace / "app")
+    def submit(self, run_config: dict[str, str | int], app_dir: Path | None = None) -> int:
+        """Ship the app (default: this project, staged) with ``run_config``; returns the run id."""
+        app_dir = app_dir or stage_app(self.workspace / "app")
         overrides = self.workspace / "run-config.toml"
         overrides.write_text(tomli_w.dumps(run_config))
         output = self.flwr("run", str(app_dir), CONNECTION, "--run-config", str(overrides),
@@ -183,17 +183,29 @@ class LocalFederation:
                 for line in lines[seen:]:
                     on_round(json.loads(line))
                 seen = len(lines)
-            record = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+            record = _run_record(run_dir)
             if record.get("status") == "completed" and run_id in record.get("flower_runs", []):
                 return record
-            if record.get("status") == "failed" and record.get("failed_run") == run_id:
-                raise FederationError(f"run {run_id} failed: {record.get('failure')}")
-            if time.monotonic() - last_status_check > 5:
+            _raise_recorded_failure(run_dir, run_id)
+            # `flwr list` is a whole Python process: only a backstop for a crashed ServerApp.
+            if time.monotonic() - last_status_check > 20:
                 last_status_check = time.monotonic()
                 status = self.flower_status(run_id)
                 if status.startswith("finished") and not status.endswith("completed"):
+                    _raise_recorded_failure(run_dir, run_id)  # the ServerApp's reason, if it wrote one
                     raise FederationError(f"run {run_id} ended '{status}' before completing; "
                                           f"see 'flwr log {run_id}' and {self.processes.log_dir}")
             if time.monotonic() > deadline:
                 raise FederationError(f"run {run_id} did not finish within {timeout:.0f} s")
             time.sleep(0.5)
+
+
+def _run_record(run_dir: Path) -> dict:
+    path = run_dir / "run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _raise_recorded_failure(run_dir: Path, run_id: int) -> None:
+    record = _run_record(run_dir)
+    if record.get("status") == "failed" and record.get("failed_run") == run_id:
+        raise FederationError(f"run {run_id} failed: {record.get('failure')}")

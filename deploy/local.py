@@ -107,6 +107,6 @@ def resume_point(run_dir: Path) -> tuple[RunSettings, int, Path]:
     if checkpoint is None:
         raise CheckpointError(f"{run_dir}: no checkpoint yet; start the run again instead")
     done = load_checkpoint(checkpoint).round
-    if done >= settings.rounds:
+    if done >= settings.rounds and record.read()["rounds_done"] >= settings.rounds:
         raise CheckpointError(f"{run_dir}: all {settings.rounds} rounds are done; nothing to resume")
     return settings, done, checkpoint

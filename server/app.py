@@ -14,21 +14,28 @@ from common.errors import CheckpointError, InsiteError
 from common.model import build_model
 from server.checkpoint import RunRecord, load_checkpoint
 from server.rounds import RoundLoop
+from server.secure import SecureTraining
 from server.strategy import build_strategy
 
 log = logging.getLogger(__name__)
 app = ServerApp()
 
 
-def initial_weights(settings: RunSettings, checkpoint: str) -> ArrayRecord:
-    """A fresh model from the run's seed, or the checkpoint a resumed run continues from."""
+def starting_point(settings: RunSettings, checkpoint: str,
+                   record: RunRecord) -> tuple[ArrayRecord, dict | None]:
+    """A fresh model from the run's seed, or the checkpoint a resumed run continues from.
+
+    The second item is the checkpoint's round row when that round was never scored (the run
+    stopped before the next round's replies came in): the resumed run scores and records it.
+    """
     if not checkpoint:
         torch.manual_seed(settings.seed)
-        return ArrayRecord(build_model(settings.model).state_dict())
+        return ArrayRecord(build_model(settings.model).state_dict()), None
     saved = load_checkpoint(Path(checkpoint))
     if saved.settings_digest != settings.digest():
         raise CheckpointError(f"{checkpoint}: saved with different run settings; refusing to resume")
-    return ArrayRecord(saved.weights)
+    scored = any(row["round"] == saved.round for row in record.rounds())
+    return ArrayRecord(saved.weights), None if scored else dict(saved.metrics)
 
 
 @app.main()
@@ -39,10 +46,17 @@ def main(grid: Grid, context: Context) -> None:
     record = RunRecord(run_dir)
     if not (run_dir / "run.json").exists():
         record.create(f"flower-run-{context.run_id}", settings, transport={})
-    record.update(status="running", flower_runs=record.read()["flower_runs"] + [context.run_id])
+    record.update(status="running", flower_runs=record.read()["flower_runs"] + [context.run_id],
+                  aggregation=settings.aggregation.mode)
     try:
-        arrays = initial_weights(settings, str(context.run_config["initial-weights"]))
-        RoundLoop(grid, build_strategy(settings), settings, record, offset).run(arrays)
+        arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
+        secure = SecureTraining(grid, context, settings) if settings.aggregation.mode == "secagg+" else None
+        try:
+            RoundLoop(grid, build_strategy(settings), settings, record, offset,
+                      secure=secure).run(arrays, pending)
+        finally:
+            if secure is not None:
+                secure.close()
     except InsiteError as error:
         record.update(status="failed", failure=str(error), failed_run=context.run_id)
         raise

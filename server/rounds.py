@@ -1,4 +1,4 @@
-"""The coordinator's round loop: train, aggregate, evaluate, checkpoint, record.
+"""The coordinator's round loop: train, aggregate, checkpoint, score, record.
 
 Flower's ``Strategy.start`` is close, but it would average whatever arrived (no quorum), log a
 site's error without failing the round, number rounds from 1 on every resume, and wait in 3 s
@@ -20,7 +20,9 @@ from flwr.serverapp.strategy import Strategy
 
 from common.config import RunSettings
 from common.errors import FederationError
+from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
 from server.checkpoint import RunRecord, save_checkpoint
+from server.secure import SecureTraining
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,10 @@ class RoundLoop:
     """Runs ``settings.rounds - round_offset`` rounds; global round = offset + local round."""
 
     def __init__(self, grid: Grid, strategy: Strategy, settings: RunSettings, record: RunRecord,
-                 round_offset: int = 0, poll_seconds: float = 0.25) -> None:
+                 round_offset: int = 0, poll_seconds: float = 0.5,
+                 secure: SecureTraining | None = None) -> None:
         self.grid = grid
+        self.secure = secure
         self.strategy = strategy
         self.settings = settings
         self.record = record
@@ -88,55 +92,75 @@ class RoundLoop:
             f"{self.settings.min_sites} needed. Failures: {reasons}"
         )
 
-    def run(self, arrays: ArrayRecord) -> ArrayRecord:
+    def run(self, arrays: ArrayRecord, pending: dict | None = None) -> ArrayRecord:
+        """Train the remaining rounds; ``pending`` is a checkpointed round still without Dice.
+
+        Each round's training message also scores the model it carries, so a round's row is
+        completed by the next round's replies; a final evaluate exchange scores the last model.
+        """
         for local_round in range(1, self.settings.rounds - self.round_offset + 1):
-            arrays = self.one_round(local_round, arrays)
+            arrays, pending = self.one_round(local_round, arrays, pending)
+        if pending is not None:
+            evaluation = self._exchange(
+                self.strategy.configure_evaluate(self.settings.rounds - self.round_offset, arrays,
+                                                 ConfigRecord(), self.grid),
+                "evaluation", pending["round"])
+            pending["eval_exchange_s"] = evaluation.seconds
+            self._close(pending, evaluation, "")
         return arrays
 
-    def one_round(self, local_round: int, arrays: ArrayRecord) -> ArrayRecord:
+    def one_round(self, local_round: int, arrays: ArrayRecord,
+                  pending: dict | None) -> tuple[ArrayRecord, dict]:
+        """Train and aggregate one round; close the previous one; checkpoint this one."""
         round_number = self.round_offset + local_round
         started = time.monotonic()
-        train = self._exchange(
-            self.strategy.configure_train(local_round, arrays, ConfigRecord(), self.grid),
-            "training", round_number)
+        config = ConfigRecord({EVALUATE_INCOMING: pending is not None})
+        messages = list(self.strategy.configure_train(local_round, arrays, config, self.grid))
+        if self.secure is None:
+            train = self._exchange(messages, "training", round_number)
+        else:  # the strategy still prepares its server step; SecAgg+ delivers the round
+            train = Exchange(*self.secure.train(round_number, arrays, config))
+            self._require_quorum(train, "secure training", round_number, len(messages))
+        if pending is not None:
+            self._close(pending, train, INCOMING_PREFIX)
         new_arrays, _ = self.strategy.aggregate_train(local_round, train.replies)
         if new_arrays is None:
             raise FederationError(f"round {round_number}: the strategy produced no model from "
                                   f"{len(train.replies)} replies (inconsistent tensors?)")
-        evaluation = self._exchange(
-            self.strategy.configure_evaluate(local_round, new_arrays, ConfigRecord(), self.grid),
-            "evaluation", round_number)
-        row = self._row(round_number, train, evaluation, time.monotonic() - started)
+        row = self._train_row(round_number, train, time.monotonic() - started)
         save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(),
                         row, self.settings)
+        return new_arrays, row
+
+    def _close(self, row: dict, scored: Exchange, prefix: str) -> None:
+        """Add the sites' Dice of the round's model to its row and record the row."""
+        for reply in scored.replies:
+            metrics = reply.content["metrics"]
+            row["sites"].setdefault(site_of(reply), {}).update({
+                "num_val": float(metrics[f"{prefix}num-examples"]),
+                "dice": float(metrics[f"{prefix}dice"])})
+        row["failures"].update(scored.failures)
+        evaluated = [s for s in row["sites"].values() if "dice" in s and s.get("num_val", 0) > 0]
+        cases = sum(s["num_val"] for s in evaluated)
+        row["global_dice"] = sum(s["dice"] * s["num_val"] for s in evaluated) / cases if cases else 0.0
         self.record.append_round(row)
-        log.info("round %d/%d: global Dice %.3f in %.1f s", round_number, self.settings.rounds,
+        log.info("round %d/%d: global Dice %.3f in %.1f s", row["round"], self.settings.rounds,
                  row["global_dice"], row["wall_s"])
-        return new_arrays
 
     @staticmethod
-    def _row(round_number: int, train: Exchange, evaluation: Exchange, wall: float) -> dict:
+    def _train_row(round_number: int, train: Exchange, wall: float) -> dict:
         sites: dict[str, dict[str, float]] = {}
         for reply in train.replies:
             metrics = reply.content["metrics"]
-            sites.setdefault(site_of(reply), {}).update({
+            sites[site_of(reply)] = {
                 "num_train": float(metrics["num-examples"]),
                 "train_loss": float(metrics["train-loss"]),
                 "train_seconds": float(metrics["train-seconds"]),
-            })
-        for reply in evaluation.replies:
-            metrics = reply.content["metrics"]
-            sites.setdefault(site_of(reply), {}).update({
-                "num_val": float(metrics["num-examples"]), "dice": float(metrics["dice"])})
-        evaluated = [s for s in sites.values() if "dice" in s and s.get("num_val", 0) > 0]
-        cases = sum(s["num_val"] for s in evaluated)
-        global_dice = sum(s["dice"] * s["num_val"] for s in evaluated) / cases if cases else 0.0
+            }
         return {
             "round": round_number,
-            "global_dice": global_dice,
             "sites": sites,
-            "failures": {**train.failures, **evaluation.failures},
+            "failures": dict(train.failures),
             "wall_s": wall,
             "train_exchange_s": train.seconds,
-            "eval_exchange_s": evaluation.seconds,
         }

@@ -15,6 +15,7 @@ from deploy.local import Workspace, provision, run_local
 from deploy.synthetic_sites import DEMO_SITES, write_site
 from insite.cli.progress import console, plot_dice, round_line, rounds_table
 from server.checkpoint import RunRecord, write_json
+from server.export.demo import demo_publish
 
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "federation.toml"
 
@@ -57,7 +58,8 @@ def demo(
     console.print(f"consortium provisioned in {space.consortium.root} (CA, SuperLink certificate, "
                   f"{len(DEMO_SITES)} site keys)")
     RunRecord(space.run_dir).create("demo", settings, transport={
-        "tls": True, "node_auth": True, "secure_aggregation": False, "dp_epsilon": None})
+        "tls": True, "node_auth": True,
+        "secure_aggregation": settings.aggregation.mode == "secagg+", "dp_epsilon": None})
     record = run_local(space, settings, on_event=lambda text: console.print(f"[dim]{text}[/]"),
                        on_round=lambda row: console.print(round_line(row, settings.rounds)))
     rows = RunRecord(space.run_dir).rounds()
@@ -81,3 +83,13 @@ def demo(
         f"({settings.strategy.name}).\n"
         f"run folder: {space.run_dir} (checkpoints/, metrics.json, summary.json, {plot.name})"
     )
+    _publish(space, record["sites"])
+
+
+def _publish(space: Workspace, sites: list[str]) -> None:
+    """Every site approves the drafted manifest with its node key; export and verify the bundle."""
+    console.print("[bold]publishing the consensus model[/] (shared-assets manifest, site approvals)")
+    result = demo_publish(space.run_dir, {n: space.site(n, 1).private_key for n in sites},
+                          space.root / "publish", consortium_keys=space.consortium.root / "sites")
+    for line in result.summary():
+        console.print(line, highlight=False)

@@ -11,6 +11,8 @@ from common.errors import CheckpointError, ConfigError, FederationError, SiteDat
 from common.model import build_model
 from common.weights import check_compatible, weights_digest
 from deploy.synthetic_sites import DEMO_SITES, write_site
+from deploy.local import resume_point
+from server.app import starting_point
 from server.checkpoint import RunRecord, latest_checkpoint, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,6 +73,30 @@ def test_checkpoint_and_resume_bookkeeping(tmp_path):
     (tmp_path / "checkpoints" / "round-0002.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="round-0002.pt"):
         load_checkpoint(tmp_path / "checkpoints" / "round-0002.pt")
+
+
+def test_resume_scores_a_checkpoint_that_was_never_scored(tmp_path):
+    """A round's Dice arrives with the next round's replies: a stop in between loses nothing."""
+    settings = RunSettings.model_validate(SMALL)
+    record = RunRecord(tmp_path)
+    record.create("t", settings, transport={})
+    weights = build_model(settings.model).state_dict()
+    for n in (1, 2, 3):
+        save_checkpoint(tmp_path, n, weights, {"round": n, "sites": {}, "failures": {}}, settings)
+    record.append_round({"round": 1, "global_dice": 0.2, "sites": {"site-a": {}}})
+    record.append_round({"round": 2, "global_dice": 0.3, "sites": {"site-a": {}}})
+    _, done, checkpoint = resume_point(tmp_path)  # all rounds trained, the last one unscored
+    assert done == 3
+    arrays, pending = starting_point(settings, str(checkpoint), record)
+    assert pending is not None and pending["round"] == 3
+    assert set(arrays.to_torch_state_dict()) == set(weights)
+    assert starting_point(settings, str(tmp_path / "checkpoints" / "round-0002.pt"), record)[1] is None
+    record.append_round({"round": 3, "global_dice": 0.4, "sites": {"site-a": {}}})
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        resume_point(tmp_path)
+    other = settings.model_copy(update={"seed": 7})
+    with pytest.raises(CheckpointError, match="different run settings"):
+        starting_point(other, str(checkpoint), record)
 
 
 def test_site_data_cache_and_errors(tmp_path):

@@ -1,0 +1,137 @@
+"""Local training throughput: the site's training inside the ClientApp beside a bare MONAI loop.
+
+Both sides train the same UNet (the run config's model) on the same synthetic site, with the
+same batch and patch size, DiceCE and Adam, on the same thread count, in one process and
+interleaved (ClientApp, bare, ClientApp, bare, ...) so machine noise hits both alike.
+
+- "ClientApp": the project's real ``client.app.app`` called with a real Flower train Message and
+  Context (the code a SuperNode's ClientApp process runs), timed around the whole call: reading
+  the site's cache, building the model, loading/saving Adam state, training, packing the reply.
+  Its own reported pure-training rate is printed beside it.
+- "bare MONAI": a plain loop written here without any project code: MONAI CacheDataset in
+  memory, RandCropByPosNegLabeld, UNet, DiceCELoss, Adam.
+
+    python -m bench.training_throughput [--config configs/federation.toml] [--repeats 3]
+
+Reported: steps/s of each and the ratio ClientApp / bare (target >= 0.9x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+from monai.data import CacheDataset, DataLoader
+from monai.losses import DiceCELoss
+from monai.networks.nets import UNet
+from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, NormalizeIntensityd,
+                              RandCropByPosNegLabeld)
+
+from client.app import app as client_app
+from client.cases import discover_cases
+from client.site import SiteContext
+from common.config import RunSettings, load_run_settings, to_run_config
+from common.model import build_model
+from deploy.federation import PROJECT_ROOT
+from deploy.synthetic_sites import DEMO_SITES, write_site
+
+
+def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path,
+                    round_number: int) -> tuple[float, float]:
+    """One real train message through the ClientApp: (wall steps/s, reported training steps/s)."""
+    weights = build_model(settings.model).state_dict()
+    content = RecordDict({"arrays": ArrayRecord(weights),
+                          "config": ConfigRecord({"server-round": round_number})})
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 4242, 0, 0  # as the ServerApp's
+    message = Message(content, dst_node_id=1, message_type="train")
+    context = Context(run_id=4242, node_id=1, node_config=_node_config(site),
+                      state=RecordDict(), run_config=to_run_config(settings, run_dir, 0, None))
+    started = time.perf_counter()
+    reply = client_app(message, context)
+    wall = time.perf_counter() - started
+    if reply.has_error():
+        raise SystemExit(f"ClientApp failed: {reply.error.reason}")
+    steps = settings.training.local_steps
+    return steps / wall, float(reply.content["metrics"]["train-steps-per-s"])
+
+
+def _node_config(site: SiteContext) -> dict[str, str | int]:
+    return {"site-name": site.name, "data-path": str(site.data_path),
+            "cache-path": str(site.cache_path), "device": "cpu", "threads": site.threads}
+
+
+def bare_monai_round(data_path: Path, settings: RunSettings) -> float:
+    """The same training written as a plain MONAI loop; returns steps/s including its setup."""
+    started = time.perf_counter()
+    keys = ("image", "label")
+    training = settings.training
+    files = [{"image": str(c.image), "label": str(c.label)}
+             for c in discover_cases("bench", data_path) if c.split == "train"]
+    transform = Compose([
+        LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
+        NormalizeIntensityd(keys="image"),
+        RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=(training.patch_size,) * 3,
+                               pos=1, neg=1, num_samples=1, allow_smaller=True),
+    ])
+    loader = DataLoader(CacheDataset(files, transform, progress=False),
+                        batch_size=training.batch_size, shuffle=True)
+    net = settings.model
+    model = UNet(spatial_dims=3, in_channels=1, out_channels=net.out_channels,
+                 channels=tuple(net.channels), strides=tuple(net.strides),
+                 num_res_units=net.num_res_units)
+    optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    model.train()
+    done = 0
+    while done < training.local_steps:
+        for batch in loader:
+            optimizer.zero_grad()
+            loss_fn(model(batch["image"]), batch["label"]).backward()
+            optimizer.step()
+            done += 1
+            if done == training.local_steps:
+                break
+    return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=PROJECT_ROOT / "configs" / "federation.toml")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (the demo gives each of its 3 sites one core's share)")
+    parser.add_argument("--train-cases", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+    settings = load_run_settings(args.config)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_site(DEMO_SITES[0], root / "data", args.train_cases, 1, args.size, 0)
+        site = SiteContext("bench", root / "data", root / "cache", "cpu", args.threads)
+        clientapp_round(site, settings, root / "run", 0)  # warm the site's preprocessing cache
+        app_wall, app_inner, bare = [], [], []
+        for repeat in range(1, args.repeats + 1):
+            wall, inner = clientapp_round(site, settings, root / "run", repeat)
+            app_wall.append(wall)
+            app_inner.append(inner)
+            bare.append(bare_monai_round(root / "data", settings))
+            print(f"repeat {repeat}: ClientApp {wall:.3f} steps/s (training loop {inner:.3f}), "
+                  f"bare MONAI {bare[-1]:.3f} steps/s", flush=True)
+    ratio = statistics.median(w / b for w, b in zip(app_wall, bare))
+    print(f"\n{settings.training.local_steps} steps, batch {settings.training.batch_size}, "
+          f"patch {settings.training.patch_size}^3, {args.threads} thread(s), median of {args.repeats}:")
+    print(f"  ClientApp (whole message)  {statistics.median(app_wall):.3f} steps/s")
+    print(f"  ClientApp (training loop)  {statistics.median(app_inner):.3f} steps/s")
+    print(f"  bare MONAI loop            {statistics.median(bare):.3f} steps/s")
+    print(f"  ratio ClientApp / bare     {ratio:.2f}x (target >= 0.9x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""Names both sides of a round agree on, beyond Flower's own ("arrays", "metrics", "config")."""
+
+# Train config flag: score the received global model on the site's validation cases before
+# training, and report it with this prefix on the evaluate metric names.
+EVALUATE_INCOMING = "evaluate-incoming"
+INCOMING_PREFIX = "incoming-"
+
+# Legacy (SecAgg+) train replies name their site in this metric; plain replies carry a "site"
+# ConfigRecord. Either way the coordinator reports failures and Dice by site name.
+SITE_METRIC = "site"
