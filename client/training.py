@@ -49,7 +49,9 @@ def train_steps(model: torch.nn.Module, batches: Iterator[dict], steps: int,
     With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` keeps a site's model
     near the global one (``global_weights`` in ``model.parameters()`` order).
     """
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    # Dice over the lesion class only and over the whole batch: with the background in the Dice
+    # term and per-sample Dice, small lesions (site-a's) barely move the loss.
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     scaler = torch.amp.GradScaler(compute.device.type) if compute.grad_scaling else None
     model.train()
     total = 0.0

@@ -99,6 +99,18 @@ class AggregationSettings(_Strict):
                               "weigh in with")
 
 
+class PrivacySettings(_Strict):
+    """Optional differential privacy: sites clip their update, the coordinator adds noise.
+
+    The run record reports the epsilon spent at ``delta`` (see :mod:`common.privacy`).
+    """
+
+    differential_privacy: bool = False
+    noise_multiplier: float = Field(0.5, gt=0)
+    clipping_norm: float = Field(1.0, gt=0, description="L2 bound on one site's update per round")
+    delta: float = Field(1e-5, gt=0, lt=1)
+
+
 class RunSettings(_Strict):
     """One federated run: how many rounds, who must take part, what each site trains."""
 
@@ -108,6 +120,7 @@ class RunSettings(_Strict):
     seed: int = 0
     strategy: StrategySettings = StrategySettings()
     aggregation: AggregationSettings = AggregationSettings()
+    privacy: PrivacySettings = PrivacySettings()
     training: TrainingSettings = TrainingSettings()
     model: ModelSettings = ModelSettings()
 

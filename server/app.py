@@ -46,17 +46,20 @@ def main(grid: Grid, context: Context) -> None:
     record = RunRecord(run_dir)
     if not (run_dir / "run.json").exists():
         record.create(f"flower-run-{context.run_id}", settings, transport={})
+    secure = settings.aggregation.mode == "secagg+"
+    transport = {**record.read().get("transport", {}), "secure_aggregation": secure,
+                 "dp_epsilon": None}
     record.update(status="running", flower_runs=record.read()["flower_runs"] + [context.run_id],
-                  aggregation=settings.aggregation.mode)
+                  aggregation=settings.aggregation.mode, transport=transport)
     try:
         arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
-        secure = SecureTraining(grid, context, settings) if settings.aggregation.mode == "secagg+" else None
+        training = SecureTraining(grid, context, settings) if secure else None
         try:
             RoundLoop(grid, build_strategy(settings), settings, record, offset,
-                      secure=secure).run(arrays, pending)
+                      secure=training).run(arrays, pending)
         finally:
-            if secure is not None:
-                secure.close()
+            if training is not None:
+                training.close()
     except InsiteError as error:
         record.update(status="failed", failure=str(error), failed_run=context.run_id)
         raise

@@ -20,6 +20,7 @@ from flwr.serverapp.strategy import Strategy
 
 from common.config import RunSettings
 from common.errors import FederationError
+from common.privacy import gaussian_epsilon
 from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
 from server.checkpoint import RunRecord, save_checkpoint
 from server.secure import SecureTraining
@@ -130,7 +131,20 @@ class RoundLoop:
         row = self._train_row(round_number, train, time.monotonic() - started)
         save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(),
                         row, self.settings)
+        if self.settings.privacy.differential_privacy:
+            self._account_privacy(round_number)
         return new_arrays, row
+
+    def _account_privacy(self, rounds_released: int) -> None:
+        """Record the epsilon spent so far (every global round so far was one DP release)."""
+        privacy = self.settings.privacy
+        epsilon = gaussian_epsilon(privacy.noise_multiplier, rounds_released, privacy.delta)
+        transport = {**self.record.read().get("transport", {}), "dp_epsilon": epsilon,
+                     "dp_delta": privacy.delta}
+        self.record.update(transport=transport, privacy={
+            "epsilon": epsilon, "delta": privacy.delta, "rounds": rounds_released,
+            "noise_multiplier": privacy.noise_multiplier, "clipping_norm": privacy.clipping_norm,
+            "unit": "site (all of a site's data)", "accounting": "RDP, full participation"})
 
     def _close(self, row: dict, scored: Exchange, prefix: str) -> None:
         """Add the sites' Dice of the round's model to its row and record the row."""

@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx, FedYogi, Strategy
+from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping, FedAdam, FedAvg,
+                                     FedAvgM, FedProx, FedYogi, Strategy)
 
 from common.config import RunSettings
 
 
 def build_strategy(settings: RunSettings) -> Strategy:
+    """The configured strategy, wrapped for differential privacy when the run asks for it.
+
+    With DP each site clips its own update (client.local_round.clip_update) and the wrapper adds
+    Gaussian noise to the aggregate: the form that composes with secure aggregation, where the
+    coordinator never holds an individual update it could clip. The noise is calibrated to
+    ``min_sites`` sites, so more sites taking part only adds margin.
+    """
+    strategy = _base_strategy(settings)
+    privacy = settings.privacy
+    if not privacy.differential_privacy:
+        return strategy
+    return DifferentialPrivacyClientSideFixedClipping(
+        strategy, noise_multiplier=privacy.noise_multiplier, clipping_norm=privacy.clipping_norm,
+        num_sampled_clients=settings.min_sites)
+
+
+def _base_strategy(settings: RunSettings) -> Strategy:
     """Every connected site trains and evaluates each round; ``min_sites`` must be connected."""
     common = {
         "fraction_train": 1.0,

@@ -65,8 +65,9 @@ def _privacy_lines(transport: dict[str, Any]) -> list[str]:
         f"- TLS on every connection: {said('tls')}",
         f"- Site authentication (node auth): {said('node_auth')}",
         f"- Secure aggregation (coordinator sees only sums): {said('secure_aggregation')}",
-        "- Differential privacy: " + (f"epsilon = {epsilon}" if epsilon is not None
-                                      else "none (no formal privacy guarantee on the weights)"),
+        "- Differential privacy: " + (
+            f"site-level epsilon = {epsilon:.2f} at delta = {transport.get('dp_delta')}"
+            if epsilon is not None else "none (no formal privacy guarantee on the weights)"),
     ]
 
 

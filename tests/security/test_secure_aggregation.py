@@ -113,10 +113,10 @@ def _run(federation, run_dir, settings):
     space, fed, app = federation
     RunRecord(run_dir).create("secagg-test", settings, transport={"tls": True})
     run_id = fed.submit(to_run_config(settings, run_dir), app_dir=app)
-    return run_id, fed.follow(run_id, run_dir, lambda row: None, timeout=600)
+    return fed.follow(run_id, run_dir, lambda row: None, timeout=600)
 
 
-def _site_updates(space, settings, run_id, scratch):
+def _site_updates(space, settings, scratch):
     """Each site's plaintext round-1 update, recomputed from the same inputs (1 thread, as sites)."""
     torch.set_num_threads(1)
     torch.manual_seed(settings.seed)
@@ -124,7 +124,7 @@ def _site_updates(space, settings, run_id, scratch):
     updates = {}
     for name in space.site_names():
         site = SiteContext(name, space.site_dir(name) / "data", scratch / name, "cpu", 1)
-        weights, metrics = SiteRound.prepare(site, settings).train(initial, 1, run_id)
+        weights, metrics = SiteRound.prepare(site, settings).train(initial, 1)
         updates[name] = (weights, metrics["num-examples"])
     return updates
 
@@ -133,12 +133,12 @@ def test_coordinator_learns_only_the_weighted_mean(federation, tmp_path):
     space = federation[0]
     settings = RunSettings.model_validate(SETTINGS)
     run_dir = tmp_path / "run"
-    run_id, record = _run(federation, run_dir, settings)
+    record = _run(federation, run_dir, settings)
     assert record["status"] == "completed" and record["aggregation"] == "secagg+"
     rows = RunRecord(run_dir).rounds()
     assert set(rows[0]["sites"]) == set(TRAIN_CASES)
 
-    updates = _site_updates(space, settings, run_id, tmp_path / "recompute")
+    updates = _site_updates(space, settings, tmp_path / "recompute")
     total = sum(n for _, n in updates.values())
     mean = {k: sum(w[k] * n for w, n in updates.values()) / total for k in updates["site-a"][0]}
     final = load_checkpoint(latest_checkpoint(run_dir)).weights
