@@ -71,7 +71,7 @@ def main() -> None:
     demo = load_run_settings(args.config).model_copy(update={"rounds": args.rounds, "min_sites": 3})
     floor = RunSettings.model_validate({**FLOOR, "rounds": args.rounds, "min_sites": 3})
     print("demo configuration federation")
-    demo_rows = federation(args.work / "demo", demo, 16, 8, 64)
+    demo_rows = federation(args.work / "demo", demo, 48, 8, 48)
     print("floor federation (tiny model, one step)")
     floor_rows = federation(args.work / "floor", floor, 2, 1, 16)
     report(f"demo configuration ({demo.training.local_steps} steps, patch "

@@ -106,8 +106,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the demo gives each of its 3 sites one core's share)")
-    parser.add_argument("--train-cases", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--train-cases", type=int, default=48)
+    parser.add_argument("--size", type=int, default=48)
     args = parser.parse_args()
     settings = load_run_settings(args.config)
     torch.set_num_threads(args.threads)

@@ -33,9 +33,10 @@ def demo(
     workspace: Path = typer.Option(Path("insite-demo"), help="Folder for sites, keys, logs and the run."),
     config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, [run] table)."),
     rounds: int = typer.Option(None, help="Override the number of rounds in the config."),
-    train_cases: int = typer.Option(16, help="Training volumes per site."),
+    train_cases: int = typer.Option(48, help="Training volumes per site (with 16 the model "
+                                    "overfits: Dice stalls near 0.68 instead of passing 0.7)."),
     val_cases: int = typer.Option(8, help="Held-out volumes per site (Dice is reported on these)."),
-    size: int = typer.Option(64, help="Edge of each synthetic volume, voxels."),
+    size: int = typer.Option(48, help="Edge of each synthetic volume, voxels."),
     fresh: bool = typer.Option(True, help="Delete an existing demo workspace first."),
 ) -> None:
     """Run a three-site federation on this machine with synthetic data.
