@@ -1,7 +1,9 @@
 """Round overhead: a real federation's round wall time beside the slowest site's local training.
 
-Runs, in one invocation and on the same machine state, two real loopback federations (SuperLink +
-three SuperNodes, TLS, node authentication, the demo's synthetic sites):
+Runs, in one invocation and on the same machine state, real loopback federations (SuperLink +
+three SuperNodes, TLS, node authentication, the demo's synthetic sites), each with SecAgg+ (the
+default, four exchanges per round) and with plain aggregation (one exchange), so the cost of
+secure aggregation shows beside the rest:
 
 1. the demo configuration (configs/federation.toml, ``--rounds`` rounds): per round, the wall
    time at the coordinator beside the slowest site's pure training time in the same round; the
@@ -70,13 +72,18 @@ def main() -> None:
     args = parser.parse_args()
     demo = load_run_settings(args.config).model_copy(update={"rounds": args.rounds, "min_sites": 3})
     floor = RunSettings.model_validate({**FLOOR, "rounds": args.rounds, "min_sites": 3})
-    print("demo configuration federation")
-    demo_rows = federation(args.work / "demo", demo, 48, 8, 48)
-    print("floor federation (tiny model, one step)")
-    floor_rows = federation(args.work / "floor", floor, 2, 1, 16)
-    report(f"demo configuration ({demo.training.local_steps} steps, patch "
-           f"{demo.training.patch_size}^3, channels {demo.model.channels})", demo_rows)
-    report("floor (tiny model, 1 step, 16^3 volumes)", floor_rows)
+    runs = []
+    for name, settings, data in (("demo configuration", demo, (48, 8, 48)),
+                                 ("floor (tiny model, 1 step, 16^3 volumes)", floor, (2, 1, 16))):
+        for mode in ("secagg+", "plain"):
+            variant = settings.model_copy(update={"aggregation": settings.aggregation.model_copy(
+                update={"mode": mode})})
+            label = f"{name}, {mode}"
+            print(label, flush=True)
+            slug = f"{'demo' if settings is demo else 'floor'}-{mode.rstrip('+')}"
+            runs.append((label, federation(args.work / slug, variant, *data)))
+    for label, rows in runs:
+        report(label, rows)
 
 
 if __name__ == "__main__":
