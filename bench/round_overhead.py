@@ -74,7 +74,7 @@ def main() -> None:
     floor = RunSettings.model_validate({**FLOOR, "rounds": args.rounds, "min_sites": 3})
     runs = []
     for name, settings, data in (("demo configuration", demo, (48, 8, 48)),
-                                 ("floor (tiny model, 1 step, 16^3 volumes)", floor, (2, 1, 16))):
+                                 ("floor (tiny model, 1 step, 32^3 volumes)", floor, (2, 1, 32))):
         for mode in ("secagg+", "plain"):
             variant = settings.model_copy(update={"aggregation": settings.aggregation.model_copy(
                 update={"mode": mode})})

@@ -145,7 +145,8 @@ class SiteSettings(_Strict):
     threads: int = Field(0, ge=0, description="CPU threads for training; 0 = all cores")
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def describe_validation_error(error: ValidationError, source: str) -> str:
+    """One line naming the source and every bad or unknown key, so the CLI can print it as is."""
     problems = []
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
@@ -156,7 +157,8 @@ def _describe(error: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
-def _read_toml(path: Path) -> dict:
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file, turning a missing or malformed file into a ConfigError that names it."""
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -169,12 +171,12 @@ def parse_run_settings(data: dict, source: str = "run settings") -> RunSettings:
     try:
         return RunSettings.model_validate(data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, source)) from None
+        raise ConfigError(describe_validation_error(error, source)) from None
 
 
 def load_run_settings(path: Path) -> RunSettings:
     """Read ``federation.toml``; its ``[run]`` table holds :class:`RunSettings`."""
-    data = _read_toml(path)
+    data = read_toml(path)
     unknown = set(data) - {"run"}
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected only [run]")
@@ -183,14 +185,14 @@ def load_run_settings(path: Path) -> RunSettings:
 
 def load_site_settings(path: Path) -> SiteSettings:
     """Read ``site.toml``; relative paths are taken relative to the file's folder."""
-    data = _read_toml(path)
+    data = read_toml(path)
     site = data.get("site")
     if not isinstance(site, dict) or set(data) != {"site"}:
         raise ConfigError(f"{path}: expected exactly one [site] table")
     try:
         settings = SiteSettings.model_validate(site)
     except ValidationError as error:
-        raise ConfigError(_describe(error, str(path))) from None
+        raise ConfigError(describe_validation_error(error, str(path))) from None
     base = path.parent
     return settings.model_copy(
         update={
@@ -217,4 +219,4 @@ def from_run_config(run_config: dict) -> RunSettings:
     try:
         return RunSettings.model_validate_json(raw)
     except ValidationError as error:
-        raise ConfigError(_describe(error, "run config 'settings'")) from None
+        raise ConfigError(describe_validation_error(error, "run config 'settings'")) from None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from common.config import _describe, _read_toml
+from common.config import describe_validation_error, read_toml
 from common.errors import ConfigError
 
 
@@ -84,13 +84,13 @@ class DeidSettings(_Strict):
 
 def load_deid_settings(path: Path) -> DeidSettings:
     """Read the ``[deid]`` table; a relative ``key_file`` is taken relative to the file's folder."""
-    data = _read_toml(path)
+    data = read_toml(path)
     if set(data) != {"deid"}:
         raise ConfigError(f"{path}: expected exactly one [deid] table")
     try:
         settings = DeidSettings.model_validate(data["deid"])
     except ValidationError as error:
-        raise ConfigError(_describe(error, str(path))) from None
+        raise ConfigError(describe_validation_error(error, str(path))) from None
     key_file = settings.key_file.expanduser()
     return settings.model_copy(update={"key_file": key_file if key_file.is_absolute()
                                        else (path.parent / key_file).resolve()})
