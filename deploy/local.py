@@ -20,7 +20,7 @@ from pathlib import Path
 
 from client.site import SiteContext
 from common.config import RunSettings, to_run_config
-from common.errors import CheckpointError
+from common.errors import CheckpointError, ConfigError
 from deploy.federation import LocalFederation, SiteNode
 from deploy.pki import ConsortiumFiles, create_ca, create_site_key, issue_server_certificate
 from deploy.processes import ProcessSet
@@ -49,7 +49,10 @@ class Workspace:
         return self.root / "sites" / name
 
     def site_names(self) -> list[str]:
-        return sorted(p.name for p in (self.root / "sites").iterdir() if p.is_dir())
+        sites = self.root / "sites"
+        if not sites.is_dir():
+            raise ConfigError(f"{self.root}: no sites/ folder; each site needs sites/<name>/data")
+        return sorted(p.name for p in sites.iterdir() if p.is_dir())
 
     def site(self, name: str, threads: int) -> SiteNode:
         base = self.site_dir(name)
@@ -80,12 +83,16 @@ def provision(workspace: Workspace, site_names: list[str]) -> None:
 
 def run_local(workspace: Workspace, settings: RunSettings, on_event: Callable[[str], None],
               on_round: Callable[[dict], None], round_offset: int = 0,
-              initial_weights: Path | None = None, timeout: float = 4 * 3600) -> dict:
-    """Start SuperLink + SuperNodes, run the rounds, stop every process; returns the run record."""
+              initial_weights: Path | None = None, timeout: float = 4 * 3600,
+              port: int | None = None) -> dict:
+    """Start SuperLink + SuperNodes, run the rounds, stop every process; returns the run record.
+
+    ``port`` fixes the SuperLink's port (refused with a clear error if taken); default: a free one.
+    """
     names = workspace.site_names()
     threads = default_threads(len(names))
     with ProcessSet(workspace.logs, {}) as processes:
-        federation = LocalFederation(workspace.root, workspace.consortium, processes)
+        federation = LocalFederation(workspace.root, workspace.consortium, processes, port=port)
         on_event("starting SuperLink (TLS, SuperNode authentication)")
         federation.start_superlink()
         for name in names:

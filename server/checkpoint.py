@@ -103,9 +103,11 @@ class RunRecord:
         self.run_dir = run_dir
 
     def create(self, name: str, settings: RunSettings, transport: dict[str, Any]) -> None:
-        if (self.run_dir / RUN_RECORD).exists():
+        # A run that never reached a checkpoint has nothing to lose: launching again replaces it.
+        if (self.run_dir / RUN_RECORD).exists() and latest_checkpoint(self.run_dir) is not None:
             raise CheckpointError(
-                f"{self.run_dir}: a run already exists here; use 'insite coord resume {self.run_dir}'"
+                f"{self.run_dir}: a run with checkpoints exists here; continue it with "
+                f"'insite coord resume {self.run_dir.parent}' or choose another workspace"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / RUN_RECORD, {

@@ -11,10 +11,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from common.config import load_run_settings
 from deploy.federation import PROJECT_ROOT
-from deploy.local import Workspace, provision, run_local
+from deploy.local import Workspace, provision
 from deploy.synthetic_sites import DEMO_SITES, write_site
-from insite.cli.progress import console, plot_dice, round_line, rounds_table
-from server.checkpoint import RunRecord, write_json
+from insite.cli.local_run import run_and_report
+from insite.cli.progress import console
+from server.checkpoint import RunRecord
 from server.export.demo import demo_publish
 
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "federation.toml"
@@ -61,29 +62,7 @@ def demo(
     RunRecord(space.run_dir).create("demo", settings, transport={
         "tls": True, "node_auth": True,
         "secure_aggregation": settings.aggregation.mode == "secagg+", "dp_epsilon": None})
-    record = run_local(space, settings, on_event=lambda text: console.print(f"[dim]{text}[/]"),
-                       on_round=lambda row: console.print(round_line(row, settings.rounds)))
-    rows = RunRecord(space.run_dir).rounds()
-    console.print(rounds_table(rows))
-    plot = plot_dice(rows, space.run_dir / "dice.png")
-    final = rows[-1]
-    summary = {
-        "rounds": len(rows),
-        "sites": record["sites"],
-        "strategy": settings.strategy.name,
-        "final_global_dice": final["global_dice"],
-        "final_site_dice": {n: m.get("dice") for n, m in final["sites"].items()},
-        "wall_seconds": time.monotonic() - started,
-        "mean_round_seconds": sum(r["wall_s"] for r in rows) / len(rows),
-    }
-    write_json(space.run_dir / "summary.json", summary)
-    console.print(
-        f"[bold green]done[/] in {summary['wall_seconds'] / 60:.1f} min: global Dice "
-        f"{final['global_dice']:.3f} on the {int(sum(m.get('num_val', 0) for m in final['sites'].values()))} "
-        f"held-out cases of {len(final['sites'])} sites after {len(rows)} rounds "
-        f"({settings.strategy.name}).\n"
-        f"run folder: {space.run_dir} (checkpoints/, metrics.json, summary.json, {plot.name})"
-    )
+    record = run_and_report(space, settings, started)
     _publish(space, record["sites"])
 
 

@@ -68,7 +68,7 @@ def test_checkpoint_and_resume_bookkeeping(tmp_path):
     assert latest_checkpoint(tmp_path).name == "round-0002.pt"
     assert load_checkpoint(latest_checkpoint(tmp_path)).settings_digest == settings.digest()
     assert record.read()["rounds_done"] == 2 and record.read()["sites"] == ["site-a"]
-    with pytest.raises(CheckpointError, match="already exists"):
+    with pytest.raises(CheckpointError, match="with checkpoints exists"):
         record.create("t", settings, transport={})
     (tmp_path / "checkpoints" / "round-0002.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="round-0002.pt"):
