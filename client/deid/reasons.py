@@ -12,7 +12,6 @@ class Reason(StrEnum):
     MISSING_TRANSFER_SYNTAX = "missing_transfer_syntax"
     TRUNCATED = "truncated"                          # an element's value ends before its declared length
     MISSING_SOP_INSTANCE = "missing_sop_instance"    # no SOPClassUID/SOPInstanceUID: cannot be filed safely
-    DICOMDIR = "dicomdir"                            # a media index pointing at source paths; not rewritten
     BURNED_IN_ANNOTATION = "burned_in_annotation"    # BurnedInAnnotation says YES
     RISKY_MODALITY = "risky_modality"                # US, OT, XC, ES, ... usually carry burned-in text
     RISKY_SOP_CLASS = "risky_sop_class"              # secondary/screen capture, encapsulated document, dose report

@@ -24,18 +24,20 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import MediaStorageDirectoryStorage
 
+from client.deid.dicomdir import rebuild_dicomdir
 from client.deid.engine import SafePrivateKey, deidentify_dataset
 from client.deid.errors import DeidError
+from client.deid.identifiers import collect_identifiers
 from client.deid.keys import SiteKey
 from client.deid.parsing import parse_warnings_are_unsafe, read_strictly
 from client.deid.pixels import blank_outside_ultrasound_regions, check_burned_in_risk
 from client.deid.profile import Profile
 from client.deid.reasons import Reason, Unsafe
-from client.deid.scan import ScanReport, scan_files
+from client.deid.scan import ScanReport, index_search, scan_files
 from client.deid.settings import DeidSettings
+from client.deid.writing import encode_file
 
 log = logging.getLogger(__name__)
-EMPTY_PREAMBLE = b"\x00" * 128
 
 
 @dataclass
@@ -52,6 +54,8 @@ class RunReport:
     actions: dict[str, Counter] = field(default_factory=dict)
     seconds: float = 0.0
     residual_scan: ScanReport | None = None
+    source_dicomdirs: int = 0
+    dicomdir_not_indexed: int = 0
 
     def as_dict(self) -> dict:
         return {
@@ -67,6 +71,9 @@ class RunReport:
             "seconds": round(self.seconds, 3),
             "files_per_second": round(self.files_in / self.seconds, 1) if self.seconds else None,
             "residual_scan": self.residual_scan.as_dict() if self.residual_scan else None,
+            "notes": (["source DICOMDIR replaced by a rebuilt one"
+                       + (f" ({self.dicomdir_not_indexed} written files not indexed)"
+                          if self.dicomdir_not_indexed else "")] if self.source_dicomdirs else []),
         }
 
 
@@ -112,11 +119,14 @@ class _Runner:
         self.safe_private = frozenset(SafePrivateKey(e.group, e.creator, e.element) for e in settings.safe_private)
         self.report = RunReport(dry_run, _profile_summary(settings, self.profile))
         self.outputs: dict[Path, set[str]] = {}  # written file -> its original's identifiers
+        self.dicomdir_identifiers: set[str] = set()  # what the source DICOMDIRs' records held
 
     def process(self, path: Path) -> None:
         self.report.files_in += 1
         try:
             written = self._deidentify(path)
+            if written is None:
+                return
         except Unsafe as unsafe:
             self._quarantine(path, unsafe)
             return
@@ -129,12 +139,14 @@ class _Runner:
         self.outputs.setdefault(written.path, set()).update(written.identifiers)
         self.report.written += 1
 
-    def _deidentify(self, path: Path) -> _Written:
+    def _deidentify(self, path: Path) -> _Written | None:
+        """The written file, or None for a source DICOMDIR (rebuilt after the run, never copied)."""
         with parse_warnings_are_unsafe():
             dataset = read_strictly(path)
             if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
-                raise Unsafe(Reason.DICOMDIR, "a DICOMDIR indexes source paths; its files are "
-                                              "de-identified one by one and it is not copied")
+                self.report.source_dicomdirs += 1
+                self.dicomdir_identifiers |= collect_identifiers(dataset, self.profile)
+                return None
             if not dataset.get("SOPInstanceUID") or not dataset.get("SOPClassUID"):
                 raise Unsafe(Reason.MISSING_SOP_INSTANCE, "no SOPClassUID/SOPInstanceUID")
             clean_pixels = check_burned_in_risk(dataset, self.settings.pixels)
@@ -151,11 +163,10 @@ class _Runner:
         return _Written(target, outcome.identifiers)
 
     def _write(self, dataset: Dataset, target: Path) -> None:
-        dataset.preamble = EMPTY_PREAMBLE  # a preamble may hold anything (PS3.10 7.1, e.g. TIFF tags)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp")
-        try:  # the file meta was rebuilt complete (engine._rebuild_file_meta): no re-validation copy
-            dataset.save_as(tmp)
+        try:
+            tmp.write_bytes(encode_file(dataset))
             os.replace(tmp, target)
         except Exception as error:  # never leave a half-written file in DST
             tmp.unlink(missing_ok=True)
@@ -193,8 +204,24 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
                 progress("deid")
     finally:
         runner.key.close()
+    searches = sorted(runner.outputs.items())
+    if runner.report.source_dicomdirs and not dry_run and runner.outputs:
+        searches += _rebuild_dicomdir(runner, destination)
     runner.report.seconds = time.perf_counter() - started
     if scan and not dry_run:
         runner.report.residual_scan = scan_files(
-            destination, sorted(runner.outputs.items()), (lambda: progress("scan")) if progress else None)
+            destination, searches, (lambda: progress("scan")) if progress else None)
     return runner.report
+
+
+def _rebuild_dicomdir(runner: _Runner, destination: Path) -> list[tuple[Path, set[str]]]:
+    """Index this run's output; return what the scan must search in the index and its files.
+
+    The new DICOMDIR is searched for every identifier of the run (its records come from every
+    written file) and of the source DICOMDIRs, see :func:`client.deid.scan.index_search`.
+    """
+    rebuilt = rebuild_dicomdir(destination, sorted(runner.outputs))
+    runner.report.dicomdir_not_indexed = rebuilt.not_indexed
+    everything = set(runner.dicomdir_identifiers).union(*runner.outputs.values())
+    return [(rebuilt.path, index_search(rebuilt.path, everything, runner.profile)),
+            *((member, runner.outputs[written]) for member, written in sorted(rebuilt.instances.items()))]

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.fileset import FileSet
 
+from client.deid.dicomdir import DICOMDIR_NAME
 from client.deid.identifiers import collect_identifiers
 from client.deid.keys import SiteKey
 from client.deid.pixels import PIXEL_KEYWORDS
@@ -147,6 +149,20 @@ def _retained_texts(dataset: Dataset, profile: Profile, out: set[str]) -> None:
             out.add(element.value.strip())
 
 
+def index_search(index: Path, identifiers: Iterable[str], profile: Profile) -> set[str]:
+    """What to search a rebuilt DICOMDIR for: every identifier of the run, except words of the
+    text it retains (a code meaning "Person Observer Name" beside a patient called "Observer").
+
+    The index copies its retained text from the written files, each scanned for its own
+    identifiers, so only another file's identifier can match there: set aside, as in
+    :func:`identifiers_from_tree`.
+    """
+    retained: set[str] = set()
+    _retained_texts(dcmread(index), profile, retained)
+    corpus = "\n".join(sorted(retained)).lower()
+    return {needle.identifier for needle in needles(identifiers) if not needle.found_in(corpus)}
+
+
 @dataclass
 class OriginalIdentifiers:
     """What the originals under a folder hold, for :func:`scan_tree`."""
@@ -200,7 +216,16 @@ def identifiers_from_tree(source: Path, profile: Profile,
 
 
 def output_files(destination: Path) -> list[Path]:
-    return sorted(destination.rglob("*.dcm"))
+    """Every DICOM file a run writes: the ``.dcm`` instances, a rebuilt DICOMDIR and its members."""
+    files = set(destination.rglob("*.dcm"))
+    index = destination / DICOMDIR_NAME
+    if index.is_file():
+        files.add(index)
+        try:
+            files.update(Path(member.path) for member in FileSet(dcmread(index)))
+        except Exception as error:  # an index that does not parse is still scanned (as raw bytes)
+            log.warning("%s does not parse as a file set: %s", index, error)
+    return sorted(files)
 
 
 def scan_files(destination: Path, files: Iterable[tuple[Path, Iterable[str]]],

@@ -16,7 +16,7 @@ from client.deid.engine import deidentify_dataset
 from client.deid.keys import SiteKey
 from client.deid.profile import Profile
 from client.deid.run import deidentify_tree
-from client.deid.scan import needles, scan_file, scan_tree
+from client.deid.scan import needles, output_files, scan_file, scan_tree
 from client.deid.settings import DeidSettings, ProfileOptions
 
 
@@ -42,7 +42,9 @@ def shipped_run(tmp_path_factory):
 def test_every_file_is_written_or_quarantined_with_a_reason(shipped_run):
     root, _, report, originals = shipped_run
     assert report.files_in == len(originals) > 250
-    assert report.written + sum(report.quarantined.values()) == report.files_in
+    # a source DICOMDIR is neither written nor quarantined: the output gets a rebuilt one instead
+    assert report.written + sum(report.quarantined.values()) + report.source_dicomdirs == report.files_in
+    assert report.source_dicomdirs and (root / "out" / "DICOMDIR").is_file()
     reasons = [json.loads(p.read_text()) for p in (root / "quarantine").glob("*.reason.json")]
     assert len(reasons) == sum(report.quarantined.values())
     assert all(r["reason"] and r["detail"] for r in reasons)
@@ -51,7 +53,7 @@ def test_every_file_is_written_or_quarantined_with_a_reason(shipped_run):
 
 def test_written_files_hold_no_original_identifier(shipped_run):
     root, settings, report, _ = shipped_run
-    assert report.residual_scan.files_scanned == len(list((root / "out").rglob("*.dcm")))
+    assert report.residual_scan.files_scanned == len(output_files(root / "out"))  # DICOMDIR included
     assert report.residual_scan.files_with_residuals == 0, report.residual_scan.findings[:5]
     key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
     independent = scan_tree(root / "out", root / "src", Profile(settings.options), key)

@@ -1,0 +1,84 @@
+"""A fresh DICOMDIR for the output, built from the de-identified files only.
+
+A source DICOMDIR is never copied: its directory records repeat patient names, IDs, dates and
+study IDs, and its file IDs are source paths. When the source tree had one, the output gets a new
+one (PS3.10 8, built with :class:`pydicom.fileset.FileSet`) indexing the instances this run
+wrote, so the media stays browsable. FileSet lays its instances out under its own 8-character
+file IDs (``PT000000/ST000000/...``), which the ``<subject>/<study>/<series>/<sop>.dcm`` layout
+cannot meet; each of those files is then replaced by a hard link to (or, where links fail, a copy
+of) the written file, so FileSet only ever sees headers and the index costs no second copy of the
+pixel data where the file system allows links.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.fileset import FileSet
+
+from client.deid.values import dummy
+
+log = logging.getLogger(__name__)
+DICOMDIR_NAME = "DICOMDIR"
+# Type 1 keys of the PATIENT/STUDY/SERIES/IMAGE records (PS3.3 F.5): the profile may have emptied
+# them (Z), and a record cannot hold an empty Type 1 value, so the index gets the dummy instead.
+_RECORD_TYPE1 = {"StudyDate": "DA", "StudyTime": "TM", "StudyID": "SH", "SeriesNumber": "IS",
+                 "InstanceNumber": "IS", "Modality": "CS"}
+_DUMMY_FALLBACK = {"SH": "DEIDENTIFIED", "IS": "0", "CS": "OT", "TM": "000000"}
+
+
+@dataclass
+class RebuiltDicomdir:
+    """Where the new index is and the files it references (for the residual scan)."""
+
+    path: Path
+    instances: dict[Path, Path]  # file-set member -> the written file it mirrors
+    not_indexed: int             # written files FileSet could not index (unsupported SOP class)
+
+
+def _record_ready(dataset: Dataset) -> Dataset:
+    for name, vr in _RECORD_TYPE1.items():
+        if not dataset.get(name):
+            setattr(dataset, name, dummy(vr) or _DUMMY_FALLBACK[vr])
+    return dataset
+
+
+def _mirror(written: Path, header_only: Path) -> None:
+    """Replace FileSet's header-only file by the written file: a hard link, else a copy."""
+    tmp = header_only.with_name(f".{header_only.name}.link")
+    try:
+        os.link(written, tmp)
+    except OSError as error:
+        log.debug("copying %s into the file set (%s)", written, error)
+        shutil.copyfile(written, tmp)
+    os.replace(tmp, header_only)
+
+
+def rebuild_dicomdir(destination: Path, written: list[Path]) -> RebuiltDicomdir:
+    """Write ``destination/DICOMDIR`` indexing the de-identified ``written`` files."""
+    file_set = FileSet()
+    file_set.ID = "INSITE_DEID"
+    by_uid: dict[str, Path] = {}
+    not_indexed = 0
+    for path in written:
+        dataset = dcmread(path, stop_before_pixels=True)
+        try:
+            file_set.add(_record_ready(dataset))
+        except ValueError as error:  # an SOP class with no directory record type
+            not_indexed += 1
+            log.info("not indexed in the DICOMDIR: %s (%s)", path.name, error)
+            continue
+        by_uid[str(dataset.SOPInstanceUID)] = path
+    file_set.write(destination)
+    instances = {}
+    for instance in file_set:
+        member = Path(instance.path)
+        _mirror(by_uid[str(instance.SOPInstanceUID)], member)
+        instances[member] = by_uid[str(instance.SOPInstanceUID)]
+    return RebuiltDicomdir(destination / DICOMDIR_NAME, instances, not_indexed)

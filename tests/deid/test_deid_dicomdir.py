@@ -1,0 +1,39 @@
+"""A source DICOMDIR is not copied: the output gets a new one built from the de-identified files."""
+
+from __future__ import annotations
+
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+
+from client.deid.keys import SiteKey
+from client.deid.profile import Profile
+from client.deid.run import deidentify_tree
+from client.deid.scan import scan_tree
+
+
+def test_dicomdir_is_rebuilt_from_deidentified_files(tmp_path, settings, planted_tree):
+    raw, patients = planted_tree
+    media = FileSet()
+    for path in sorted(raw.rglob("*.dcm")):
+        media.add(path)
+    source = tmp_path / "media"
+    media.write(source)  # source/DICOMDIR with records holding the planted names, IDs and dates
+    assert patients[0].patient_id.encode() in (source / "DICOMDIR").read_bytes()
+
+    out = tmp_path / "out"
+    report = deidentify_tree(settings, source, out, tmp_path / "q")
+    summary = report.as_dict()
+    assert report.written == 12 and not report.quarantined
+    assert summary["notes"] == ["source DICOMDIR replaced by a rebuilt one"]
+    assert summary["residual_scan"]["files_scanned"] == 1 + 2 * 12
+    assert summary["residual_scan"]["files_with_residuals"] == 0
+
+    rebuilt = FileSet(dcmread(out / "DICOMDIR"))
+    written = {str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in out.rglob("*.dcm")}
+    assert {instance.SOPInstanceUID for instance in rebuilt} == written
+    assert {instance.PatientID for instance in rebuilt}.isdisjoint({p.patient_id for p in patients})
+    assert all("PixelData" in instance.load() for instance in rebuilt)  # members are whole files
+
+    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+    independent = scan_tree(out, source, Profile(settings.options), key)
+    assert independent.files_scanned == 1 + 2 * 12 and not independent.findings
