@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install clean
+.PHONY: demo test test-slow bench install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,32 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# Debian packages (command:package): nginx is the coordinator's public proxy, tcpdump records the
+# wire test. Installs only what is missing, only as root with apt-get; otherwise it names what to
+# install and goes on (the tests that need them then skip, saying why).
+SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump
+
+system-deps:
+	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; \
+	for pair in $(SYSTEM_PACKAGES); do \
+		command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "note: not installed:$$missing (as root: apt-get install$$missing)"; \
+	fi
+
+demo: $(STAMP) system-deps
 	$(BIN)/insite demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) system-deps
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)

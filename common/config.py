@@ -12,14 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from common.errors import ConfigError
 
+# A site's name is a file name at the coordinator (sites/<name>.pub) and a label in every report.
+SITE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"]
 
 
@@ -135,7 +138,7 @@ class RunSettings(_Strict):
 class SiteSettings(_Strict):
     """A site's own settings; they never leave the site."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    name: str = Field(pattern=SITE_NAME_PATTERN)
     data_path: Path
     cache_path: Path
     superlink: str = Field("127.0.0.1:9092", description="host:port of the coordinator's Fleet API")
@@ -143,6 +146,49 @@ class SiteSettings(_Strict):
     private_key: Path
     device: Literal["auto", "cuda", "cpu"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads for training; 0 = all cores")
+    node_port: int = Field(9094, ge=1, le=65535, description="the SuperNode's local port for its "
+                           "ClientApp processes (127.0.0.1 only); distinct per site on one host")
+
+
+class ConsortiumSettings(_Strict):
+    """The coordinator's side of a consortium: what its certificate names and its kits announce.
+
+    ``address`` is the one place sites connect to (the Fleet-only proxy); its host is always a
+    name in the coordinator's certificate, so a kit can never point sites at a name that fails
+    TLS verification. ``hostnames`` adds further DNS names or IP addresses the same certificate
+    must cover (another interface, a load balancer's name).
+    """
+
+    name: str = Field("insite consortium", min_length=1, description="shown in the CA's subject")
+    address: str = Field(description="host:port sites connect to; goes into every site kit")
+    hostnames: tuple[str, ...] = ()
+    listen: str = Field("0.0.0.0", description="interface the public endpoint binds to")
+    certificate_days: int = Field(365, ge=1, le=3650)
+    ca_days: int = Field(3650, ge=1)
+    renew_before_days: int = Field(30, ge=1, description="'insite coord status' warns from here on")
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, address: str) -> str:
+        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})", address)
+        if not found or not 0 < int(found[2]) < 65536:
+            raise ValueError(f"'{address}' is not host:port (e.g. coordinator.example.org:9092, "
+                             "[2001:db8::1]:9092)")
+        return address
+
+    @model_validator(mode="after")
+    def _ca_outlives_certificate(self) -> ConsortiumSettings:
+        if self.certificate_days > self.ca_days:
+            raise ValueError("certificate_days must not exceed ca_days (the CA would expire first)")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.address.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rsplit(":", 1)[1])
 
 
 def describe_validation_error(error: ValidationError, source: str) -> str:
@@ -200,6 +246,17 @@ def load_site_settings(path: Path) -> SiteSettings:
             for key in ("data_path", "cache_path", "root_certificates", "private_key")
         }
     )
+
+
+def load_consortium_settings(path: Path) -> ConsortiumSettings:
+    """Read ``consortium.toml``; its one ``[consortium]`` table holds :class:`ConsortiumSettings`."""
+    data = read_toml(path)
+    if not isinstance(data.get("consortium"), dict) or set(data) != {"consortium"}:
+        raise ConfigError(f"{path}: expected exactly one [consortium] table")
+    try:
+        return ConsortiumSettings.model_validate(data["consortium"])
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, str(path))) from None
 
 
 def to_run_config(settings: RunSettings, run_dir: Path, round_offset: int = 0,

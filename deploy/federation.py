@@ -2,7 +2,9 @@
 
 Everything is real Flower over TLS on loopback: the SuperLink serves with the consortium's
 certificate and requires SuperNode authentication; each site is registered by its public key and
-its SuperNode signs requests with its private key. Telemetry, update checks and runtime
+its SuperNode signs requests with its private key. By default the SuperLink listens on loopback
+only and sites connect through the Fleet-only proxy (deploy/proxy.py), while the coordinator's
+``flwr`` CLI uses the SuperLink's private address. Telemetry, update checks and runtime
 dependency installation are off in every process (no network beyond loopback).
 """
 
@@ -15,16 +17,20 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import tomli_w
 
 from client.site import SiteContext
 from common.errors import FederationError, LaunchError
+from deploy.app_approval import approve, fab_digest
+from deploy.clientapp_gate import install_gate
 from deploy.pki import ConsortiumFiles, check_file
-from deploy.processes import ProcessSet, free_port, require_port_free, wait_for_port
+from deploy.processes import ManagedProcess, ProcessSet, free_port, require_port_free, wait_for_port
+from deploy.proxy import LOOPBACK, ProxySpec, start_proxy
 
 log = logging.getLogger(__name__)
 
@@ -79,31 +85,64 @@ class SiteNode:
     public_key: Path
 
 
+def write_connection(flwr_home: Path, address: str, ca_cert: Path) -> None:
+    """Make ``address`` the default ``flwr`` CLI connection (named ``insite``) under ``flwr_home``."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    config = {"superlink": {"default": CONNECTION, CONNECTION: {
+        "address": address, "root-certificates": str(ca_cert)}}}
+    (flwr_home / "config.toml").write_text(tomli_w.dumps(config))
+
+
+def start_supernode(processes: ProcessSet, superlink: str, ca_cert: Path, private_key: Path,
+                    context: SiteContext, port: int, gate_dir: Path) -> ManagedProcess:
+    """A site's SuperNode behind its app-approval gate: the local launcher and 'insite site join'.
+
+    ``port`` is the SuperNode's own ClientApp API port, bound to loopback only.
+    """
+    return processes.start(f"supernode-{context.name}", [
+        _tool("flower-supernode"),
+        "--superlink", superlink,
+        "--root-certificates", str(ca_cert),
+        "--auth-supernode-private-key", str(private_key),
+        "--node-config", context.to_node_config(),
+        "--host", LOOPBACK, "--port", str(port),
+    ], extra_env=install_gate(gate_dir, processes.env["PATH"]))
+
+
 class LocalFederation:
-    """Starts and watches the Flower processes of one federation on this host."""
+    """Starts and watches the Flower processes of one federation on this host.
+
+    ``host``/``port`` is the public address sites connect to. With ``proxy`` (the default) that
+    is nginx, and the SuperLink itself listens on a private loopback port that only the
+    coordinator's ``flwr`` CLI uses; without it, the SuperLink serves every API on the public
+    address (as Flower does out of the box).
+    """
 
     def __init__(self, workspace: Path, consortium: ConsortiumFiles, processes: ProcessSet,
-                 host: str = "127.0.0.1", port: int | None = None) -> None:
+                 host: str = "127.0.0.1", port: int | None = None, proxy: bool = True) -> None:
         self.workspace = workspace
         self.consortium = consortium
         self.processes = processes
         self.host = host
         self.port = port
+        self.proxy = proxy
+        self.superlink_port: int | None = None
         self.flwr_home = workspace / "flwr-home"
         self.env = flower_env(self.flwr_home)
         processes.env = self.env
 
     @property
     def address(self) -> str:
+        """Where SuperNodes connect."""
         return f"{self.host}:{self.port}"
 
-    def _write_connection(self) -> None:
-        self.flwr_home.mkdir(parents=True, exist_ok=True)
-        config = {"superlink": {"default": CONNECTION, CONNECTION: {
-            "address": self.address, "root-certificates": str(self.consortium.ca_cert)}}}
-        (self.flwr_home / "config.toml").write_text(tomli_w.dumps(config))
+    @property
+    def control_address(self) -> str:
+        """Where the coordinator's ``flwr`` CLI connects (Control API)."""
+        return f"{LOOPBACK}:{self.superlink_port}" if self.proxy else self.address
 
     def start_superlink(self, timeout: float = 60.0) -> None:
+        """Start the SuperLink and, with ``proxy``, the public Fleet-only proxy in front of it."""
         for path, what in ((self.consortium.ca_cert, "consortium CA certificate"),
                            (self.consortium.server_cert, "SuperLink certificate"),
                            (self.consortium.server_key, "SuperLink private key")):
@@ -111,7 +150,9 @@ class LocalFederation:
         if self.port is None:
             self.port = free_port(self.host)
         require_port_free(self.host, self.port)
-        self._write_connection()
+        bind_host = LOOPBACK if self.proxy else self.host
+        self.superlink_port = free_port(LOOPBACK) if self.proxy else self.port
+        write_connection(self.flwr_home, self.control_address, self.consortium.ca_cert)
         superlink = self.processes.start("superlink", [
             _tool("flower-superlink"),
             "--ssl-ca-certfile", str(self.consortium.ca_cert),
@@ -119,9 +160,15 @@ class LocalFederation:
             "--ssl-keyfile", str(self.consortium.server_key),
             "--enable-supernode-auth",
             "--disable-runtime-dependency-installation",
-            "--host", self.host, "--port", str(self.port),
+            "--host", bind_host, "--port", str(self.superlink_port),
         ])
-        wait_for_port(self.host, self.port, superlink, timeout)
+        wait_for_port(bind_host, self.superlink_port, superlink, timeout)
+        if self.proxy:
+            start_proxy(self.processes, ProxySpec(
+                public_host=self.host, public_port=self.port, superlink_port=self.superlink_port,
+                certificate=self.consortium.server_cert, private_key=self.consortium.server_key,
+                ca_certificate=self.consortium.ca_cert, workdir=self.workspace / "proxy",
+                log_dir=self.processes.log_dir), timeout)
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
         """Run the ``flwr`` CLI against this SuperLink; a failure names the command and its output."""
@@ -134,24 +181,33 @@ class LocalFederation:
         return done.stdout
 
     def register(self, site: SiteNode) -> None:
-        check_file(site.public_key, f"public key of site {site.context.name}")
-        self.flwr("supernode", "register", str(site.public_key), CONNECTION,
-                  "--name", site.context.name)
+        self.register_key(site.context.name, site.public_key)
 
-    def start_site(self, site: SiteNode) -> None:
+    def register_key(self, name: str, public_key: Path) -> None:
+        """Let the site holding ``public_key``'s private half in (Flower node authentication)."""
+        check_file(public_key, f"public key of site {name}")
+        self.flwr("supernode", "register", str(public_key), CONNECTION, "--name", name)
+
+    @cached_property
+    def project_app(self) -> Path:
+        """This project's app, staged once: what the sites approve is what :meth:`submit` ships."""
+        return stage_app(self.workspace / "app")
+
+    def start_site(self, site: SiteNode, apps: Sequence[Path] | None = None) -> None:
+        """Start the site's SuperNode behind the app-approval gate (deploy/clientapp_gate.py).
+
+        Acting as the site's administrator, the launcher approves ``apps`` (default: this
+        project's app as :meth:`submit` ships it); the site refuses any other app.
+        """
         check_file(site.private_key, f"private key of site {site.context.name}")
-        self.processes.start(f"supernode-{site.context.name}", [
-            _tool("flower-supernode"),
-            "--superlink", self.address,
-            "--root-certificates", str(self.consortium.ca_cert),
-            "--auth-supernode-private-key", str(site.private_key),
-            "--node-config", site.context.to_node_config(),
-            "--host", "127.0.0.1", "--port", str(free_port()),
-        ])
+        for app_dir in apps if apps is not None else [self.project_app]:
+            approve(site.context.cache_path, fab_digest(app_dir), f"local launcher: {app_dir}")
+        start_supernode(self.processes, self.address, self.consortium.ca_cert, site.private_key,
+                        site.context, free_port(), self.workspace / "gate")
 
     def submit(self, run_config: dict[str, str | int], app_dir: Path | None = None) -> int:
         """Ship the app (default: this project, staged) with ``run_config``; returns the run id."""
-        app_dir = app_dir or stage_app(self.workspace / "app")
+        app_dir = app_dir or self.project_app
         overrides = self.workspace / "run-config.toml"
         overrides.write_text(tomli_w.dumps(run_config))
         output = self.flwr("run", str(app_dir), CONNECTION, "--run-config", str(overrides),

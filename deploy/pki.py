@@ -7,12 +7,15 @@ SuperNode authentication loads; the coordinator only ever needs a site's *public
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -60,7 +63,7 @@ class ConsortiumFiles:
         return self.root / "sites" / f"{site}.pub"
 
 
-def create_ca(files: ConsortiumFiles, name: str = "insite consortium CA") -> None:
+def create_ca(files: ConsortiumFiles, name: str = "insite consortium CA", days: int = CA_DAYS) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
     now = dt.datetime.now(dt.timezone.utc)
     cert = (
@@ -68,7 +71,7 @@ def create_ca(files: ConsortiumFiles, name: str = "insite consortium CA") -> Non
         .subject_name(_name(name)).issuer_name(_name(name))
         .public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
                                      key_encipherment=False, data_encipherment=False,
@@ -138,3 +141,69 @@ def check_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise ProvisioningError(f"{path}: {what} not found")
     return path
+
+
+# Flower's node authentication accepts ECDSA keys on these curves only (flwr.cli.supernode.register).
+NODE_KEY_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
+
+
+def load_site_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """A site's public key as ``insite site keygen`` writes it: OpenSSH, ECDSA on a NIST curve.
+
+    Checked when the coordinator registers it, so a wrong file (a private key, an RSA or ed25519
+    key) is refused with its name here rather than by Flower at launch.
+    """
+    try:
+        key = serialization.load_ssh_public_key(check_file(path, "site public key").read_bytes())
+    except (ValueError, UnsupportedAlgorithm):
+        raise ProvisioningError(f"{path}: not an OpenSSH public key (expected the node.pub "
+                                "written by 'insite site keygen')") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, NODE_KEY_CURVES):
+        raise ProvisioningError(f"{path}: not an ECDSA key on P-256/384/521, the only keys "
+                                "Flower's node authentication accepts")
+    return key
+
+
+def load_site_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """The site's own node key, checked before the SuperNode starts with it."""
+    try:
+        key = serialization.load_ssh_private_key(check_file(path, "site private key").read_bytes(), None)
+    except (ValueError, UnsupportedAlgorithm, TypeError):
+        raise ProvisioningError(f"{path}: not an unencrypted OpenSSH private key "
+                                "(create one with 'insite site keygen')") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ProvisioningError(f"{path}: Flower's node authentication needs an ECDSA key")
+    return key
+
+
+def key_fingerprint(key: ec.EllipticCurvePublicKey) -> str:
+    """``SHA256:...`` as ``ssh-keygen -l`` prints it, so both sides can compare it by phone."""
+    blob = base64.b64decode(key.public_bytes(serialization.Encoding.OpenSSH,
+                                             serialization.PublicFormat.OpenSSH).split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def load_certificate(path: Path, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(check_file(path, what).read_bytes())
+    except ValueError:
+        raise ProvisioningError(f"{path}: {what} is not a PEM certificate") from None
+
+
+def certificate_fingerprint(cert: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, colon-separated: what ``openssl x509 -fingerprint`` shows."""
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def days_left(cert: x509.Certificate) -> int:
+    """Whole days until ``cert`` expires (negative once it has)."""
+    return (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days
+
+
+def certificate_names(cert: x509.Certificate) -> list[str]:
+    """The certificate's subject alternative names (DNS names and IP addresses) as text."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(name.value) for name in sans]

@@ -107,7 +107,8 @@ class RunRecord:
         if (self.run_dir / RUN_RECORD).exists() and latest_checkpoint(self.run_dir) is not None:
             raise CheckpointError(
                 f"{self.run_dir}: a run with checkpoints exists here; continue it with "
-                f"'insite coord resume {self.run_dir.parent}' or choose another workspace"
+                f"'insite coord resume {self.run_dir}' (a consortium's run) or 'insite demo "
+                "--resume' (the demo's), or choose another folder"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.run_dir / RUN_RECORD, {

@@ -1,65 +1,225 @@
-"""``insite coord ...``: what the consortium coordinator runs.
+"""``insite coord ...``: what the consortium coordinator runs, on the coordinator's own machine.
 
-These commands drive a federation whose sites share this host (the layout ``insite demo``
-creates, see :mod:`deploy.local`): provision the consortium, launch a run, resume it after an
-interruption. Every process started is stopped again, also on Ctrl-C and on failure.
+Every command works on one consortium folder (``--dir``, or ``$INSITE_CONSORTIUM``; layout in
+:mod:`deploy.consortium`). The order of a deployment: ``provision``, then per site ``kit`` and
+``register-site``, then ``launch`` (stays in the foreground) and, in another terminal, ``run``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
-from common.config import load_run_settings
-from deploy.federation import PROJECT_ROOT
-from deploy.local import Workspace, provision, resume_point
-from insite.cli.local_run import run_and_report
-from insite.cli.progress import console
+from common.config import RunSettings, load_run_settings, to_run_config
+from deploy.consortium import (CoordinatorDir, control_client, provision, register_site,
+                               registered_sites, renew, require_running, running_superlink, write_kit)
+from deploy.federation import CONNECTION, PROJECT_ROOT
+from deploy.local import resume_point
+from deploy.pki import certificate_fingerprint, certificate_names, days_left, load_certificate
+from deploy.service import serve_superlink
+from insite.cli.local_run import report_run, round_printer
+from insite.cli.progress import console, say
 from server.checkpoint import RunRecord
 
 app = typer.Typer(no_args_is_help=True)
 
-WORKSPACE = typer.Argument(..., help="Workspace folder: sites/<name>/data per site, consortium/, run/.")
-PORT = typer.Option(None, help="SuperLink port on 127.0.0.1 (default: a free one).")
+DIR = typer.Option(Path("consortium"), "--dir", envvar="INSITE_CONSORTIUM",
+                   help="The consortium folder: CA, certificates, registered sites, runs.")
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
+# A run's deadline: every round may use its whole timeout, plus start-up and the final scoring.
+RUN_SLACK_S = 600
 
 
 @app.command("provision")
-def provision_command(workspace: Path = WORKSPACE) -> None:
-    """Create the consortium CA, the SuperLink certificate and a node key pair per site.
+def provision_command(
+    config: Path = typer.Option(PROJECT_ROOT / "configs" / "consortium.toml", "--config",
+                                help="Consortium settings (TOML, [consortium] table): address, "
+                                     "extra hostnames, validity days."),
+    directory: Path = DIR,
+    force: bool = typer.Option(False, "--force", help="Replace an existing CA. Every site trusts "
+                               "the old one: all of them need a new kit afterwards."),
+) -> None:
+    """Create the consortium CA and the coordinator's TLS certificate.
 
-    Existing keys and certificates are kept; run it again after adding a site.
+    The certificate names the address sites connect to, the extra hostnames from the config and
+    loopback. Private keys are written 0600 under private/ and never leave this folder.
     """
-    space = Workspace(workspace.resolve())
-    names = space.site_names()
-    provision(space, names)
-    console.print(f"consortium in {space.consortium.root}: CA, SuperLink certificate, "
-                  f"{len(names)} site key(s) ({', '.join(names)})")
+    coordinator = CoordinatorDir(directory.resolve())
+    settings = provision(coordinator, config, force)
+    say(f"consortium '{settings.name}' provisioned in {coordinator.root}: CA valid "
+                  f"{settings.ca_days} days, coordinator certificate for {settings.address} valid "
+                  f"{settings.certificate_days} days.\nnext: 'insite coord kit NAME --out DIR' "
+                  "for each site, then 'insite coord register-site NAME node.pub'")
+
+
+@app.command("register-site")
+def register_site_command(
+    name: str = typer.Argument(..., help="The site's name, as in its site.toml."),
+    public_key: Path = typer.Argument(..., help="The node.pub the site sent ('insite site keygen')."),
+    directory: Path = DIR,
+) -> None:
+    """Let a site in: store its public key and, if the SuperLink runs, register it there now.
+
+    Compare the printed fingerprint with the one the site administrator reads you.
+    """
+    coordinator = CoordinatorDir(directory.resolve())
+    site, new = register_site(coordinator, name, public_key)
+    say(f"site {name} {'registered' if new else 'was already registered'}: "
+                  f"key {site.fingerprint}")
+    if new and running_superlink(coordinator) is not None:
+        control_client(coordinator).register_key(name, site.public_key)
+        say("registered with the running SuperLink as well")
+
+
+@app.command("sites")
+def sites_command(directory: Path = DIR, as_json: bool = JSON) -> None:
+    """List the registered sites and their key fingerprints."""
+    sites = registered_sites(CoordinatorDir(directory.resolve()))
+    if as_json:
+        print(json.dumps([{"name": s.name, "fingerprint": s.fingerprint} for s in sites], indent=1))
+        return
+    table = Table(title=f"{len(sites)} registered site(s)")
+    table.add_column("site")
+    table.add_column("key fingerprint")
+    for site in sites:
+        table.add_row(site.name, site.fingerprint)
+    console.print(table)
+
+
+@app.command("kit")
+def kit_command(
+    name: str = typer.Argument(..., help="The site the kit is for."),
+    out: Path = typer.Option(..., "--out", help="A new, empty folder to write the kit into."),
+    directory: Path = DIR,
+) -> None:
+    """Write what a site needs to join: CA certificate, its site.toml, instructions.
+
+    The kit holds no secret (no private key of the coordinator or of anyone): send it any way.
+    """
+    files = write_kit(CoordinatorDir(directory.resolve()), name, out.resolve())
+    say(f"kit for site {name} in {out}: {', '.join(f.name for f in files)}")
+
+
+@app.command("renew")
+def renew_command(
+    days: int = typer.Option(None, "--days", min=1, help="Validity of the new certificate "
+                             "(default: certificate_days from consortium.toml)."),
+    directory: Path = DIR,
+) -> None:
+    """Re-issue the coordinator's TLS certificate from the same CA, before it expires.
+
+    Sites need nothing new: they trust the CA. A running SuperLink picks the new certificate up
+    when it is launched again.
+    """
+    coordinator = CoordinatorDir(directory.resolve())
+    valid = renew(coordinator, days)
+    restart = " Restart 'insite coord launch' to use it." if running_superlink(coordinator) else ""
+    say(f"new coordinator certificate {coordinator.files.server_cert}, valid {valid} days."
+                  + restart)
+
+
+def _certificate_status(path: Path, what: str, warn_days: int) -> dict:
+    cert = load_certificate(path, what)
+    left = days_left(cert)
+    return {"file": str(path), "expires": f"{cert.not_valid_after_utc:%Y-%m-%d}", "days_left": left,
+            "renew": left < warn_days, "names": certificate_names(cert),
+            "sha256": certificate_fingerprint(cert)}
+
+
+@app.command("status")
+def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
+    """Certificate expiry, registered sites, and whether the SuperLink is running."""
+    coordinator = CoordinatorDir(directory.resolve())
+    settings = coordinator.settings()
+    running = running_superlink(coordinator)
+    status = {
+        "consortium": settings.name, "address": settings.address,
+        "ca": _certificate_status(coordinator.files.ca_cert, "consortium CA certificate",
+                                  settings.renew_before_days),
+        "coordinator_certificate": _certificate_status(coordinator.files.server_cert,
+                                                       "SuperLink certificate", settings.renew_before_days),
+        "superlink": {"running": running is not None, "pid": running["pid"] if running else None},
+        "sites": [{"name": s.name, "fingerprint": s.fingerprint} for s in registered_sites(coordinator)],
+    }
+    if as_json:
+        print(json.dumps(status, indent=1))
+        return
+    say(f"[bold]{settings.name}[/] ({coordinator.root}); sites connect to {settings.address}")
+    for key, label in (("ca", "consortium CA"), ("coordinator_certificate", "coordinator certificate")):
+        cert = status[key]
+        style = "red" if cert["renew"] else "green"
+        hint = "  [red]renew now: 'insite coord renew'[/]" if cert["renew"] and key != "ca" else ""
+        say(f"{label}: expires {cert['expires']} ([{style}]{cert['days_left']} days[/])"
+                      f"  names: {', '.join(cert['names']) or '-'}{hint}")
+    say("SuperLink: " + (f"running (pid {running['pid']})" if running else "not running"))
+    say(f"registered sites: {', '.join(s['name'] for s in status['sites']) or 'none'}")
 
 
 @app.command("launch")
-def launch(workspace: Path = WORKSPACE,
-           config: Path = typer.Option(PROJECT_ROOT / "configs" / "federation.toml",
-                                       help="Run settings (TOML, [run] table)."),
-           port: int = PORT) -> None:
-    """Start the SuperLink and every site's SuperNode, and run a new federated run to the end."""
+def launch_command(directory: Path = DIR) -> None:
+    """Start the SuperLink (TLS, node authentication) and its public Fleet-only proxy.
+
+    Runs in the foreground until Ctrl-C (or SIGTERM), then stops every process it started. The
+    SuperLink itself listens on loopback only; sites reach just the Fleet API through the proxy
+    at the consortium address. Every registered site is let in at start.
+    """
+    serve_superlink(CoordinatorDir(directory.resolve()), on_event=say)
+    say("SuperLink stopped; every process it started is gone")
+
+
+@app.command("run")
+def run_command(
+    config: Path = typer.Option(PROJECT_ROOT / "configs" / "federation.toml", "--config",
+                                help="Run settings (TOML, [run] table)."),
+    run_dir: Path = typer.Option(None, "--run-dir", help="Where checkpoints and metrics go "
+                                 "(default: runs/<date-time> in the consortium folder)."),
+    directory: Path = DIR,
+) -> None:
+    """Submit a federated run to the launched SuperLink and follow it round by round.
+
+    The sites must have joined ('insite site join'); a round waits for min_sites of them.
+    Ctrl-C stops the run; 'insite coord resume RUN_DIR' continues it from its last checkpoint.
+    """
     settings = load_run_settings(config)
-    space = Workspace(workspace.resolve())
-    started = time.monotonic()
-    RunRecord(space.run_dir).create(space.root.name, settings, transport={"tls": True, "node_auth": True})
-    run_and_report(space, settings, started, port=port)
+    coordinator = CoordinatorDir(directory.resolve())
+    run_dir = (run_dir or coordinator.new_run_dir()).resolve()
+    require_running(coordinator)  # before the run folder is created
+    RunRecord(run_dir).create(run_dir.name, settings,
+                              transport={"tls": True, "node_auth": True, "fleet_proxy": True})
+    _submit_and_follow(coordinator, settings, run_dir)
 
 
 @app.command("resume")
-def resume(workspace: Path = WORKSPACE, port: int = PORT) -> None:
+def resume_command(
+    run_dir: Path = typer.Argument(..., help="The run folder of the interrupted run."),
+    directory: Path = DIR,
+) -> None:
     """Continue an interrupted run from its last checkpoint with the rounds that remain.
 
-    Round numbers continue where the run stopped; a round that was trained but not yet scored is
-    scored first.
+    A new Flower run starts from that checkpoint; round numbers continue where the run stopped,
+    and a round that was trained but not yet scored is scored first.
     """
-    space = Workspace(workspace.resolve())
-    settings, done, checkpoint = resume_point(space.run_dir)
-    console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
-    run_and_report(space, settings, time.monotonic(), round_offset=done,
-                   initial_weights=checkpoint, port=port)
+    run_dir = run_dir.resolve()
+    settings, done, checkpoint = resume_point(run_dir)
+    say(f"resuming {run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
+    _submit_and_follow(CoordinatorDir(directory.resolve()), settings, run_dir, done, checkpoint)
+
+
+def _submit_and_follow(coordinator: CoordinatorDir, settings: RunSettings, run_dir: Path,
+                       round_offset: int = 0, initial_weights: Path | None = None) -> None:
+    started = time.monotonic()
+    federation = control_client(coordinator)
+    run_id = federation.submit(to_run_config(settings, run_dir, round_offset, initial_weights))
+    say(f"[dim]submitted Flower run {run_id}; waiting for {settings.min_sites} site(s)[/]")
+    timeout = (settings.rounds - round_offset) * settings.round_timeout_s + RUN_SLACK_S
+    try:
+        record = federation.follow(run_id, run_dir, round_printer(settings), timeout)
+    except KeyboardInterrupt:  # Ctrl-C stops the run itself, not only the watching of it
+        federation.flwr("stop", str(run_id), CONNECTION)
+        say(f"stopped Flower run {run_id}; continue it with 'insite coord resume {run_dir}'")
+        raise
+    report_run(run_dir, settings, record, started)

@@ -1,8 +1,9 @@
-"""Running a federation from a workspace folder and reporting it: shared by ``demo`` and ``coord``."""
+"""Running a federation and reporting it: shared by ``demo`` (one host) and ``coord run|resume``."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from common.config import RunSettings
@@ -15,11 +16,22 @@ def run_and_report(space: Workspace, settings: RunSettings, started: float, roun
                    initial_weights: Path | None = None, port: int | None = None) -> dict:
     """Run the rounds with a line per round; then the table, ``dice.png`` and ``summary.json``."""
     record = run_local(space, settings, on_event=lambda text: console.print(f"[dim]{text}[/]"),
-                       on_round=lambda row: console.print(round_line(row, settings.rounds)),
-                       round_offset=round_offset, initial_weights=initial_weights, port=port)
-    rows = RunRecord(space.run_dir).rounds()
+                       on_round=round_printer(settings), round_offset=round_offset,
+                       initial_weights=initial_weights, port=port)
+    report_run(space.run_dir, settings, record, started)
+    return record
+
+
+def round_printer(settings: RunSettings) -> Callable[[dict], None]:
+    """Print each round's line as the coordinator closes it."""
+    return lambda row: console.print(round_line(row, settings.rounds))
+
+
+def report_run(run_dir: Path, settings: RunSettings, record: dict, started: float) -> None:
+    """After the last round: the table, ``dice.png``, ``summary.json`` and a closing line."""
+    rows = RunRecord(run_dir).rounds()
     console.print(rounds_table(rows))
-    plot = plot_dice(rows, space.run_dir / "dice.png")
+    plot = plot_dice(rows, run_dir / "dice.png")
     final = rows[-1]
     summary = {
         "rounds": len(rows),
@@ -31,12 +43,11 @@ def run_and_report(space: Workspace, settings: RunSettings, started: float, roun
         "wall_seconds": time.monotonic() - started,
         "mean_round_seconds": sum(r["wall_s"] for r in rows) / len(rows),
     }
-    write_json(space.run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     cases = int(sum(m.get("num_val", 0) for m in final["sites"].values()))
     console.print(
         f"[bold green]done[/] in {summary['wall_seconds'] / 60:.1f} min: global Dice "
         f"{final['global_dice']:.3f} on the {cases} held-out cases of {len(final['sites'])} sites "
         f"after {len(rows)} rounds ({settings.strategy.name}, {settings.aggregation.mode}).\n"
-        f"run folder: {space.run_dir} (checkpoints/, metrics.json, summary.json, {plot.name})"
+        f"run folder: {run_dir} (checkpoints/, metrics.json, summary.json, {plot.name})"
     )
-    return record

@@ -10,6 +10,11 @@ from rich.table import Table
 console = Console()
 
 
+def say(text: str) -> None:
+    """One message for the operator; never wrapped mid-path, so paths can be copied as printed."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
 def round_line(row: dict, total_rounds: int) -> str:
     sites = "  ".join(f"{name} {m.get('dice', float('nan')):.3f}" for name, m in sorted(row["sites"].items()))
     failed = f"  [red]failed: {', '.join(row['failures'])}[/]" if row.get("failures") else ""
