@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.egress import egress_guard_mod, ledger_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.config import from_run_config
@@ -33,7 +34,8 @@ warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 log = logging.getLogger(__name__)
 
 SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteError
-app = ClientApp()
+# Every reply passes the egress guard, then goes into the site's ledger (client/egress.py).
+app = ClientApp(mods=[ledger_mod, egress_guard_mod])
 
 
 def _answer(msg: Message, context: Context,

@@ -22,6 +22,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
+from client.egress import egress_guard_mod
 from client.site import SiteContext
 from common.config import RunSettings, from_run_config
 from common.errors import InsiteError, SiteDataError
@@ -84,4 +85,5 @@ def _client(context: Context) -> Client:
     return SiteClient(context).to_client()
 
 
-secure_app = ClientApp(client_fn=_client, mods=[secaggplus_mod])
+# The guard inside secaggplus_mod checks the update before it is masked (client/egress.py).
+secure_app = ClientApp(client_fn=_client, mods=[secaggplus_mod, egress_guard_mod])

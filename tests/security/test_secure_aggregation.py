@@ -17,6 +17,7 @@ import torch
 from client.local_round import SiteRound
 from client.site import SiteContext
 from common.config import RunSettings, to_run_config
+from client.ledger import Ledger
 from common.errors import FederationError
 from common.model import build_model
 from deploy.federation import LocalFederation, stage_app
@@ -27,6 +28,7 @@ from server.checkpoint import RunRecord, latest_checkpoint, load_checkpoint
 
 pytestmark = [pytest.mark.federation, pytest.mark.timeout(900)]
 
+SECAGG_STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
 TRAIN_CASES = {"site-a": 2, "site-b": 3, "site-c": 4}  # unequal, so weighting matters
 SETTINGS = {
     "rounds": 1, "min_sites": 3, "round_timeout_s": 240,
@@ -37,17 +39,24 @@ SETTINGS = {
 
 RECORDING_SERVERAPP = '''
 """Test-only: the project's ServerApp, with every reply the coordinator receives kept."""
+import hashlib
 import pickle
 from pathlib import Path
+
+from flwr.common.serde import error_to_proto, recorddict_to_proto
 
 from flwr.serverapp import ServerApp
 
 from server.app import main as real_main
 
 app = ServerApp()
+DIGESTS = []
 
 
 def _payload(reply):
+    serialised = (recorddict_to_proto(reply.content) if reply.has_content()
+                  else error_to_proto(reply.error)).SerializeToString()
+    DIGESTS.append(hashlib.sha256(serialised).hexdigest())
     if not reply.has_content():
         return []
     kept = [a.numpy() for rec in reply.content.array_records.values() for a in rec.values()]
@@ -85,6 +94,7 @@ def main(grid, context):
     finally:
         with open(Path(str(context.run_config["run-dir"])) / "received.pkl", "wb") as out:
             pickle.dump(sink, out)
+        (Path(str(context.run_config["run-dir"])) / "received-digests.txt").write_text(" ".join(DIGESTS))
 '''
 
 
@@ -105,7 +115,7 @@ def federation(tmp_path_factory):
         for name in space.site_names():
             site = space.site(name, 1)
             fed.register(site)
-            fed.start_site(site)
+            fed.start_site(site, apps=[app])
         yield space, fed, app
 
 
@@ -149,6 +159,7 @@ def test_coordinator_learns_only_the_weighted_mean(federation, tmp_path):
         spread = max(float((weights[k] - mean[k]).abs().max()) for k in mean)
         assert spread > 100 * error, f"{name}'s update is too close to the mean to tell them apart"
 
+    _check_ledgers(space, run_dir)
     received = pickle.loads((run_dir / "received.pkl").read_bytes())
     assert received, "the recording grid saw no replies"
     blobs = [item for item in received if isinstance(item, bytes)]
@@ -162,6 +173,23 @@ def test_coordinator_learns_only_the_weighted_mean(federation, tmp_path):
                 if array.size == site_values.size:
                     assert not np.allclose(array.reshape(site_values.shape), site_values, atol=1e-6), (
                         f"the coordinator received {name}'s own '{key}'")
+
+
+def _check_ledgers(space, run_dir):
+    """Everything the coordinator received is in a site's intact ledger, stage by stage."""
+    received = set((run_dir / "received-digests.txt").read_text().split())
+    assert received
+    logged = set()
+    for name in space.site_names():
+        ledger = Ledger(space.site(name, 1).context.cache_path)
+        assert ledger.verify().intact, ledger.verify().problems
+        entries = ledger.entries()
+        logged |= {entry["sha256"] for entry in entries}
+        kinds = {entry["kind"] for entry in entries}
+        assert kinds >= {f"train/secagg+ {stage}" for stage in SECAGG_STAGES} | {"evaluate"}, kinds
+        masked = [e for e in entries if e["kind"].endswith("collect_masked_vectors")]
+        assert all("masked model update" in e["detail"] for e in masked)
+    assert received <= logged, f"{len(received - logged)} replies reached the coordinator unledgered"
 
 
 def test_secure_aggregation_that_halts_fails_the_run(federation, tmp_path):
@@ -185,3 +213,5 @@ def test_secure_aggregation_that_halts_fails_the_run(federation, tmp_path):
     record = RunRecord(run_dir).read()
     assert record["status"] == "failed" and record["rounds_done"] == 0
     assert latest_checkpoint(run_dir) is None
+    last = Ledger(space.site("site-c", 1).context.cache_path).entries()[-1]
+    assert last["kind"] == "error" and broken.name in last["detail"]
