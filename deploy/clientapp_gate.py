@@ -14,8 +14,8 @@ site's approval list (``<cache-path>/approved-apps.json``, see :mod:`deploy.appr
 refused app gets an error reply (``ErrorCode.INVALID_FAB``, naming the digest) to the coordinator,
 a line in ``<cache-path>/app-refusals.jsonl``, and the process ends without reading site data.
 
-This module must not import the app's packages (``common``, ``client``, ``server``): the FAB's
-copies of those are imported later in this same process.
+This module must not import the app's packages (``common``, ``client``, ``server``) on the way
+to running an approved app: the FAB's copies of those are imported later in this same process.
 """
 
 from __future__ import annotations
@@ -82,12 +82,29 @@ def gated(pull: Callable[[RuntimeHttpClient], TaskInput]) -> Callable[[RuntimeHt
             if cache:
                 log_refusal(Path(str(cache)), site=context.node_config.get("site-name"),
                             run=run.run_id, fab_id=run.fab_id, digest=digest, reason=str(refusal))
-            runtime.push_message(client, Message(Error(ErrorCode.INVALID_FAB, str(refusal)),
-                                                 reply_to=message), context)
+            error = Error(ErrorCode.INVALID_FAB, str(refusal))
+            if cache:
+                _ledger_refusal(Path(str(cache)), run.run_id, error)
+            runtime.push_message(client, Message(error, reply_to=message), context)
             raise
         return message, context, run, fab
 
     return pull_approved
+
+
+def _ledger_refusal(cache: Path, run_id: int, error: Error) -> None:
+    """The refusal leaves the site too: into the egress ledger with it (client/ledger.py).
+
+    Imported here, on the refusal path only: this process ends right after, without importing
+    the app, so the app's own copy of ``client`` is never shadowed.
+    """
+    from flwr.common.serde import error_to_proto  # noqa: PLC0415
+
+    from client.ledger import Ledger  # noqa: PLC0415
+
+    Ledger(cache).append(run=run_id, round_number=None, kind="refused",
+                         payload=error_to_proto(error).SerializeToString(),
+                         detail=f"error report instead of a result: {error.reason}")
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from deploy.clientapp_gate import install_gate
 from deploy.pki import ConsortiumFiles, check_file
 from deploy.processes import ManagedProcess, ProcessSet, free_port, require_port_free, wait_for_port
 from deploy.proxy import LOOPBACK, ProxySpec, start_proxy
+from deploy.supernode_launcher import poll_env
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,13 @@ def start_supernode(processes: ProcessSet, superlink: str, ca_cert: Path, privat
     ``port`` is the SuperNode's own ClientApp API port, bound to loopback only.
     """
     return processes.start(f"supernode-{context.name}", [
-        _tool("flower-supernode"),
+        sys.executable, "-m", "deploy.supernode_launcher",
         "--superlink", superlink,
         "--root-certificates", str(ca_cert),
         "--auth-supernode-private-key", str(private_key),
         "--node-config", context.to_node_config(),
         "--host", LOOPBACK, "--port", str(port),
-    ], extra_env=install_gate(gate_dir, processes.env["PATH"]))
+    ], extra_env={**install_gate(gate_dir, processes.env["PATH"]), **poll_env()})
 
 
 class LocalFederation:

@@ -1,6 +1,6 @@
 """A federation on one host from a workspace folder: provisioning, sites, launch, resume.
 
-Workspace layout (``insite demo`` creates it; ``insite coord resume`` reuses it)::
+Workspace layout (``insite demo`` creates it; ``insite demo --resume`` reuses it)::
 
     consortium/            CA, SuperLink certificate, registered site public keys
       private/             CA and SuperLink keys (0600)

@@ -94,6 +94,9 @@ def upstream_name(certificate: Path) -> str:
     return names[0]
 
 
+ACCESS_LOG = "proxy-access.log"
+
+
 def _worker_user() -> str:
     """nginx drops its workers to this user when started as root (they only relay bytes)."""
     if os.geteuid() != 0:
@@ -120,7 +123,10 @@ pid {spec.workdir / "nginx.pid"};
 error_log stderr notice;
 events {{ worker_connections 512; }}
 http {{
-    access_log {spec.log_dir / "proxy-access.log"};
+    # Bytes per request in both directions (HTTP/2, before TLS framing): what a site sent and got.
+    log_format insite '$time_iso8601 $remote_addr "$request" $status $request_length $bytes_sent '
+                      '$request_time';
+    access_log {spec.log_dir / ACCESS_LOG} insite;
     server_tokens off;
     client_body_temp_path {temp}/body;
     proxy_temp_path {temp}/proxy;

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from client.ledger import Ledger
 from common.config import load_run_settings
 from deploy.federation import PROJECT_ROOT
-from deploy.local import Workspace, provision
+from deploy.local import Workspace, provision, resume_point
 from deploy.synthetic_sites import DEMO_SITES, write_site
 from insite.cli.local_run import run_and_report
 from insite.cli.progress import console
-from server.checkpoint import RunRecord
+from server.checkpoint import RunRecord, latest_checkpoint
 from server.export.demo import demo_publish
 
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "federation.toml"
@@ -39,6 +41,8 @@ def demo(
     val_cases: int = typer.Option(8, help="Held-out volumes per site (Dice is reported on these)."),
     size: int = typer.Option(48, help="Edge of each synthetic volume, voxels."),
     fresh: bool = typer.Option(True, help="Delete an existing demo workspace first."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the workspace's interrupted "
+                                "run from its last checkpoint (same sites, keys and settings)."),
 ) -> None:
     """Run a three-site federation on this machine with synthetic data.
 
@@ -47,6 +51,9 @@ def demo(
     A MONAI 3D UNet is trained federatedly; the run folder gets a checkpoint per round,
     metrics.json and dice.png.
     """
+    if resume:
+        _resume(Workspace(workspace.resolve()))
+        return
     settings = load_run_settings(config)
     if rounds is not None:
         settings = settings.model_copy(update={"rounds": rounds})
@@ -62,7 +69,41 @@ def demo(
     RunRecord(space.run_dir).create("demo", settings, transport={
         "tls": True, "node_auth": True,
         "secure_aggregation": settings.aggregation.mode == "secagg+", "dp_epsilon": None})
-    record = run_and_report(space, settings, started)
+    record = _run_resumably(space, lambda: run_and_report(space, settings, started))
+    _report_ledgers(space, record["sites"])
+    _publish(space, record["sites"])
+
+
+def _run_resumably(space: Workspace, run: Callable[[], dict]) -> dict:
+    try:
+        return run()
+    except KeyboardInterrupt:
+        if latest_checkpoint(space.run_dir) is not None:
+            console.print(f"continue from the last checkpoint with 'insite demo --resume "
+                          f"--workspace {space.root}'", highlight=False, soft_wrap=True)
+        raise
+
+
+def _report_ledgers(space: Workspace, sites: list[str]) -> None:
+    """What left each site, from its own egress ledger, and whether that record is intact."""
+    for name in sites:
+        ledger = Ledger(space.site(name, 1).context.cache_path)
+        entries, check = ledger.entries(), ledger.verify()
+        sent = sum(entry.get("bytes", 0) for entry in entries)
+        state = "intact" if check.intact else f"[bold red]NOT intact[/]: {check.problems[0]}"
+        console.print(f"{name} egress ledger: {len(entries)} replies, {sent / 1e6:.1f} MB, {state} "
+                      f"('insite site ledger show --cache {ledger.path.parent}')",
+                      highlight=False, soft_wrap=True)
+
+
+def _resume(space: Workspace) -> None:
+    """The rounds that remain, from the last checkpoint; round numbers continue where they stopped."""
+    settings, done, checkpoint = resume_point(space.run_dir)
+    console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} "
+                  f"from {checkpoint.name}")
+    record = _run_resumably(space, lambda: run_and_report(
+        space, settings, time.monotonic(), round_offset=done, initial_weights=checkpoint))
+    _report_ledgers(space, record["sites"])
     _publish(space, record["sites"])
 
 

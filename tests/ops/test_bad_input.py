@@ -71,3 +71,4 @@ def test_join_names_missing_key_missing_ca_empty_data_and_taken_port(insite, sit
 def test_run_and_resume_need_a_launched_superlink_and_a_run(tmp_path, insite, consortium):
     insite("coord", "run", "--dir", consortium).one_line_error("no SuperLink is running", "insite coord launch")
     insite("coord", "resume", tmp_path / "no-run", "--dir", consortium).one_line_error("run.json: not found")
+    insite("demo", "--resume", "--workspace", tmp_path / "no-demo").one_line_error("run.json: not found")

@@ -16,6 +16,7 @@ import pytest
 from flwr.cli.build import build
 from typer.testing import CliRunner
 
+from client.ledger import HEAD_FILE, LEDGER_FILE, Ledger
 from common.config import RunSettings, to_run_config
 from common.errors import FederationError
 from deploy.app_approval import AppApprovalError, approvals, approve, fab_digest, revoke
@@ -188,8 +189,11 @@ def test_site_runs_the_approved_app_and_refuses_a_modified_one(federation, app_d
     assert f"app {digest} refused at site-a: not approved" in str(failed.value)
     [refusal] = [json.loads(line) for line in (cache / REFUSALS_FILE).read_text().splitlines()]
     assert refusal["digest"] == digest and refusal["site"] == "site-a"
-    # Refused before it could read data: nothing was preprocessed.
-    assert sorted(p.name for p in cache.iterdir()) == [REFUSALS_FILE, APPROVALS_FILE]
+    # Refused before it could read data: nothing was preprocessed; the refusal is in the ledger.
+    assert sorted(p.name for p in cache.iterdir()) == sorted(
+        [REFUSALS_FILE, APPROVALS_FILE, LEDGER_FILE, HEAD_FILE])
+    [entry] = Ledger(cache).entries()
+    assert entry["kind"] == "refused" and digest in entry["detail"]
 
     record = _run(fed, tmp_path / "approved-run")
     assert record["status"] == "completed"
