@@ -113,3 +113,23 @@ def test_site_data_cache_and_errors(tmp_path):
     (data / "images" / "site-a-000.nii.gz").write_bytes(b"not a volume")
     with pytest.raises(SiteDataError, match="site-a-000.nii.gz"):
         SiteData("site-a", data, tmp_path / "c3", 8)
+
+
+def test_supernode_launcher_caps_the_idle_poll_of_flowers_loop():
+    import inspect  # noqa: PLC0415
+    import time  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    import flwr.supernode.start_client_internal as supernode_loop  # noqa: PLC0415
+
+    from deploy.supernode_launcher import shorten_idle_poll  # noqa: PLC0415
+
+    # The launcher's premise: this Flower's SuperNode loop sleeps 3 s through its module's `time`.
+    assert supernode_loop.time is time and "time.sleep(3)" in inspect.getsource(supernode_loop)
+    loop = types.ModuleType("loop")
+    loop.time = time
+    assert shorten_idle_poll(loop, 0.05)
+    started = time.monotonic()
+    loop.time.sleep(3)
+    assert time.monotonic() - started < 1.0 and loop.time.monotonic is time.monotonic
+    assert not shorten_idle_poll(types.ModuleType("changed"), 0.05)
