@@ -15,12 +15,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.fileset import FileSet
+from pydicom.fileset import FileInstance, FileSet
 
 from client.deid.values import dummy
 
@@ -60,14 +61,41 @@ def _mirror(written: Path, header_only: Path) -> None:
     os.replace(tmp, header_only)
 
 
+class _UniqueFileSet(FileSet):
+    """A FileSet whose ``add`` skips its search for an already added instance.
+
+    ``FileSet.add`` looks for the new SOP Instance UID by walking every instance added so far,
+    which makes indexing n files cost n^2/2 record look-ups (measured: 29 of 45 s of a 562-file
+    run went there). The caller adds each UID at most once (:func:`rebuild_dicomdir` checks), so
+    during ``add`` the walk is given nothing to search; everywhere else iteration is FileSet's own.
+    """
+
+    _adding = False
+
+    def add(self, ds_or_path: Dataset) -> FileInstance:  # type: ignore[override]
+        self._adding = True
+        try:
+            return super().add(ds_or_path)
+        finally:
+            self._adding = False
+
+    def __iter__(self) -> Iterator[FileInstance]:
+        return iter(()) if self._adding else super().__iter__()
+
+
 def rebuild_dicomdir(destination: Path, written: list[Path]) -> RebuiltDicomdir:
     """Write ``destination/DICOMDIR`` indexing the de-identified ``written`` files."""
-    file_set = FileSet()
+    file_set = _UniqueFileSet()
     file_set.ID = "INSITE_DEID"
     by_uid: dict[str, Path] = {}
     not_indexed = 0
     for path in written:
         dataset = dcmread(path, stop_before_pixels=True)
+        if str(dataset.SOPInstanceUID) in by_uid:  # one instance written twice cannot be indexed twice
+            not_indexed += 1
+            log.info("not indexed in the DICOMDIR: %s (SOP instance already indexed from %s)",
+                     path.name, by_uid[str(dataset.SOPInstanceUID)].name)
+            continue
         try:
             file_set.add(_record_ready(dataset))
         except ValueError as error:  # an SOP class with no directory record type
