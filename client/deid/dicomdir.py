@@ -2,8 +2,8 @@
 
 A source DICOMDIR is never copied: its directory records repeat patient names, IDs, dates and
 study IDs, and its file IDs are source paths. When the source tree had one, the output gets a new
-one (PS3.10 8, built with :class:`pydicom.fileset.FileSet`) indexing the instances this run
-wrote, so the media stays browsable. FileSet lays its instances out under its own 8-character
+one (PS3.10 8, built with :class:`pydicom.fileset.FileSet`) indexing the de-identified versions
+of the instances the source DICOMDIR indexed, so the media stays browsable. FileSet lays its instances out under its own 8-character
 file IDs (``PT000000/ST000000/...``), which the ``<subject>/<study>/<series>/<sop>.dcm`` layout
 cannot meet; each of those files is then replaced by a hard link to (or, where links fail, a copy
 of) the written file, so FileSet only ever sees headers and the index costs no second copy of the
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.fileset import FileInstance, FileSet
 
 from client.deid.values import dummy
@@ -41,6 +42,16 @@ class RebuiltDicomdir:
     path: Path
     instances: dict[Path, Path]  # file-set member -> the written file it mirrors
     not_indexed: int             # written files FileSet could not index (unsupported SOP class)
+
+
+def referenced_files(dicomdir: Dataset) -> list[tuple[str, ...]]:
+    """The file IDs (path components, relative to the DICOMDIR's folder) its records reference."""
+    found = []
+    for record in dicomdir.get("DirectoryRecordSequence", []):
+        file_id = record.get("ReferencedFileID")
+        if file_id:
+            found.append(tuple(file_id) if isinstance(file_id, MultiValue) else (str(file_id),))
+    return found
 
 
 def _record_ready(dataset: Dataset) -> Dataset:

@@ -24,7 +24,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from client.deid.dicomdir import rebuild_dicomdir
+from client.deid.dicomdir import rebuild_dicomdir, referenced_files
 from client.deid.engine import SafePrivateKey, deidentify_dataset
 from client.deid.errors import DeidError
 from client.deid.identifiers import collect_identifiers
@@ -55,6 +55,7 @@ class RunReport:
     seconds: float = 0.0
     residual_scan: ScanReport | None = None
     source_dicomdirs: int = 0
+    dicomdir_rebuilt: bool = False
     dicomdir_not_indexed: int = 0
 
     def as_dict(self) -> dict:
@@ -71,10 +72,18 @@ class RunReport:
             "seconds": round(self.seconds, 3),
             "files_per_second": round(self.files_in / self.seconds, 1) if self.seconds else None,
             "residual_scan": self.residual_scan.as_dict() if self.residual_scan else None,
-            "notes": (["source DICOMDIR replaced by a rebuilt one"
-                       + (f" ({self.dicomdir_not_indexed} written files not indexed)"
-                          if self.dicomdir_not_indexed else "")] if self.source_dicomdirs else []),
+            "notes": _dicomdir_notes_for(self),
         }
+
+
+def _dicomdir_notes_for(report: RunReport) -> list[str]:
+    if not report.source_dicomdirs:
+        return []
+    if not report.dicomdir_rebuilt:
+        return ["source DICOMDIR dropped: none of the files it indexed was written"]
+    return ["source DICOMDIR replaced by a rebuilt one" + (
+        f" ({report.dicomdir_not_indexed} written files not indexed)"
+        if report.dicomdir_not_indexed else "")]
 
 
 def _profile_summary(settings: DeidSettings, profile: Profile) -> dict:
@@ -120,6 +129,8 @@ class _Runner:
         self.report = RunReport(dry_run, _profile_summary(settings, self.profile))
         self.outputs: dict[Path, set[str]] = {}  # written file -> its original's identifiers
         self.dicomdir_identifiers: set[str] = set()  # what the source DICOMDIRs' records held
+        self.dicomdir_members: set[str] = set()  # files the source DICOMDIRs index (see _member)
+        self.written_from: dict[str, Path] = {}  # source file (as _member) -> its written file
 
     def process(self, path: Path) -> None:
         self.report.files_in += 1
@@ -146,6 +157,8 @@ class _Runner:
             if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
                 self.report.source_dicomdirs += 1
                 self.dicomdir_identifiers |= collect_identifiers(dataset, self.profile)
+                self.dicomdir_members |= {_member(path.parent.joinpath(*file_id))
+                                          for file_id in referenced_files(dataset)}
                 return None
             if not dataset.get("SOPInstanceUID") or not dataset.get("SOPClassUID"):
                 raise Unsafe(Reason.MISSING_SOP_INSTANCE, "no SOPClassUID/SOPInstanceUID")
@@ -160,6 +173,7 @@ class _Runner:
         for (keyword, action), count in outcome.actions.items():
             self.report.actions.setdefault(keyword, Counter())[action] += count
         self.report.subjects.add(outcome.subject)
+        self.written_from[_member(path)] = target
         return _Written(target, outcome.identifiers)
 
     def _write(self, dataset: Dataset, target: Path) -> None:
@@ -214,14 +228,27 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
     return runner.report
 
 
+def _member(path: Path) -> str:
+    """A file's identity for matching DICOMDIR file IDs: media file systems ignore case."""
+    return str(path.resolve()).lower()
+
+
 def _rebuild_dicomdir(runner: _Runner, destination: Path) -> list[tuple[Path, set[str]]]:
-    """Index this run's output; return what the scan must search in the index and its files.
+    """Index the written versions of the files the source DICOMDIRs indexed (their file-sets).
+
+    Other written files were not on the source's index either, and indexing costs FileSet a
+    header rewrite per file, so they stay out. Returns what the scan must search in the index and
+    its files.
 
     The new DICOMDIR is searched for every identifier of the run (its records come from every
     written file) and of the source DICOMDIRs, see :func:`client.deid.scan.index_search`.
     """
-    rebuilt = rebuild_dicomdir(destination, sorted(runner.outputs))
-    runner.report.dicomdir_not_indexed = rebuilt.not_indexed
+    indexed = sorted({runner.written_from[m] for m in runner.dicomdir_members if m in runner.written_from})
+    if not indexed:
+        return []
+    rebuilt = rebuild_dicomdir(destination, indexed)
+    runner.report.dicomdir_rebuilt = True
+    runner.report.dicomdir_not_indexed = rebuilt.not_indexed + len(runner.outputs) - len(indexed)
     everything = set(runner.dicomdir_identifiers).union(*runner.outputs.values())
     return [(rebuilt.path, index_search(rebuilt.path, everything, runner.profile)),
             *((member, runner.outputs[written]) for member, written in sorted(rebuilt.instances.items()))]

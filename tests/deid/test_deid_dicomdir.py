@@ -37,3 +37,33 @@ def test_dicomdir_is_rebuilt_from_deidentified_files(tmp_path, settings, planted
     key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
     independent = scan_tree(out, source, Profile(settings.options), key)
     assert independent.files_scanned == 1 + 2 * 12 and not independent.findings
+
+
+def test_rebuilt_dicomdir_indexes_only_the_source_file_set(tmp_path, settings, planted_tree):
+    raw, _ = planted_tree
+    files = sorted(raw.rglob("*.dcm"))
+    media = FileSet()
+    for path in files[:4]:
+        media.add(path)
+    source = tmp_path / "media"
+    media.write(source)  # indexes 4 files
+    loose = source / "loose"
+    loose.mkdir()
+    for index, path in enumerate(files[4:]):  # on the media, but not in its index
+        (loose / f"{index}.dcm").write_bytes(path.read_bytes())
+
+    report = deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q")
+    assert report.written == 12 and report.as_dict()["notes"] == [
+        "source DICOMDIR replaced by a rebuilt one (8 written files not indexed)"]
+    assert len(list(FileSet(dcmread(tmp_path / "out" / "DICOMDIR")))) == 4
+    assert report.residual_scan.files_with_residuals == 0
+
+    (source / "DICOMDIR").unlink()
+    stale = dcmread(tmp_path / "out" / "DICOMDIR")  # a DICOMDIR whose members are not on this media
+    for record in stale.DirectoryRecordSequence:
+        if "ReferencedFileID" in record:
+            record.ReferencedFileID = ["GONE", "IM0001"]
+    stale.save_as(source / "DICOMDIR")
+    again = deidentify_tree(settings, source, tmp_path / "out2", tmp_path / "q2")
+    assert again.as_dict()["notes"] == ["source DICOMDIR dropped: none of the files it indexed was written"]
+    assert not (tmp_path / "out2" / "DICOMDIR").exists() and again.written == 12
