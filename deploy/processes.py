@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,7 +25,29 @@ from common.errors import LaunchError
 log = logging.getLogger(__name__)
 
 
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, chosen below the kernel's ephemeral range.
+
+    Outgoing connections (SuperNodes poll several times a second) take ephemeral ports, so a port
+    picked from that range can be taken between this check and the server's own bind (seen: a
+    SuperNode's "Runtime HTTP API failed to start").
+    """
+    low, chooser = _ephemeral_range_start(), random.SystemRandom()
+    for _ in range(200):
+        port = chooser.randrange(20000, max(low, 20001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return int(probe.getsockname()[1])

@@ -44,7 +44,9 @@ def test_every_file_is_written_or_quarantined_with_a_reason(shipped_run):
     assert report.files_in == len(originals) > 250
     # a source DICOMDIR is neither written nor quarantined: the output gets a rebuilt one instead
     assert report.written + sum(report.quarantined.values()) + report.source_dicomdirs == report.files_in
-    assert report.source_dicomdirs and (root / "out" / "DICOMDIR").is_file()
+    # each file is copied alone, so no source DICOMDIR's members are there: none is rebuilt
+    assert report.source_dicomdirs and not (root / "out" / "DICOMDIR").exists()
+    assert report.as_dict()["notes"] == ["source DICOMDIR dropped: none of the files it indexed was written"]
     reasons = [json.loads(p.read_text()) for p in (root / "quarantine").glob("*.reason.json")]
     assert len(reasons) == sum(report.quarantined.values())
     assert all(r["reason"] and r["detail"] for r in reasons)
@@ -53,7 +55,7 @@ def test_every_file_is_written_or_quarantined_with_a_reason(shipped_run):
 
 def test_written_files_hold_no_original_identifier(shipped_run):
     root, settings, report, _ = shipped_run
-    assert report.residual_scan.files_scanned == len(output_files(root / "out"))  # DICOMDIR included
+    assert report.residual_scan.files_scanned == len(output_files(root / "out"))
     assert report.residual_scan.files_with_residuals == 0, report.residual_scan.findings[:5]
     key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
     independent = scan_tree(root / "out", root / "src", Profile(settings.options), key)
