@@ -18,8 +18,12 @@ annotation band of an US screen), and the file records Clean Pixel Data (113101)
 
 from __future__ import annotations
 
+import io
+import math
+
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
@@ -89,6 +93,51 @@ def _first_frame(dataset: Dataset) -> np.ndarray:
         raise Unsafe(Reason.PIXEL_DATA_UNDECODABLE, f"{type(error).__name__}: {error}"[:200]) from None
 
 
+_PLAIN_JPEG2000 = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
+
+
+def _reduced_jpeg2000_sample(dataset: Dataset) -> np.ndarray | None:
+    """The first frame of a single-channel unsigned JPEG 2000 image, decoded at 1/SAMPLE_STRIDE.
+
+    JPEG 2000 stores resolution levels; decoding only the levels down to 1/SAMPLE_STRIDE of the
+    edge (Pillow's ``reduce``) costs a tenth of a full decode and gives the low-pass image, whose
+    grey levels and spread match a strided sample's closely (pydicom's JPEG 2000 test images:
+    std within 2%, level counts within 3%, both well above the thresholds). Anything else, or any
+    failure here, takes the full decode.
+    """
+    if (str(dataset.file_meta.TransferSyntaxUID) not in _PLAIN_JPEG2000
+            or int(dataset.get("SamplesPerPixel", 1) or 1) != 1
+            or dataset.get("PixelRepresentation", 0) != 0 or "PixelData" not in dataset):
+        return None
+    try:
+        from PIL import Image  # noqa: PLC0415  (only JPEG 2000 objects need it)
+
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        frame = next(generate_frames(dataset.PixelData, number_of_frames=frames))
+        with Image.open(io.BytesIO(frame)) as image:
+            image.reduce = int(math.log2(SAMPLE_STRIDE))
+            image.load()
+            sample = np.asarray(image)
+    except Exception:  # noqa: BLE001  (the full decode below decides: it quarantines if it fails)
+        return None
+    expected = (-(-int(dataset.Rows) // SAMPLE_STRIDE), -(-int(dataset.Columns) // SAMPLE_STRIDE))
+    if sample.shape != expected:
+        return None
+    # Pillow widens samples of fewer bits to the full 8 or 16: back to the stored scale, so the
+    # spread is compared with the threshold in the stored units.
+    bits = int(dataset.get("BitsStored", 0) or 0)
+    width = sample.dtype.itemsize * 8
+    return sample / 2 ** (width - bits) if 0 < bits < width else sample
+
+
+def _intensity_sample(dataset: Dataset) -> np.ndarray:
+    """Every SAMPLE_STRIDE-th pixel of the first frame (or its JPEG 2000 low-pass equivalent)."""
+    reduced = _reduced_jpeg2000_sample(dataset)
+    if reduced is not None:
+        return reduced
+    return _first_frame(dataset)[::SAMPLE_STRIDE, ::SAMPLE_STRIDE]
+
+
 def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
     """Raise :class:`Unsafe` for a likely carrier of burned-in identifiers.
 
@@ -113,7 +162,7 @@ def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
             return True
         raise Unsafe(Reason.RISKY_MODALITY, f"modality {modality} usually carries burned-in text")
     if modality not in LABEL_MODALITIES:
-        sample = _first_frame(dataset)[::SAMPLE_STRIDE, ::SAMPLE_STRIDE]
+        sample = _intensity_sample(dataset)
         levels = np.unique(sample).size
         spread = float(sample.std()) if sample.size else 0.0
         if levels < rules.min_distinct_levels or spread < rules.min_intensity_std:

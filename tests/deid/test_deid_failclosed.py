@@ -108,3 +108,21 @@ def test_ultrasound_cleaning_rule_blanks_outside_regions(tmp_path, slice_file):
     assert np.array_equal(pixels[6:26, 4:21], original[6:26, 4:21])
     assert ds.BurnedInAnnotation == "NO"
     assert "113101" in [item.CodeValue for item in ds.DeidentificationMethodCodeSequence]
+
+
+def test_jpeg2000_low_pass_sample_matches_a_strided_sample():
+    """The burned-in check's cheap JPEG 2000 path sees the same spread as a full decode."""
+    import numpy as np  # noqa: PLC0415
+    from pydicom import dcmread  # noqa: PLC0415
+    from pydicom.data import get_testdata_file  # noqa: PLC0415
+
+    from client.deid.pixels import SAMPLE_STRIDE, _first_frame, _reduced_jpeg2000_sample  # noqa: PLC0415
+
+    for name in ("MR2_J2KR.dcm", "MR2_J2KI.dcm", "RG3_J2KR.dcm"):
+        dataset = dcmread(get_testdata_file(name))
+        reduced = _reduced_jpeg2000_sample(dataset)
+        assert reduced is not None, name
+        full = _first_frame(dataset)[::SAMPLE_STRIDE, ::SAMPLE_STRIDE]
+        assert reduced.shape == full.shape
+        assert abs(reduced.std() - full.std()) < 0.05 * full.std(), name
+        assert abs(np.unique(reduced).size - np.unique(full).size) < 0.1 * np.unique(full).size, name
