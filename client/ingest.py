@@ -15,6 +15,8 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fractions import Fraction
+from math import floor
 from pathlib import Path
 
 import highdicom as hd
@@ -124,15 +126,27 @@ def _case_id(series: _Series) -> str:
     return f"{series.subject}-{hashlib.sha256(series.uid.encode()).hexdigest()[:8]}"
 
 
+def _held_out(position: int, val_fraction: Fraction) -> bool:
+    """Whether the case at ``position`` is validation: spread evenly, ``val_fraction`` of them.
+
+    The default 1/5 holds out every fifth case, as :mod:`client.cases` does for a folder without
+    an index; exact fractions keep e.g. 8 of 56 at exactly 8.
+    """
+    return floor((position + 1) * val_fraction) > floor(position * val_fraction)
+
+
 def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_run: bool = False,
-           progress: Callable[[str], None] | None = None) -> IngestReport:
+           progress: Callable[[str], None] | None = None, val_fraction: float = 0.2) -> IngestReport:
     """Turn every image series under ``source`` into a case in ``data_path``.
 
-    Every fifth case (in case-ID order) is held out for validation, as :mod:`client.cases` does
-    for a folder without an index.
+    ``val_fraction`` of the cases, spread evenly in case-ID order (pseudonym + series hash, so in
+    effect random), are held out for validation.
     """
     if not source.is_dir():
         raise SiteDataError(f"ingest: source folder {source} does not exist")
+    if not 0 <= val_fraction < 1:
+        raise SiteDataError(f"ingest: the validation fraction must be in [0, 1), got {val_fraction}")
+    held_out = Fraction(val_fraction).limit_denominator(1000)
     series, segs = _scan(source, (lambda: progress("read headers")) if progress else None)
     report = IngestReport()
     for uid, item in sorted(series.items(), key=lambda kv: _case_id(kv[1])):
@@ -154,7 +168,7 @@ def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_ru
             log.warning("series %s skipped: %s", uid, error)
             continue
         case_id = _case_id(item)
-        split = "val" if len(report.cases) % 5 == 4 else "train"
+        split = "val" if _held_out(len(report.cases), held_out) else "train"
         case = Case(case_id, data_path / "images" / f"{case_id}.nii.gz",
                     data_path / "labels" / f"{case_id}.nii.gz", split)
         if not dry_run:

@@ -5,13 +5,15 @@ units) and so does its lesion-size distribution, following the recipe measured i
 ``shared/notes/monai.md``: models trained at one site alone collapse on the others' scans, so the
 federation has something to gain. Labels come from MONAI's ``create_test_image_3d`` (spheres);
 images are a smooth textured background plus ``contrast`` x a lightly blurred lesion mask, passed
-through the site's scanner chain. Every volume is written in the site's own folder in the layout of
-:mod:`client.cases`.
+through the site's scanner chain. A site's volumes are written either training-ready in the layout
+of :mod:`client.cases` (:func:`write_site`, for tests) or as the raw DICOM export a hospital starts
+from (:func:`write_site_dicom`, for the demo, which de-identifies and ingests it like a real site).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from monai.data.synthetic import create_test_image_3d
 from monai.transforms import GaussianSmooth
 
 from client.cases import Case, write_index
+from client.deid.synthetic import (PlantedPatient, fitted_rescale, random_patient, write_segmentation,
+                                   write_series)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class ScannerProfile:
     gamma: float = 1.0
     scale: float = 1000.0
     offset: float = 0.0
+    modality: str = "MR"
 
 
 DEMO_SITES: tuple[ScannerProfile, ...] = (
@@ -46,7 +51,7 @@ DEMO_SITES: tuple[ScannerProfile, ...] = (
     ScannerProfile("site-b", lesions=3, radius=(7, 13), contrast=0.35, noise=0.12, rician=True,
                    bias=(0.2, 0.4), blur=1.2, scale=1000.0),
     ScannerProfile("site-c", lesions=6, radius=(4, 8), contrast=0.5, noise=0.10, gamma=2.0,
-                   scale=4096.0, offset=-1024.0),
+                   scale=4096.0, offset=-1024.0, modality="CT"),
 )
 
 
@@ -92,19 +97,25 @@ def synthesize_case(profile: ScannerProfile, size: int,
     return image.astype(np.float32), label
 
 
+def _site_volumes(profile: ScannerProfile, count: int, size: int,
+                  seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The site's (image, label) pairs in order; the same seed gives the same volumes in any layout."""
+    rng = np.random.default_rng(seed * 1000 + sum(profile.name.encode()))
+    for _ in range(count):
+        yield synthesize_case(profile, size, rng)
+
+
 def write_site(profile: ScannerProfile, data_path: Path, train_cases: int, val_cases: int,
                size: int = 64, seed: int = 0,
                progress: Callable[[], None] | None = None) -> list[Case]:
     """Write one site's volumes as NIfTI plus ``cases.json``; returns the cases written."""
     (data_path / "images").mkdir(parents=True, exist_ok=True)
     (data_path / "labels").mkdir(parents=True, exist_ok=True)
-    site_seed = seed * 1000 + sum(profile.name.encode())
-    rng = np.random.default_rng(site_seed)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     cases = []
-    for n in range(train_cases + val_cases):
+    volumes = _site_volumes(profile, train_cases + val_cases, size, seed)
+    for n, (image, label) in enumerate(volumes):
         case_id = f"{profile.name}-{n:03d}"
-        image, label = synthesize_case(profile, size, rng)
         image_path = data_path / "images" / f"{case_id}.nii.gz"
         label_path = data_path / "labels" / f"{case_id}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), image_path)
@@ -114,3 +125,29 @@ def write_site(profile: ScannerProfile, data_path: Path, train_cases: int, val_c
             progress()
     write_index(data_path, cases)
     return cases
+
+
+def write_site_dicom(profile: ScannerProfile, export: Path, cases: int, size: int = 64,
+                     seed: int = 0, progress: Callable[[], None] | None = None) -> list[PlantedPatient]:
+    """Write one site's volumes as a raw PACS export: DICOM series + DICOM-SEG, full of identifiers.
+
+    Each case is a made-up patient (:func:`client.deid.synthetic.random_patient`) whose name, IDs,
+    dates, address, physicians and UIDs are planted in the headers, free text, nested sequences,
+    a private block and, as PACS exports often do, the folder names. The volumes are those
+    :func:`write_site` writes for the same seed, stored with a fitted rescale slope/intercept and
+    laid out so that ``insite site ingest`` gives back the same voxel arrays. Returns the patients.
+    """
+    planted = random.Random(seed * 1000 + sum(profile.name.encode()))
+    patients = []
+    for image, label in _site_volumes(profile, cases, size, seed):
+        patient = random_patient(planted)
+        folder = export / f"{patient.name.replace('^', '_')}_{patient.patient_id}" / patient.study_date
+        # write_series takes (slices, rows, columns); ingest returns (columns, rows, slices).
+        slices = write_series(image.transpose(2, 1, 0), folder / "series1", patient,
+                              modality=profile.modality, rescale=fitted_rescale(image))
+        write_segmentation(label.transpose(2, 1, 0), slices, folder / "seg" / "label.dcm",
+                           names={1: "lesion"})
+        patients.append(patient)
+        if progress:
+            progress()
+    return patients

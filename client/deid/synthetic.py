@@ -25,6 +25,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, 
 
 PRIVATE_CREATOR = "INSITE SYNTHETIC PHI"
 PRIVATE_GROUP = 0x0029
+MAX_STORED = 4095  # 12 bits stored in 16 allocated, as most CT and MR scanners write
 _GIVEN = ("Alice", "Bruno", "Chiara", "Dmitri", "Elif", "Farah", "Goran", "Hanna", "Ivo", "Jasmin")
 _FAMILY = ("Lindqvist", "Okafor", "Moreau", "Tanaka", "Kowalski", "Haddad", "Brennan", "Ferreira")
 _STREETS = ("Elm Street", "Harbour Road", "Kastanienallee", "Rue Lepic", "Via Roma")
@@ -94,22 +95,37 @@ def _request(patient: PlantedPatient) -> Dataset:
     return item
 
 
+def fitted_rescale(volume: np.ndarray) -> tuple[str, str]:
+    """(RescaleSlope, RescaleIntercept) as DICOM DS strings mapping ``volume`` onto 12 stored bits.
+
+    A scanner does the same to keep real-valued or wide-range data: the slope is at least 1, so
+    whole-number data stays exact, and the strings are what the stored values are computed from.
+    """
+    low, high = float(np.min(volume)), float(np.max(volume))
+    intercept = float(np.floor(low))
+    slope = max(1.0, (high - intercept) / MAX_STORED)
+    return f"{slope:.9g}", f"{intercept:.9g}"
+
+
 def write_series(volume: np.ndarray, out_dir: Path, patient: PlantedPatient, *,
                  modality: str = "CT", spacing: Sequence[float] = (1.0, 1.0, 1.0),
                  origin: Sequence[float] = (0.0, 0.0, 0.0), series_number: int = 1,
-                 series_uid: str | None = None) -> list[Path]:
+                 series_uid: str | None = None, rescale: tuple[str, str] | None = None) -> list[Path]:
     """Write ``volume`` as one DICOM file per slice; returns the paths in slice order.
 
-    ``volume`` is (slices, rows, columns), integers (CT: Hounsfield units, stored with intercept
-    -1024 as unsigned; MR: arbitrary units >= 0). ``spacing`` is (slice, row, column) in mm and
-    ``origin`` the patient position (x, y, z) in mm of the first voxel; slices advance along +z
-    with axial orientation. Files are named ``slice_NNNN.dcm`` so the name holds nothing.
+    ``volume`` is (slices, rows, columns) in modality units. Without ``rescale`` they are taken as
+    integers (CT: Hounsfield units, stored with intercept -1024 as unsigned; MR: units >= 0) and
+    clipped to 12 stored bits; ``rescale`` = (slope, intercept) from :func:`fitted_rescale` keeps
+    any range. ``spacing`` is (slice, row, column) in mm and ``origin`` the patient position
+    (x, y, z) in mm of the first voxel; slices advance along +z with axial orientation. Files are
+    named ``slice_NNNN.dcm`` so the name holds nothing.
     """
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3D (slices, rows, columns), got shape {volume.shape}")
     sop_class = {"CT": CTImageStorage, "MR": MRImageStorage}[modality]
-    intercept = -1024 if modality == "CT" else 0
-    stored = np.clip(np.asarray(volume, dtype=np.int32) - intercept, 0, 4095).astype(np.uint16)
+    slope, intercept = rescale or ("1", "-1024" if modality == "CT" else "0")
+    scaled = np.rint((np.asarray(volume, dtype=np.float64) - float(intercept)) / float(slope))
+    stored = np.clip(scaled, 0, MAX_STORED).astype(np.uint16)
     series_uid = series_uid or generate_uid()
     frame_uid = generate_uid()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -168,7 +184,7 @@ def write_series(volume: np.ndarray, out_dir: Path, patient: PlantedPatient, *,
         ds.PhotometricInterpretation = "MONOCHROME2"
         ds.Rows, ds.Columns = plane.shape
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope = intercept, 1
+        ds.RescaleIntercept, ds.RescaleSlope = intercept, slope
         ds.PixelData = plane.tobytes()
         _private_block(ds, patient)
         path = out_dir / f"slice_{index:04d}.dcm"

@@ -14,7 +14,8 @@ from client.ledger import Ledger
 from common.config import load_run_settings
 from deploy.federation import PROJECT_ROOT
 from deploy.local import Workspace, provision, resume_point
-from deploy.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo_data import ProgressEvent, prepare_sites
+from deploy.synthetic_sites import DEMO_SITES
 from insite.cli.local_run import run_and_report
 from insite.cli.progress import console
 from server.checkpoint import RunRecord, latest_checkpoint
@@ -23,22 +24,35 @@ from server.export.demo import demo_publish
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "federation.toml"
 
 
-def _make_sites(workspace: Workspace, train: int, val: int, size: int, seed: int) -> None:
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: int) -> None:
+    """Each site turns its raw DICOM export into training cases, as ``insite site`` commands would."""
+    folders = {profile: workspace.site_dir(profile.name) for profile in DEMO_SITES}
+    with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as progress:
-        for profile in DEMO_SITES:
-            task = progress.add_task(f"synthetic data for {profile.name}", total=train + val)
-            write_site(profile, workspace.site_dir(profile.name) / "data", train, val, size, seed,
-                       progress=lambda task=task: progress.advance(task))
+        tasks = {p.name: progress.add_task(f"{p.name}: starting", total=None) for p in DEMO_SITES}
+
+        def show(event: ProgressEvent) -> None:
+            site, stage, total = event
+            if stage is None:
+                progress.advance(tasks[site])
+            else:
+                progress.reset(tasks[site], total=total, description=f"{site}: {stage}")
+
+        results = prepare_sites(folders, train + val, val / (train + val), size, seed, show)
+    for result, folder in zip(results, folders.values(), strict=True):
+        console.print(result.summary(), highlight=False, soft_wrap=True)
+    site = folders[DEMO_SITES[0]]
+    console.print(f"check it yourself: insite site scan {site / 'deid'} --original {site / 'pacs-export'} "
+                  f"--config {site / 'deid.toml'}", highlight=False, soft_wrap=True)
 
 
 def demo(
     workspace: Path = typer.Option(Path("insite-demo"), help="Folder for sites, keys, logs and the run."),
     config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, [run] table)."),
     rounds: int = typer.Option(None, help="Override the number of rounds in the config."),
-    train_cases: int = typer.Option(48, help="Training volumes per site (with 16 the model "
+    train_cases: int = typer.Option(48, min=1, help="Training volumes per site (with 16 the model "
                                     "overfits: Dice stalls near 0.68 instead of passing 0.7)."),
-    val_cases: int = typer.Option(8, help="Held-out volumes per site (Dice is reported on these)."),
+    val_cases: int = typer.Option(8, min=0, help="Held-out volumes per site (Dice is reported on these)."),
     size: int = typer.Option(48, help="Edge of each synthetic volume, voxels."),
     fresh: bool = typer.Option(True, help="Delete an existing demo workspace first."),
     resume: bool = typer.Option(False, "--resume", help="Continue the workspace's interrupted "
@@ -46,8 +60,9 @@ def demo(
 ) -> None:
     """Run a three-site federation on this machine with synthetic data.
 
-    Three synthetic hospitals with different scanners and lesion sizes each run a real Flower
-    SuperNode; a SuperLink coordinates them over TLS with node authentication, all on loopback.
+    Three synthetic hospitals with different scanners and lesion sizes each start from a raw DICOM
+    export full of (made-up) patient identifiers, de-identify it, ingest it into training cases and
+    run a real Flower SuperNode; a SuperLink coordinates them over TLS with node authentication, all on loopback.
     A MONAI 3D UNet is trained federatedly; the run folder gets a checkpoint per round,
     metrics.json and dice.png.
     """
@@ -62,7 +77,7 @@ def demo(
     if fresh and space.root.exists():
         shutil.rmtree(space.root)
     started = time.monotonic()
-    _make_sites(space, train_cases, val_cases, size, settings.seed)
+    _prepare_sites(space, train_cases, val_cases, size, settings.seed)
     provision(space, [p.name for p in DEMO_SITES])
     console.print(f"consortium provisioned in {space.consortium.root} (CA, SuperLink certificate, "
                   f"{len(DEMO_SITES)} site keys)")

@@ -130,13 +130,16 @@ def ingest(
     source: Path = typer.Argument(..., help="de-identified DICOM folder (output of `insite site deid`)"),
     data_path: Path = typer.Argument(..., help="training folder to write (images/, labels/, cases.json)"),
     labels: Path = typer.Option(None, help="folder of label volumes named <SeriesInstanceUID>.nii.gz"),
+    val_fraction: float = typer.Option(0.2, min=0.0, max=0.99, help="share of cases held out for "
+                                       "validation (Dice is reported on them), spread evenly"),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
 ) -> None:
     """Turn de-identified series (+ DICOM-SEG or label volumes) into training cases."""
     total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
     with _progress({"read headers": total, "convert": None}, as_json) as advance:
-        result = ingest_series(source, data_path, labels, dry_run=dry_run, progress=advance).as_dict()
+        result = ingest_series(source, data_path, labels, dry_run=dry_run, progress=advance,
+                               val_fraction=val_fraction).as_dict()
     if as_json:
         _print_json(result)
         return
