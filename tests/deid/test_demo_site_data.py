@@ -15,7 +15,8 @@ from pydicom import dcmread
 
 from client.cases import discover_cases
 from client.ingest import _held_out
-from deploy.demo_data import prepare_site
+from common.errors import SiteDataError
+from deploy.demo_data import prepare_site, prepare_sites
 from deploy.synthetic_sites import DEMO_SITES, write_site
 
 SITE = DEMO_SITES[2]  # site-c: CT with negative values and a range wider than 12 bits
@@ -104,3 +105,15 @@ def test_validation_share_is_exact_and_spread(count, fraction, held_out):
     picks = [n for n in range(count) if _held_out(n, fraction)]
     assert len(picks) == held_out
     assert fraction != Fraction(1, 5) or picks == [4, 9]
+
+
+def test_sites_prepare_in_parallel_and_a_failure_names_its_site(tmp_path):
+    """The demo's orchestration: one spawned process per site, progress back to the caller."""
+    events: list = []
+    sites = {DEMO_SITES[0]: tmp_path / "a", DEMO_SITES[2]: tmp_path / "c"}
+    results = prepare_sites(sites, 2, 0.5, SIZE, SEED, events.append)
+    assert [(r.site, r.train, r.val, r.files_with_residuals) for r in results] == [
+        ("site-a", 1, 1, 0), ("site-c", 1, 1, 0)]
+    assert {site for site, _, _ in events} == {"site-a", "site-c"}
+    with pytest.raises(SiteDataError, match="site site-b: data preparation failed: ValueError"):
+        prepare_sites({DEMO_SITES[1]: tmp_path / "b"}, 1, 0.0, SIZE, SEED, events.append)  # lesions > volume
