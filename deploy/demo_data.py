@@ -103,7 +103,8 @@ def prepare_site(profile: ScannerProfile, site_dir: Path, cases: int, val_fracti
     patients = write_site_dicom(profile, export, cases, size, seed,
                                 progress=_Stages(profile.name, events, {"": ("write raw DICOM export", cases)}))
     files = len(source_files(export))
-    settings = load_deid_settings(write_site_deid_config(site_dir))
+    # The sites already run in parallel, one process each: a worker pool per site would oversubscribe.
+    settings = load_deid_settings(write_site_deid_config(site_dir)).model_copy(update={"workers": 1})
     run = deidentify_tree(settings, export, deid_dir, site_dir / "deid-quarantine", progress=_Stages(
         profile.name, events, {"deid": ("de-identify", files), "scan": ("residual scan", files)}))
     audit = run.as_dict()

@@ -13,5 +13,7 @@ One job per module: ``profile`` (Table E.1-1 + options -> one action per tag), `
 it to every element), ``identifiers`` (what counts as an identifying value), ``keys`` (site secret,
 pseudonyms, date offsets, keyed UIDs), ``parsing`` (strict reading), ``pixels`` (burned-in risk and
 the ultrasound cleaning rule), ``values`` (dummies, date shifts, text cleaning), ``elements``
-(raw element access), ``settings`` (the TOML configuration), ``reasons`` (quarantine reasons).
+(raw element access), ``settings`` (the TOML configuration), ``reasons`` (quarantine reasons),
+``writing`` (encoding, raw elements copied), ``job`` (one file's work) and ``pool`` (jobs in
+worker processes, the run's key answering for patients).
 """

@@ -93,6 +93,14 @@ class _UniqueFileSet(FileSet):
     def __iter__(self) -> Iterator[FileInstance]:
         return iter(()) if self._adding else super().__iter__()
 
+    def close(self) -> None:
+        """Remove FileSet's staging folder (a TemporaryDirectory) now.
+
+        Left to the garbage collector, the folder stays until collection happens to run, and
+        its cleanup then warns (ResourceWarning) in whatever code is running at that moment.
+        """
+        self._stage["t"].cleanup()
+
 
 def rebuild_dicomdir(destination: Path, written: list[Path]) -> RebuiltDicomdir:
     """Write ``destination/DICOMDIR`` indexing the de-identified ``written`` files."""
@@ -114,10 +122,13 @@ def rebuild_dicomdir(destination: Path, written: list[Path]) -> RebuiltDicomdir:
             log.info("not indexed in the DICOMDIR: %s (%s)", path.name, error)
             continue
         by_uid[str(dataset.SOPInstanceUID)] = path
-    file_set.write(destination)
-    instances = {}
-    for instance in file_set:
-        member = Path(instance.path)
-        _mirror(by_uid[str(instance.SOPInstanceUID)], member)
-        instances[member] = by_uid[str(instance.SOPInstanceUID)]
+    try:
+        file_set.write(destination)
+        instances = {}
+        for instance in file_set:
+            member = Path(instance.path)
+            _mirror(by_uid[str(instance.SOPInstanceUID)], member)
+            instances[member] = by_uid[str(instance.SOPInstanceUID)]
+    finally:
+        file_set.close()
     return RebuiltDicomdir(destination / DICOMDIR_NAME, instances, not_indexed)

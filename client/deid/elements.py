@@ -8,13 +8,16 @@ VR of the raw element first and converts only elements it must read or change.
 
 from __future__ import annotations
 
+import struct
 from functools import cache
 
+from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 
 def raw_vr(dataset: Dataset, tag: BaseTag) -> str:
@@ -49,11 +52,14 @@ SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})  # may contain a backsl
 TEXT_VR_CODECS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})  # PS3.5 6.1.2.3: use the character set
 
 
+SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)  # pydicom converts it while reading
+
+
 def codec_for(dataset: Dataset, inherited: str | None) -> str | None:
     """The codec of ``dataset``'s own SpecificCharacterSet, else the one it inherits."""
-    if 0x00080005 not in dataset._dict:
+    if SPECIFIC_CHARACTER_SET not in dataset._dict:
         return inherited
-    charsets = [str(c or "").strip() for c in as_list(dataset.SpecificCharacterSet)]
+    charsets = [str(c or "").strip() for c in as_list(dataset[SPECIFIC_CHARACTER_SET].value)]
     return SIMPLE_CODECS.get(charsets[0]) if len(charsets) == 1 else None
 
 
@@ -85,9 +91,9 @@ def set_value(dataset: Dataset, tag: BaseTag, vr: str, values: object, codec: st
     regular :class:`~pydicom.dataelem.DataElement`.
     """
     items = values if isinstance(values, list) else [] if values is None else [values]
-    old = dataset._dict.get(tag)
+    encoding = _raw_encoding(dataset, tag)
     text_codec = "ascii" if vr in ASCII_VRS else codec if vr in TEXT_VR_CODECS else None
-    if isinstance(old, RawDataElement) and text_codec and all(isinstance(v, str) for v in items):
+    if encoding is not None and text_codec and all(isinstance(v, str) for v in items):
         try:
             encoded = "\\".join(items).encode(text_codec)
         except UnicodeEncodeError:
@@ -95,10 +101,50 @@ def set_value(dataset: Dataset, tag: BaseTag, vr: str, values: object, codec: st
         if encoded is not None:
             if len(encoded) % 2:
                 encoded += b"\x00" if vr == "UI" else b" "
-            dataset._dict[tag] = RawDataElement(tag, vr, len(encoded), encoded, 0, old.is_implicit_VR,
-                                                old.is_little_endian)
+            dataset._dict[tag] = RawDataElement(tag, vr, len(encoded), encoded, 0, *encoding)
             return
     dataset[tag] = DataElement(tag, vr, items[0] if len(items) == 1 else (items or None))
+
+
+def _raw_encoding(dataset: Dataset, tag: BaseTag) -> tuple[bool, bool] | None:
+    """(implicit VR, little endian) for a new raw value of ``tag``, or None to use a DataElement.
+
+    A raw element keeps its own; a new element of a dataset read from a file takes the dataset's,
+    so it is written in the encoding the rest of the dataset is copied in. An element pydicom has
+    converted stays a DataElement (its raw form is gone).
+    """
+    old = dataset._dict.get(tag)
+    if isinstance(old, RawDataElement):
+        return old.is_implicit_VR, old.is_little_endian
+    implicit, little = dataset.original_encoding
+    if old is None and implicit is not None and little is not None:
+        return implicit, little
+    return None
+
+
+def peek(dataset: Dataset, keyword: str, default: object = None) -> object:
+    """What ``dataset.get(keyword, default)`` returns, leaving a raw element raw.
+
+    pydicom stores the element it converts, and a converted element is then written by pydicom's
+    own per-element writer instead of being copied (:mod:`client.deid.writing`), which costs more
+    than the conversion. A single US or UI value is read directly (PS3.5 6.2). Only for attributes
+    with one VR: pydicom's correction of ambiguous VRs ("US or SS") is not applied here.
+    """
+    tag = BaseTag(tag_for_keyword(keyword))
+    element = dataset._dict.get(tag)
+    if element is None:
+        return default
+    if isinstance(element, RawDataElement):
+        vr = element.VR or _dictionary_vr(int(tag))
+        if element.length == 2 and isinstance(element.value, bytes) and vr == "US":
+            return struct.unpack("<H" if element.is_little_endian else ">H", element.value)[0]
+        if vr == "UI" and isinstance(element.value, bytes) and b"\\" not in element.value:
+            text = element.value.decode(default_encoding).rstrip("\x00 ")  # as pydicom's convert_UI
+            return UID(text) if text else text
+        if element.value is None and element.length:  # a deferred read: pydicom's own path
+            return dataset[tag].value
+        element = convert_raw_data_element(element, encoding=dataset.original_character_set, ds=dataset)
+    return element.value
 
 
 def first_string(dataset: Dataset, keyword: str, codec: str | None = SIMPLE_CODECS[""]) -> str:

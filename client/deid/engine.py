@@ -15,13 +15,17 @@ curves cannot be cleaned automatically (PS3.15 E.3.3 allows removal as cleaning)
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import cache, lru_cache
 
 from pydicom import config as pydicom_config
-from pydicom.datadict import dictionary_has_tag, tag_for_keyword
+from pydicom.charset import default_encoding
+from pydicom.datadict import dictionary_has_tag, dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_sequence_item
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
@@ -31,6 +35,7 @@ from client.deid.elements import (
     codec_for,
     first_string,
     keyword,
+    peek,
     raw_bytes,
     raw_vr,
     set_value,
@@ -39,10 +44,13 @@ from client.deid.elements import (
 from client.deid.identifiers import collect_identifiers, is_registered_uid
 from client.deid.keys import PatientIdentity, Pseudonym, SiteKey
 from client.deid.profile import Action, Profile
-from client.deid.values import TEXT_VRS, clean_text, dummy, shift_multi
+from client.deid.values import TEXT_VRS, clean_text, dummy, parse_date, shift_multi
 
 CURVE_GROUPS = range(0x5000, 0x5020, 2)    # (50xx,xxxx) repeating group, PS3.15 Table E.1-1
 OVERLAY_GROUPS = range(0x6000, 0x6020, 2)  # (60xx,3000) Overlay Data, (60xx,4000) Comments
+REMOVED_GROUPS = frozenset(CURVE_GROUPS) | frozenset(OVERLAY_GROUPS)
+METHOD_CODE_SEQUENCE = BaseTag(0x00120064)  # DeidentificationMethodCodeSequence
+SOP_CLASS_UID, SOP_INSTANCE_UID = BaseTag(0x00080016), BaseTag(0x00080018)
 
 
 @dataclass(frozen=True)
@@ -102,10 +110,11 @@ class _Walker:
         codec = codec_for(dataset, context.codec)
         if codec != context.codec:
             context = replace(context, codec=codec)
-        for tag in list(dataset.keys()):
-            if tag.is_private:
+        for tag in list(dataset._dict):
+            group = tag >> 16  # BaseTag is an int: shifts and masks skip its Python-level properties
+            if group & 1:
                 self._private(dataset, tag, context)
-            elif tag.element == 0 or tag.group in CURVE_GROUPS or tag.group in OVERLAY_GROUPS:
+            elif not tag & 0xFFFF or group in REMOVED_GROUPS:
                 # Group lengths are recomputed on write; curves and whole overlay groups go, because
                 # bitmaps and curves cannot be cleaned automatically and a partial overlay is invalid.
                 self._count(tag, Action.REMOVE)
@@ -208,7 +217,7 @@ class _Walker:
                 del dataset[tag]
 
     def _count(self, tag: BaseTag, action: Action, name: str | None = None) -> None:
-        self.counts[(name or int(tag), action.value)] += 1
+        self.counts[(name or int(tag), action)] += 1
 
 
 def patient_identity(dataset: Dataset) -> PatientIdentity:
@@ -218,13 +227,24 @@ def patient_identity(dataset: Dataset) -> PatientIdentity:
 
 
 def _date_differences(identifiers: set[str]) -> frozenset[int]:
-    dates = set()
-    for text in identifiers:
-        try:
-            dates.add(dt.datetime.strptime(text[:8], "%Y%m%d").date())
-        except ValueError:
-            continue
+    dates = {parse_date(text[:8]) for text in identifiers} - {None}
     return frozenset((a - b).days for a in dates for b in dates if a != b)
+
+
+def _set_text(dataset: Dataset, keyword: str, value: object) -> None:
+    """Set an ASCII value as a raw element where possible (see :func:`set_value`).
+
+    ASCII is spelled the same in every DICOM character set (PS3.5 6.1), so the value is encoded
+    once, whatever the dataset's character set; anything else becomes a DataElement.
+    """
+    tag, vr = _tag_and_vr(keyword)
+    set_value(dataset, tag, vr, value, "ascii")
+
+
+@cache
+def _tag_and_vr(keyword: str) -> tuple[BaseTag, str]:
+    tag = BaseTag(tag_for_keyword(keyword))
+    return tag, dictionary_VR(tag)
 
 
 def _code_item(value: str, meaning: str) -> Dataset:
@@ -235,29 +255,55 @@ def _code_item(value: str, meaning: str) -> Dataset:
     return item
 
 
+@lru_cache(maxsize=64)
+def _encoded_code_items(codes: tuple[tuple[str, str], ...], implicit: bool, little: bool) -> bytes:
+    """The items of a method code sequence as pydicom writes them: the same for every object."""
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
+    for value, meaning in codes:
+        write_sequence_item(buffer, _code_item(value, meaning), [default_encoding])
+    return buffer.getvalue()
+
+
+def _set_method_codes(dataset: Dataset, codes: list[tuple[str, str]]) -> None:
+    """DeidentificationMethodCodeSequence, encoded once per run and encoding where possible.
+
+    A dataset read from a file gets the sequence as pydicom reads one: a raw element, parsed when
+    accessed and otherwise copied on write. Building the items for every object cost more than
+    everything else :func:`_record_method` does.
+    """
+    implicit, little = dataset.original_encoding
+    if implicit is None or little is None:
+        dataset.DeidentificationMethodCodeSequence = [_code_item(value, meaning) for value, meaning in codes]
+        return
+    value = _encoded_code_items(tuple(codes), implicit, little)
+    dataset._dict[METHOD_CODE_SEQUENCE] = RawDataElement(METHOD_CODE_SEQUENCE, "SQ", len(value), value, 0,
+                                                         implicit, little)
+
+
 def _record_method(dataset: Dataset, profile: Profile, pseudonym: Pseudonym, clean_pixel_data: bool) -> None:
     """PS3.15 E.1.1 items 6-8 and E.3.6: say what was done, with CID 7050 codes."""
-    dataset.PatientID = pseudonym.subject
-    dataset.PatientName = pseudonym.subject
-    dataset.PatientIdentityRemoved = "YES"
-    dataset.DeidentificationMethod = profile.description(clean_pixel_data)
-    dataset.DeidentificationMethodCodeSequence = [_code_item(value, meaning)
-                                                  for value, meaning in profile.method_codes(clean_pixel_data)]
+    _set_text(dataset, "PatientID", pseudonym.subject)
+    _set_text(dataset, "PatientName", pseudonym.subject)
+    _set_text(dataset, "PatientIdentityRemoved", "YES")
+    _set_text(dataset, "DeidentificationMethod", profile.description(clean_pixel_data))
+    _set_method_codes(dataset, profile.method_codes(clean_pixel_data))
     options = profile.options
-    dataset.LongitudinalTemporalInformationModified = (
-        "MODIFIED" if options.retain_longitudinal_modified_dates
-        else "UNMODIFIED" if options.retain_longitudinal_full_dates else "REMOVED")
+    _set_text(dataset, "LongitudinalTemporalInformationModified",
+              "MODIFIED" if options.retain_longitudinal_modified_dates
+              else "UNMODIFIED" if options.retain_longitudinal_full_dates else "REMOVED")
 
 
 def _rebuild_file_meta(dataset: Dataset) -> None:
     """PS3.10 7.1: only what the new file needs, nothing carried over from the source's sender."""
-    old = dataset.file_meta
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
-    meta.TransferSyntaxUID = old.TransferSyntaxUID
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = "INSITE_DEID"
+    meta.set_original_encoding(False, True, default_encoding)  # explicit VR little endian, always
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    _set_text(meta, "MediaStorageSOPClassUID", peek(dataset, "SOPClassUID"))
+    _set_text(meta, "MediaStorageSOPInstanceUID", peek(dataset, "SOPInstanceUID"))
+    _set_text(meta, "TransferSyntaxUID", peek(dataset.file_meta, "TransferSyntaxUID"))
+    _set_text(meta, "ImplementationClassUID", PYDICOM_IMPLEMENTATION_UID)
+    _set_text(meta, "ImplementationVersionName", "INSITE_DEID")
     dataset.file_meta = meta
 
 
@@ -271,8 +317,8 @@ def deidentify_dataset(dataset: Dataset, profile: Profile, key: SiteKey,
     with pydicom_config.disable_value_validation():
         walker.walk(dataset, _Context())
         _record_method(dataset, profile, pseudonym, clean_pixel_data)
-        if "SOPInstanceUID" in dataset and "SOPClassUID" in dataset:
+        if SOP_INSTANCE_UID in dataset._dict and SOP_CLASS_UID in dataset._dict:
             _rebuild_file_meta(dataset)
-    actions = Counter({(name if isinstance(name, str) else keyword(name), code): count
-                       for (name, code), count in walker.counts.items()})
+    actions = Counter({(name if isinstance(name, str) else keyword(name), action.value): count
+                       for (name, action), count in walker.counts.items()})
     return Outcome(pseudonym.subject, identifiers, actions)

@@ -56,19 +56,26 @@ def _significant(value: str) -> bool:
     return len(text) >= (MIN_NUMBER_LENGTH if bare.isdigit() else MIN_TEXT_LENGTH)
 
 
+@cache
+def _never_identifying(profile: Profile) -> frozenset[int]:
+    """Tags whose values are not collected: those the profile keeps, and the writer's names."""
+    return frozenset(tag for tag, action in profile.by_tag.items() if action is Action.KEEP) | _NOT_IDENTIFYING
+
+
 def _collect(dataset: Dataset, profile: Profile, out: set[str], codec: str | None) -> None:
     identifying = _identifying_keywords(profile)
+    skipped = _never_identifying(profile)
     codec = codec_for(dataset, codec)
-    for tag in list(dataset.keys()):
+    for tag in list(dataset._dict):
         vr = raw_vr(dataset, tag)
         if vr == "SQ":
             for item in dataset[tag].value or ():
                 _collect(item, profile, out, codec)
             continue
-        number = int(tag)
-        if profile.action_for(number) is Action.KEEP or number in _NOT_IDENTIFYING:
+        number = int(tag)  # int keys: a BaseTag compares equal in Python code, an int in C
+        if number in skipped:
             continue
-        if vr in ("PN", "DA", "DT") or number in identifying or (vr == "UI" and not tag.is_private):
+        if vr in ("PN", "DA", "DT") or number in identifying or (vr == "UI" and not number >> 16 & 1):
             for text in string_values(dataset, tag, vr, codec):
                 if vr == "UI" and is_registered_uid(text):
                     continue

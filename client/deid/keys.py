@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,17 +146,27 @@ class SiteKey:
         handle = self._mac(b"patient", identity.key()).hex()
         entry = self._patients.get(handle)
         if entry is None:
-            entry = {
-                "subject": self._new_subject(),
-                "date_offset_days": self._new_offset(avoid_offsets),
-                "original": {"PatientID": identity.patient_id, "IssuerOfPatientID": identity.issuer,
-                             "PatientName": identity.name, "PatientBirthDate": identity.birth_date,
-                             "StudyInstanceUID": "" if identity.patient_id or identity.name else identity.study_uid},
-            }
-            self._patients[handle] = entry
-            self._save()
-            log.debug("new subject %s", entry["subject"])
+            entry = self._new_patient(handle, identity, avoid_offsets)
         return Pseudonym(entry["subject"], int(entry["date_offset_days"]))
+
+    def _new_patient(self, handle: str, identity: PatientIdentity, avoid_offsets: frozenset[int]) -> dict:
+        entry = {
+            "subject": self._new_subject(),
+            "date_offset_days": self._new_offset(avoid_offsets),
+            "original": {"PatientID": identity.patient_id, "IssuerOfPatientID": identity.issuer,
+                         "PatientName": identity.name, "PatientBirthDate": identity.birth_date,
+                         "StudyInstanceUID": "" if identity.patient_id or identity.name else identity.study_uid},
+        }
+        self._patients[handle] = entry
+        self._save()
+        log.debug("new subject %s", entry["subject"])
+        return entry
+
+    def lend(self) -> KeyLoan:
+        """What a worker process needs to act for this key (see :class:`BorrowedKey`)."""
+        return KeyLoan(self.prefix, self._secret, {
+            handle: {"subject": entry["subject"], "date_offset_days": entry["date_offset_days"]}
+            for handle, entry in self._patients.items()})
 
     @staticmethod
     def _new_offset(avoid: frozenset[int]) -> int:
@@ -170,3 +181,35 @@ class SiteKey:
             if code not in self._subjects:
                 self._subjects.add(code)
                 return code
+
+
+@dataclass(frozen=True)
+class KeyLoan:
+    """The secret and the known patients' pseudonyms (not their identities), for a worker."""
+
+    prefix: str
+    secret: bytes
+    patients: dict[str, dict]
+
+
+class BorrowedKey(SiteKey):
+    """A site key inside a worker process of a run whose own key stays with the run.
+
+    UIDs come from the same secret; a patient the loan does not know is asked of the run's key
+    (``ask``), which alone creates patients, under its lock, and saves each to the key file before
+    answering, so no worker writes a subject code the key file does not hold and every worker
+    gets the same pseudonym for a patient. A borrowed key never touches the key file.
+    """
+
+    def __init__(self, loan: KeyLoan, ask: Callable[[PatientIdentity, frozenset[int]], Pseudonym]) -> None:
+        # not SiteKey.__init__: no file, no lock
+        self.path, self.prefix, self.persist, self._lock = None, loan.prefix, False, None
+        self._secret = loan.secret
+        self._patients = dict(loan.patients)
+        self._ask = ask
+
+    def _new_patient(self, handle: str, identity: PatientIdentity, avoid_offsets: frozenset[int]) -> dict:
+        pseudonym = self._ask(identity, avoid_offsets)
+        entry = {"subject": pseudonym.subject, "date_offset_days": pseudonym.date_offset_days}
+        self._patients[handle] = entry
+        return entry

@@ -32,13 +32,17 @@ def parse_warnings_are_unsafe() -> Iterator[None]:
     """Turn any warning raised inside the block into :class:`Unsafe` (PARSE_WARNING).
 
     Value-validation warnings (an over-long SH, a lowercase CS) are switched off: they describe
-    values the profile handles like any other, not a parse that went astray.
+    values the profile handles like any other, not a parse that went astray. ResourceWarnings are
+    not recorded either: the garbage collector raises them about whatever unrelated object it
+    happens to collect inside the block (an earlier FileSet's temporary folder quarantined a
+    DICOMDIR), never about the file being parsed.
     """
     previous = pydicom_config.settings.reading_validation_mode
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            warnings.simplefilter("ignore", ResourceWarning)
             yield
         if caught:
             raise Unsafe(Reason.PARSE_WARNING, str(caught[0].message).splitlines()[0][:200])

@@ -15,27 +15,23 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydicom.dataset import Dataset
-from pydicom.uid import MediaStorageDirectoryStorage
-
-from client.deid.dicomdir import rebuild_dicomdir, referenced_files
-from client.deid.engine import SafePrivateKey, deidentify_dataset
+from client.deid.dicomdir import rebuild_dicomdir
 from client.deid.errors import DeidError
-from client.deid.identifiers import collect_identifiers
+from client.deid.job import Prepared, member
 from client.deid.keys import SiteKey
-from client.deid.parsing import parse_warnings_are_unsafe, read_strictly
-from client.deid.pixels import blank_outside_ultrasound_regions, check_burned_in_risk
+from client.deid.pool import JobSpec, run_in_workers, worker_count
 from client.deid.profile import Profile
 from client.deid.reasons import Reason, Unsafe
 from client.deid.scan import ScanReport, index_search, scan_files
 from client.deid.settings import DeidSettings
-from client.deid.writing import encode_file
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +107,9 @@ def _check_layout(source: Path, destination: Path, quarantine: Path, key_file: P
         raise DeidError(f"output folder {destination} is inside the source folder {source}")
 
 
-@dataclass
-class _Written:
-    path: Path
-    identifiers: set[str]
-
-
 class _Runner:
+    """One run's bookkeeping: commits each file's :class:`Prepared` in input order."""
+
     def __init__(self, settings: DeidSettings, source: Path, destination: Path, quarantine: Path,
                  dry_run: bool) -> None:
         self.settings = settings
@@ -125,65 +117,74 @@ class _Runner:
         self.dry_run = dry_run
         self.profile = Profile(settings.options)
         self.key = SiteKey(settings.key_file, settings.subject_prefix, persist=not dry_run)
-        self.safe_private = frozenset(SafePrivateKey(e.group, e.creator, e.element) for e in settings.safe_private)
         self.report = RunReport(dry_run, _profile_summary(settings, self.profile))
         self.outputs: dict[Path, set[str]] = {}  # written file -> its original's identifiers
         self.dicomdir_identifiers: set[str] = set()  # what the source DICOMDIRs' records held
-        self.dicomdir_members: set[str] = set()  # files the source DICOMDIRs index (see _member)
-        self.written_from: dict[str, Path] = {}  # source file (as _member) -> its written file
+        self.dicomdir_members: set[str] = set()  # files the source DICOMDIRs index (see member)
+        self.written_from: dict[Path, Path] = {}  # source file -> its written file
 
-    def process(self, path: Path) -> None:
-        self.report.files_in += 1
-        try:
-            written = self._deidentify(path)
-            if written is None:
+    def run(self, files: list[Path], progress: Callable[[str], None] | None) -> None:
+        """Every file's job, in worker processes when the run is large enough (see worker_count)."""
+        def commit(path: Path, prepared: Prepared) -> None:
+            self.commit(path, prepared)
+            if progress:
+                progress("deid")
+
+        workers = worker_count(self.settings.workers, len(files))
+        with _staging_folder(self.destination, self.dry_run) as staging:
+            spec = JobSpec(self.settings, self.destination, staging, self.dry_run)
+            if workers > 1:
+                run_in_workers(files, workers, spec, self.key, commit)
                 return
-        except Unsafe as unsafe:
-            self._quarantine(path, unsafe)
+            job = spec.job(self.key)
+            for index, path in enumerate(files):
+                commit(path, job.run(index, path))
+
+    def commit(self, path: Path, prepared: Prepared) -> None:
+        self.report.files_in += 1
+        if prepared.unsafe is not None:
+            self._quarantine(path, Unsafe(*prepared.unsafe))
             return
-        except Exception as error:  # fail closed: a file that breaks the de-identifier is not written
-            log.exception("de-identifying %s failed", path)
-            self._quarantine(path, Unsafe(Reason.DEID_FAILED, f"{type(error).__name__}: {error}"[:200]))
+        if prepared.dicomdir is not None:
+            self.report.source_dicomdirs += 1
+            self.dicomdir_identifiers |= prepared.dicomdir[0]
+            self.dicomdir_members |= prepared.dicomdir[1]
             return
-        if written.path in self.outputs:
+        if prepared.staged is not None:
+            try:
+                self._place(prepared.staged, prepared.target)
+            except Unsafe as unsafe:
+                self._quarantine(path, unsafe)
+                return
+        self._count_written(path, prepared)
+
+    def _count_written(self, path: Path, prepared: Prepared) -> None:
+        target = prepared.target
+        actions = self.report.actions
+        for (keyword, action), count in prepared.actions.items():
+            if keyword not in actions:
+                actions[keyword] = Counter()
+            actions[keyword][action] += count
+        self.report.subjects.add(prepared.subject)
+        self.written_from[path] = target
+        if target in self.outputs:
             self.report.duplicates += 1
-        self.outputs.setdefault(written.path, set()).update(written.identifiers)
+        self.outputs.setdefault(target, set()).update(prepared.identifiers)
         self.report.written += 1
 
-    def _deidentify(self, path: Path) -> _Written | None:
-        """The written file, or None for a source DICOMDIR (rebuilt after the run, never copied)."""
-        with parse_warnings_are_unsafe():
-            dataset = read_strictly(path)
-            if dataset.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
-                self.report.source_dicomdirs += 1
-                self.dicomdir_identifiers |= collect_identifiers(dataset, self.profile)
-                self.dicomdir_members |= {_member(path.parent.joinpath(*file_id))
-                                          for file_id in referenced_files(dataset)}
-                return None
-            if not dataset.get("SOPInstanceUID") or not dataset.get("SOPClassUID"):
-                raise Unsafe(Reason.MISSING_SOP_INSTANCE, "no SOPClassUID/SOPInstanceUID")
-            clean_pixels = check_burned_in_risk(dataset, self.settings.pixels)
-            if clean_pixels:
-                blank_outside_ultrasound_regions(dataset)
-            outcome = deidentify_dataset(dataset, self.profile, self.key, self.safe_private, clean_pixels)
-        target = (self.destination / outcome.subject / str(dataset.get("StudyInstanceUID", "no-study"))
-                  / str(dataset.get("SeriesInstanceUID", "no-series")) / f"{dataset.SOPInstanceUID}.dcm")
-        if not self.dry_run:
-            self._write(dataset, target)
-        for (keyword, action), count in outcome.actions.items():
-            self.report.actions.setdefault(keyword, Counter())[action] += count
-        self.report.subjects.add(outcome.subject)
-        self.written_from[_member(path)] = target
-        return _Written(target, outcome.identifiers)
+    def _place(self, staged: Path, target: Path) -> None:
+        """Move a staged file to its place (atomic: staging is inside the output folder).
 
-    def _write(self, dataset: Dataset, target: Path) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
+        The job made the folder; should it have gone since, it is made again.
+        """
         try:
-            tmp.write_bytes(encode_file(dataset))
-            os.replace(tmp, target)
+            try:
+                os.replace(staged, target)
+            except FileNotFoundError:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, target)
         except Exception as error:  # never leave a half-written file in DST
-            tmp.unlink(missing_ok=True)
+            staged.unlink(missing_ok=True)
             raise Unsafe(Reason.WRITE_FAILED, f"{type(error).__name__}: {error}"[:200]) from None
 
     def _quarantine(self, path: Path, unsafe: Unsafe) -> None:
@@ -199,6 +200,27 @@ class _Runner:
             "detail": unsafe.detail}, indent=1) + "\n", encoding="utf-8")
 
 
+@contextmanager
+def _staging_folder(destination: Path, dry_run: bool) -> Iterator[Path]:
+    """A private folder inside ``destination`` for encoded files until they are placed.
+
+    Inside, so that placing a file is an atomic rename; removed with whatever was not placed, and
+    ``destination`` too if the run made it and placed nothing there.
+    """
+    if dry_run:
+        yield destination  # nothing is staged in a dry run
+        return
+    made = not destination.exists()
+    destination.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=destination))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and not any(destination.iterdir()):
+            destination.rmdir()
+
+
 def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, quarantine: Path,
                     dry_run: bool = False, scan: bool = True,
                     progress: Callable[[str], None] | None = None) -> RunReport:
@@ -212,10 +234,7 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
     runner = _Runner(settings, source, destination, quarantine, dry_run)
     started = time.perf_counter()
     try:
-        for path in files:
-            runner.process(path)
-            if progress:
-                progress("deid")
+        runner.run(files, progress)
     finally:
         runner.key.close()
     searches = sorted(runner.outputs.items())
@@ -228,11 +247,6 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
     return runner.report
 
 
-def _member(path: Path) -> str:
-    """A file's identity for matching DICOMDIR file IDs: media file systems ignore case."""
-    return str(path.resolve()).lower()
-
-
 def _rebuild_dicomdir(runner: _Runner, destination: Path) -> list[tuple[Path, set[str]]]:
     """Index the written versions of the files the source DICOMDIRs indexed (their file-sets).
 
@@ -243,7 +257,9 @@ def _rebuild_dicomdir(runner: _Runner, destination: Path) -> list[tuple[Path, se
     The new DICOMDIR is searched for every identifier of the run (its records come from every
     written file) and of the source DICOMDIRs, see :func:`client.deid.scan.index_search`.
     """
-    indexed = sorted({runner.written_from[m] for m in runner.dicomdir_members if m in runner.written_from})
+    # resolving every source path costs syscalls per file: done here, when a DICOMDIR needs it
+    written_from = {member(source): target for source, target in runner.written_from.items()}
+    indexed = sorted({written_from[m] for m in runner.dicomdir_members if m in written_from})
     if not indexed:
         return []
     rebuilt = rebuild_dicomdir(destination, indexed)

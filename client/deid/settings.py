@@ -74,6 +74,8 @@ class DeidSettings(_Strict):
     options: ProfileOptions = ProfileOptions()
     safe_private: tuple[SafePrivate, ...] = ()
     pixels: PixelSafety = PixelSafety()
+    workers: int | None = Field(None, ge=1, description=(
+        "processes de-identifying in parallel; default one per CPU, for runs of 64+ files per process"))
 
     @model_validator(mode="after")
     def _allow_list_needs_option(self) -> DeidSettings:

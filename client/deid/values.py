@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 DUMMY_DATE = "19000101"
 DUMMY = {
@@ -37,11 +38,23 @@ def dummy(vr: str) -> object:
     return DUMMY.get(vr)
 
 
+@lru_cache(maxsize=1 << 16)
+def parse_date(text: str) -> dt.date | None:
+    """``text`` read as YYYYMMDD (as :func:`~datetime.datetime.strptime` reads it), else None.
+
+    Cached: an object's dates recur in every object of its study, and a failed parse (most
+    identifiers are not dates) costs an exception.
+    """
+    try:
+        return dt.datetime.strptime(text, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
 def shift_date(value: str, days: int) -> str:
     """Shift a DA (YYYYMMDD) by whole days; an unparseable date becomes the dummy date."""
-    try:
-        date = dt.datetime.strptime(value.strip()[:8], "%Y%m%d").date()
-    except ValueError:
+    date = parse_date(value.strip()[:8])
+    if date is None:
         return DUMMY_DATE
     return (date + dt.timedelta(days=days)).strftime("%Y%m%d")
 
