@@ -5,7 +5,8 @@ a series whose slices do not form one regular stack (mixed orientations, repeate
 spaced positions, differing matrix sizes) is skipped with a reason rather than guessed at. The
 label comes from a DICOM-SEG that references the series (read with highdicom, frame by frame
 against the series' own SOP instances) or from a label volume ``<SeriesInstanceUID>.nii.gz`` in
-a labels folder. Volumes are written as NIfTI in RAS+ (DICOM patient coordinates are LPS+, PS3.3
+a labels folder, named by either the de-identified UID or, given the site's key, the original one.
+Volumes are written as NIfTI in RAS+ (DICOM patient coordinates are LPS+, PS3.3
 C.7.6.2.1.1), so image and label share one affine.
 """
 
@@ -26,6 +27,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from client.cases import Case, write_index
+from client.deid.keys import SiteKey
 from common.errors import SiteDataError
 
 log = logging.getLogger(__name__)
@@ -135,15 +137,39 @@ def _held_out(position: int, val_fraction: Fraction) -> bool:
     return floor((position + 1) * val_fraction) > floor(position * val_fraction)
 
 
+def label_volumes(labels_dir: Path | None, key: SiteKey | None = None) -> dict[str, Path]:
+    """Label volumes by the de-identified SeriesInstanceUID of the series they label.
+
+    Annotations are usually drawn on the original images, so their files carry the original UID,
+    which de-identification replaced. The replacement is a keyed hash of the original
+    (:meth:`SiteKey.uid`), so with the site's key each original name maps to the UID that
+    ``insite site deid`` wrote. Names already in de-identified terms are taken as they are.
+    """
+    if labels_dir is None:
+        return {}
+    if not labels_dir.is_dir():
+        raise SiteDataError(f"ingest: labels folder {labels_dir} does not exist")
+    found: dict[str, Path] = {}
+    for path in sorted(labels_dir.glob("*.nii.gz")):
+        uid = path.name.removesuffix(".nii.gz")
+        found[uid] = path
+        if key is not None:
+            found[key.uid(uid)] = path
+    return found
+
+
 def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_run: bool = False,
-           progress: Callable[[str], None] | None = None, val_fraction: float = 0.2) -> IngestReport:
+           progress: Callable[[str], None] | None = None, val_fraction: float = 0.2,
+           key: SiteKey | None = None) -> IngestReport:
     """Turn every image series under ``source`` into a case in ``data_path``.
 
     ``val_fraction`` of the cases, spread evenly in case-ID order (pseudonym + series hash, so in
-    effect random), are held out for validation.
+    effect random), are held out for validation. ``key`` (the site's de-identification key) lets
+    label volumes be named by the original SeriesInstanceUID.
     """
     if not source.is_dir():
         raise SiteDataError(f"ingest: source folder {source} does not exist")
+    label_files = label_volumes(labels_dir, key)
     if not 0 <= val_fraction < 1:
         raise SiteDataError(f"ingest: the validation fraction must be in [0, 1), got {val_fraction}")
     held_out = Fraction(val_fraction).limit_denominator(1000)
@@ -152,8 +178,8 @@ def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_ru
     for uid, item in sorted(series.items(), key=lambda kv: _case_id(kv[1])):
         if progress:
             progress("convert")
-        label_volume = labels_dir / f"{uid}.nii.gz" if labels_dir else None
-        if uid not in segs and not (label_volume and label_volume.is_file()):
+        label_volume = label_files.get(uid)
+        if uid not in segs and label_volume is None:
             report.missing_labels.append(uid)
             continue
         try:

@@ -129,17 +129,22 @@ def scan(
 def ingest(
     source: Path = typer.Argument(..., help="de-identified DICOM folder (output of `insite site deid`)"),
     data_path: Path = typer.Argument(..., help="training folder to write (images/, labels/, cases.json)"),
-    labels: Path = typer.Option(None, help="folder of label volumes named <SeriesInstanceUID>.nii.gz"),
+    labels: Path = typer.Option(None, help="folder of label volumes named <SeriesInstanceUID>.nii.gz "
+                                "(the de-identified UID, or the original one together with --config)"),
+    config: Path = typer.Option(None, "--config", "-c", help="the site's de-identification settings: its "
+                                "key maps label files named by the ORIGINAL SeriesInstanceUID (as "
+                                "annotated before de-identification) to the de-identified series"),
     val_fraction: float = typer.Option(0.2, min=0.0, max=0.99, help="share of cases held out for "
                                        "validation (Dice is reported on them), spread evenly"),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
 ) -> None:
     """Turn de-identified series (+ DICOM-SEG or label volumes) into training cases."""
+    key = _label_key(config) if config else None
     total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
     with _progress({"read headers": total, "convert": None}, as_json) as advance:
         result = ingest_series(source, data_path, labels, dry_run=dry_run, progress=advance,
-                               val_fraction=val_fraction).as_dict()
+                               val_fraction=val_fraction, key=key).as_dict()
     if as_json:
         _print_json(result)
         return
@@ -149,6 +154,18 @@ def ingest(
         console.print(f"  skipped series {uid}: {reason}", highlight=False)
     if result["missing_labels"]:
         console.print(f"  {len(result['missing_labels'])} series without a label (not ingested)")
+        if labels and not config:
+            console.print("  label files named by the original SeriesInstanceUID are matched only with "
+                          "--config (the site's de-identification key)")
+
+
+def _label_key(config: Path) -> SiteKey:
+    """The site's key, read-only, for mapping original series UIDs in label file names."""
+    settings = load_deid_settings(config)
+    if not settings.key_file.is_file():
+        raise SiteDataError(f"ingest: key file {settings.key_file} (from {config}) does not exist; "
+                            "it is created by `insite site deid`")
+    return SiteKey(settings.key_file, settings.subject_prefix, persist=False)
 
 
 def check(

@@ -135,12 +135,48 @@ def test_label_volume_folder_labels_a_series_without_seg(cli, site, tmp_path):
     root, _, _ = site
     unlabeled = sorted((root / "raw" / "p0" / "unlabeled").glob("*.dcm"))
     uid = str(dcmread(unlabeled[0]).SeriesInstanceUID)
-    label = np.zeros((SHAPE[2], SHAPE[1], 3), dtype=np.uint8)  # NIfTI order: columns, rows, slices
-    label[2:6, 3:7, 1] = 2
-    (tmp_path / "labels").mkdir()
-    nib.save(nib.Nifti1Image(label, np.eye(4)), tmp_path / "labels" / f"{uid}.nii.gz")
+    _label_file(tmp_path / "labels", uid)
     result = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path / "labels",
                             "--json").output)
     assert result["cases"] == 4 and not result["missing_labels"]
-    check = json.loads(cli("check", tmp_path / "data", "--json").output)
+    _assert_unlabeled_series_got_label_2(cli, tmp_path / "data")
+
+
+def test_label_named_by_the_original_uid_is_matched_through_the_key(cli, site, tmp_path):
+    """Annotations drawn before de-identification carry the original series UID; the key maps it."""
+    root, config, _ = site
+    cli("deid", root / "raw", tmp_path / "out", "--config", config, "--json")
+    original_uid = str(dcmread(next((root / "raw" / "p0" / "unlabeled").glob("*.dcm"))).SeriesInstanceUID)
+    _label_file(tmp_path / "labels", original_uid)
+
+    without_key = cli("ingest", tmp_path / "out", tmp_path / "nokey", "--labels", tmp_path / "labels")
+    assert "wrote 3 case(s)" in without_key.output and "--config" in without_key.output
+
+    result = json.loads(cli("ingest", tmp_path / "out", tmp_path / "data", "--labels", tmp_path / "labels",
+                            "--config", config, "--json").output)
+    assert result["cases"] == 4 and not result["missing_labels"]
+    _assert_unlabeled_series_got_label_2(cli, tmp_path / "data")
+    assert not list((tmp_path / "data").rglob(f"*{original_uid}*"))
+
+
+def test_ingest_names_a_missing_labels_folder_or_key(cli, site, tmp_path):
+    root, _, _ = site
+    result = cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path / "nowhere", ok=False)
+    assert isinstance(result.exception, SiteDataError) and "nowhere" in str(result.exception)
+    config = tmp_path / "deid.toml"
+    config.write_text(f'[deid]\nkey_file = "{tmp_path / "absent.json"}"\n')
+    result = cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path, "--config", config, ok=False)
+    assert isinstance(result.exception, SiteDataError) and "absent.json" in str(result.exception)
+    assert not (tmp_path / "absent.json").exists() and not (tmp_path / "data").exists()
+
+
+def _label_file(folder: Path, uid: str) -> None:
+    label = np.zeros((SHAPE[2], SHAPE[1], 3), dtype=np.uint8)  # NIfTI order: columns, rows, slices
+    label[2:6, 3:7, 1] = 2
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(label, np.eye(4)), folder / f"{uid}.nii.gz")
+
+
+def _assert_unlabeled_series_got_label_2(cli, data: Path) -> None:
+    check = json.loads(cli("check", data, "--json").output)
     assert sorted(tuple(c["label_values"]) for c in check["cases"]) == [(0, 1), (0, 1), (0, 1), (0, 2)]
