@@ -21,7 +21,7 @@ from client.deid.keys import SiteKey
 from client.deid.profile import Profile
 from client.deid.run import deidentify_tree, source_files
 from client.deid.scan import output_files, scan_tree
-from client.deid.settings import load_deid_settings
+from client.deid.settings import DeidSettings, load_deid_settings
 from client.ingest import ingest as ingest_series
 from client.qa import check_site_data
 from common.errors import SiteDataError
@@ -108,7 +108,7 @@ def scan(
 ) -> None:
     """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 2 if one does)."""
     settings = load_deid_settings(config)
-    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False) if settings.key_file.exists() else None
+    key = _read_only_key(settings)
     if key is None and not as_json:
         console.print(f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match "
                       "by chance[/]")
@@ -160,11 +160,19 @@ def ingest(
 
 
 def _label_key(config: Path) -> SiteKey:
-    """The site's key, read-only, for mapping original series UIDs in label file names."""
+    """The site's key, for mapping original series UIDs in label file names."""
     settings = load_deid_settings(config)
-    if not settings.key_file.is_file():
+    key = _read_only_key(settings)
+    if key is None:
         raise SiteDataError(f"ingest: key file {settings.key_file} (from {config}) does not exist; "
                             "it is created by `insite site deid`")
+    return key
+
+
+def _read_only_key(settings: DeidSettings) -> SiteKey | None:
+    """The site's key without taking its lock or creating it: look-ups only, never new patients."""
+    if not settings.key_file.is_file():
+        return None
     return SiteKey(settings.key_file, settings.subject_prefix, persist=False)
 
 
