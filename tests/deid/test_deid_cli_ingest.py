@@ -60,6 +60,12 @@ def site(tmp_path_factory):
     return root, config, truth
 
 
+def test_help_describes_the_arguments(cli):
+    """What SOURCE and DST mean is in --help (lost when typer and click disagree on Argument help)."""
+    help_text = " ".join(cli("ingest", "--help").output.replace("│", " ").split())
+    assert "training folder to write" in help_text and "output of `insite site deid`" in help_text
+
+
 def test_site_path_end_to_end(cli, site):
     root, config, truth = site
     out = root / "out"
