@@ -1,11 +1,11 @@
 """De-identification side by side: insite, dicognito, deid, dicom-anonymizer and plain pydicom.
 
 One run, the same files for every tool: pydicom's test files, pydicom-data, the character-set
-files and a generated synthetic set with planted identifiers (client.deid.synthetic). For each
+files and a generated synthetic set with planted identifiers (deploy.demo.synthetic_dicom). For each
 tool: files/s over all input files, files it failed on, outputs pydicom cannot re-read, and the
 number of output files still holding an identifying value of their own original. Residuals are
-found with the project's scanner (client.deid.scan) against each original's identifiers
-(client.deid.identifiers, default profile options), the same way for every tool.
+found with the project's scanner (siteprep.deid.scan) against each original's identifiers
+(siteprep.deid.identifiers, default profile options), the same way for every tool.
 
     python -m bench.deid_throughput [--synthetic 1000] [--work /tmp/deid-bench]
 
@@ -29,13 +29,13 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_files
 
-from client.deid.identifiers import collect_identifiers
-from client.deid.profile import Profile
-from client.deid.run import deidentify_tree
-from client.deid.scan import needles, scan_file
-from client.deid.pool import worker_count
-from client.deid.settings import DeidSettings, ProfileOptions
-from client.deid.synthetic import random_patient, write_series
+from deploy.demo.synthetic_dicom import random_patient, write_series
+from siteprep.deid.identifiers import collect_identifiers
+from siteprep.deid.pool import worker_count
+from siteprep.deid.profile import Profile
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.scan import needles, scan_file
+from siteprep.deid.settings import DeidSettings, ProfileOptions
 
 SLICES_PER_SERIES = 20
 

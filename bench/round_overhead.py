@@ -23,11 +23,11 @@ import shutil
 import statistics
 from pathlib import Path
 
-from common.config import RunSettings, load_run_settings
-from deploy.federation import PROJECT_ROOT
-from deploy.local import Workspace, provision, run_local
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from server.checkpoint import RunRecord
+from common.run_record import RunRecord
+from common.settings import RunSettings, load_run_settings
+from configs import shipped
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
 
 FLOOR = {"training": {"local_steps": 1, "batch_size": 1, "patch_size": 16},
          "model": {"channels": [4, 8], "strides": [2]}}
@@ -40,9 +40,9 @@ def federation(root: Path, settings: RunSettings, train: int, val: int, size: in
     space = Workspace(root)
     for profile in DEMO_SITES:
         write_site(profile, space.site_dir(profile.name) / "data", train, val, size, settings.seed)
-    provision(space, [p.name for p in DEMO_SITES])
+    provision_demo(space, [p.name for p in DEMO_SITES])
     RunRecord(space.run_dir).create("bench", settings, transport={"tls": True, "node_auth": True})
-    run_local(space, settings, on_event=lambda text: print(f"  {text}", flush=True),
+    run_demo_federation(space, settings, on_event=lambda text: print(f"  {text}", flush=True),
               on_round=lambda row: print(f"  round {row['round']} closed", flush=True))
     return RunRecord(space.run_dir).rounds()
 
@@ -66,7 +66,7 @@ def report(name: str, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=PROJECT_ROOT / "configs" / "federation.toml")
+    parser.add_argument("--config", type=Path, default=shipped("federation.toml"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=Path("/tmp/insite-round-bench"))
     args = parser.parse_args()

@@ -5,7 +5,7 @@ sites (SuperLink behind the Fleet-only nginx proxy, TLS, node authentication, eg
 train a ~4.7M-parameter MONAI UNet (channels 32-64-128-256) on the demo's synthetic sites:
 
 - TLS only (``aggregation.mode = "plain"``) and TLS + SecAgg+ (the default), each
-- with insite's SuperNode poll (deploy/supernode_launcher.py: 0.5 s idle poll, 0.2 s SuperExec
+- with insite's SuperNode poll (deploy/site/supernode_launcher.py: 0.5 s idle poll, 0.2 s SuperExec
   poll) and with Flower's stock poll (3 s and 1 s), to show what the launcher buys.
 
 Per variant: the median round wall time at the coordinator (rounds 2+; round 1 also fills the
@@ -25,19 +25,19 @@ import statistics
 from pathlib import Path
 
 from bench.round_overhead import federation
-from common.config import RunSettings, load_run_settings
 from common.model import build_model
-from deploy.federation import PROJECT_ROOT
-from deploy.local import Workspace
-from deploy.proxy import ACCESS_LOG
-from deploy.supernode_launcher import IDLE_POLL_ENV, SUPEREXEC_POLL_ENV
+from common.settings import RunSettings, load_run_settings
+from configs import shipped
+from deploy.coordinator.proxy import ACCESS_LOG
+from deploy.demo.workspace import Workspace
+from deploy.site.supernode_launcher import IDLE_POLL_ENV, SUPEREXEC_POLL_ENV
 
 MODEL = {"channels": [32, 64, 128, 256], "strides": [2, 2, 2]}
 POLLS = {"insite poll": None, "Flower stock poll": {IDLE_POLL_ENV: "3", SUPEREXEC_POLL_ENV: "1.0"}}
 
 
 def proxy_bytes(root: Path) -> int:
-    """Request plus response bytes of every request the proxy relayed (log format in deploy/proxy.py)."""
+    """Request plus response bytes of every request the proxy relayed (log format in deploy/coordinator/proxy.py)."""
     total = 0
     for line in (Workspace(root).logs / ACCESS_LOG).read_text().splitlines():
         fields = line.split()
@@ -68,7 +68,7 @@ def run_variant(root: Path, settings: RunSettings, mode: str, poll: dict[str, st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=PROJECT_ROOT / "configs" / "federation.toml")
+    parser.add_argument("--config", type=Path, default=shipped("federation.toml"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="local training steps per round")
     parser.add_argument("--work", type=Path, default=Path("/tmp/insite-secagg-bench"))

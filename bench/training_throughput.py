@@ -30,16 +30,21 @@ from flwr.supercore.task_identity import TaskIdentity
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
-from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, NormalizeIntensityd,
-                              RandCropByPosNegLabeld)
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    LoadImaged,
+    NormalizeIntensityd,
+    RandCropByPosNegLabeld,
+)
 
 from client.app import app as client_app
 from client.cases import discover_cases
 from client.site import SiteContext
-from common.config import RunSettings, load_run_settings, to_run_config
 from common.model import build_model
-from deploy.federation import PROJECT_ROOT
-from deploy.synthetic_sites import DEMO_SITES, write_site
+from common.settings import RunSettings, load_run_settings, to_run_config
+from configs import shipped
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 
 
 def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path,
@@ -104,7 +109,7 @@ def bare_monai_round(data_path: Path, settings: RunSettings) -> tuple[float, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=PROJECT_ROOT / "configs" / "federation.toml")
+    parser.add_argument("--config", type=Path, default=shipped("federation.toml"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (the demo gives each of its 3 sites one core's share)")

@@ -17,15 +17,23 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard_mod, ledger_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
-from common.config import from_run_config
-from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
 from common.errors import InsiteError
+from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
+from common.settings import from_run_config
 
 if TYPE_CHECKING:
     from client.local_round import SiteRound

@@ -74,7 +74,7 @@ def check_readable(site: str, case: Case) -> None:
         )
 
 
-class SiteData:
+class SiteDataset:
     """The site's train and validation datasets; every case is checked before any is used."""
 
     def __init__(self, site: str, data_path: Path, cache_path: Path, multiple: int) -> None:

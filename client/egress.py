@@ -27,7 +27,15 @@ from collections.abc import Iterable
 from functools import cache
 
 import numpy as np
-from flwr.app import Array, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
@@ -35,9 +43,9 @@ from flwr.common.serde import error_to_proto, recorddict_to_proto
 
 from client.ledger import Ledger
 from client.site import SiteContext
-from common.config import ModelSettings, from_run_config
 from common.errors import InsiteError
 from common.protocol import INCOMING_PREFIX, SITE_METRIC
+from common.settings import ModelSettings, from_run_config
 
 log = logging.getLogger(__name__)
 

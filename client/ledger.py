@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from common.files import atomic_write
+
 LEDGER_FILE = "egress-ledger.jsonl"
 HEAD_FILE = "egress-ledger.head"
 GENESIS = "0" * 64
@@ -90,10 +92,8 @@ class Ledger:
         return entry
 
     def _write_head(self, entry: dict[str, Any]) -> None:
-        temporary = self.head_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"seq": entry["seq"], "hash": entry["hash"]}))
-        temporary.chmod(0o600)
-        temporary.replace(self.head_path)
+        atomic_write(self.head_path, json.dumps({"seq": entry["seq"], "hash": entry["hash"]}).encode(),
+                     mode=0o600)
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry in file order; a line that is not JSON is returned as ``{"unreadable": line}``."""

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from client.data import SiteData
+from client.data import SiteDataset
 from client.site import SiteContext
 from client.training import endless, evaluate_dice, make_optimizer, train_steps
-from common.config import RunSettings
 from common.device import Compute, select_compute
 from common.model import build_model, spatial_multiple
+from common.settings import RunSettings
 from common.weights import check_compatible
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,14 @@ class SiteRound:
     site: SiteContext
     settings: RunSettings
     compute: Compute
-    data: SiteData
+    data: SiteDataset
 
     @classmethod
     def prepare(cls, site: SiteContext, settings: RunSettings) -> SiteRound:
         if site.threads > 0:
             torch.set_num_threads(site.threads)
         compute = select_compute(site.device, settings.training.mixed_precision)  # type: ignore[arg-type]
-        data = SiteData(site.name, site.data_path, site.cache_path, spatial_multiple(settings.model))
+        data = SiteDataset(site.name, site.data_path, site.cache_path, spatial_multiple(settings.model))
         return cls(site, settings, compute, data)
 
     def parameter_names(self) -> list[str]:

@@ -24,9 +24,9 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 
 from client.egress import egress_guard_mod
 from client.site import SiteContext
-from common.config import RunSettings, from_run_config
 from common.errors import InsiteError, SiteDataError
 from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX, SITE_METRIC
+from common.settings import RunSettings, from_run_config
 
 
 def is_secure_message(msg: Message) -> bool:

@@ -1,4 +1,4 @@
-"""The network every site trains: a MONAI 3D UNet built from :class:`common.config.ModelSettings`.
+"""The network every site trains: a MONAI 3D UNet built from :class:`common.settings.ModelSettings`.
 
 Input ``(batch, 1, D, H, W)`` float image, normalised per volume (zero mean, unit variance);
 output ``(batch, out_channels, D, H, W)`` logits. Spatial edges must be divisible by the product of
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from monai.networks.nets import UNet
 
-from common.config import ModelSettings
+from common.settings import ModelSettings
 
 
 def build_model(settings: ModelSettings) -> torch.nn.Module:

@@ -9,10 +9,10 @@ import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import RunSettings, from_run_config
 from common.errors import CheckpointError, InsiteError
 from common.model import build_model
-from server.checkpoint import RunRecord, load_checkpoint
+from common.run_record import RunRecord, load_checkpoint
+from common.settings import RunSettings, from_run_config
 from server.rounds import RoundLoop
 from server.secure import SecureTraining
 from server.strategy import build_strategy

@@ -18,11 +18,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from common.config import RunSettings
 from common.errors import FederationError
 from common.privacy import gaussian_epsilon
 from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
-from server.checkpoint import RunRecord, save_checkpoint
+from common.run_record import RunRecord, save_checkpoint
+from common.settings import RunSettings
 from server.secure import SecureTraining
 
 log = logging.getLogger(__name__)

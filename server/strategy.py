@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import (DifferentialPrivacyClientSideFixedClipping, FedAdam, FedAvg,
-                                     FedAvgM, FedProx, FedYogi, Strategy)
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    Strategy,
+)
 
-from common.config import RunSettings
+from common.settings import RunSettings
 
 
 def build_strategy(settings: RunSettings) -> Strategy:

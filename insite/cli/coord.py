@@ -1,7 +1,7 @@
 """``insite coord ...``: what the consortium coordinator runs, on the coordinator's own machine.
 
 Every command works on one consortium folder (``--dir``, or ``$INSITE_CONSORTIUM``; layout in
-:mod:`deploy.consortium`). The order of a deployment: ``provision``, then per site ``kit`` and
+:mod:`deploy.coordinator.consortium`). The order of a deployment: ``provision``, then per site ``kit`` and
 ``register-site``, then ``launch`` (stays in the foreground) and, in another terminal, ``run``.
 """
 
@@ -14,16 +14,30 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from common.config import RunSettings, load_run_settings, to_run_config
-from deploy.consortium import (CoordinatorDir, control_client, provision, register_site,
-                               registered_sites, renew, require_running, running_superlink, write_kit)
-from deploy.federation import CONNECTION, PROJECT_ROOT
-from deploy.local import resume_point
-from deploy.pki import certificate_fingerprint, certificate_names, days_left, load_certificate
-from deploy.service import serve_superlink
-from insite.cli.local_run import report_run, round_printer
+from common.run_record import RunRecord, resume_point
+from common.settings import RunSettings, load_run_settings, to_run_config
+from configs import shipped
+from deploy.coordinator.consortium import (
+    CoordinatorDir,
+    control_client,
+    provision_consortium,
+    register_site,
+    registered_sites,
+    renew,
+    require_running,
+    running_superlink,
+    write_kit,
+)
+from deploy.coordinator.pki import (
+    certificate_fingerprint,
+    certificate_names,
+    days_left,
+    load_certificate,
+)
+from deploy.coordinator.service import serve_superlink
+from deploy.host.flower import CONNECTION
 from insite.cli.progress import console, say
-from server.checkpoint import RunRecord
+from insite.cli.run_report import report_run, round_printer
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -36,7 +50,7 @@ RUN_SLACK_S = 600
 
 @app.command("provision")
 def provision_command(
-    config: Path = typer.Option(PROJECT_ROOT / "configs" / "consortium.toml", "--config",
+    config: Path = typer.Option(shipped("consortium.toml"), "--config",
                                 help="Consortium settings (TOML, [consortium] table): address, "
                                      "extra hostnames, validity days."),
     directory: Path = DIR,
@@ -49,7 +63,7 @@ def provision_command(
     loopback. Private keys are written 0600 under private/ and never leave this folder.
     """
     coordinator = CoordinatorDir(directory.resolve())
-    settings = provision(coordinator, config, force)
+    settings = provision_consortium(coordinator, config, force)
     say(f"consortium '{settings.name}' provisioned in {coordinator.root}: CA valid "
                   f"{settings.ca_days} days, coordinator certificate for {settings.address} valid "
                   f"{settings.certificate_days} days.\nnext: 'insite coord kit NAME --out DIR' "
@@ -173,7 +187,7 @@ def launch_command(directory: Path = DIR) -> None:
 
 @app.command("run")
 def run_command(
-    config: Path = typer.Option(PROJECT_ROOT / "configs" / "federation.toml", "--config",
+    config: Path = typer.Option(shipped("federation.toml"), "--config",
                                 help="Run settings (TOML, [run] table)."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Where checkpoints and metrics go "
                                  "(default: runs/<date-time> in the consortium folder)."),
@@ -212,14 +226,14 @@ def resume_command(
 def _submit_and_follow(coordinator: CoordinatorDir, settings: RunSettings, run_dir: Path,
                        round_offset: int = 0, initial_weights: Path | None = None) -> None:
     started = time.monotonic()
-    federation = control_client(coordinator)
-    run_id = federation.submit(to_run_config(settings, run_dir, round_offset, initial_weights))
+    superlink = control_client(coordinator)
+    run_id = superlink.submit(to_run_config(settings, run_dir, round_offset, initial_weights))
     say(f"[dim]submitted Flower run {run_id}; waiting for {settings.min_sites} site(s)[/]")
     timeout = (settings.rounds - round_offset) * settings.round_timeout_s + RUN_SLACK_S
     try:
-        record = federation.follow(run_id, run_dir, round_printer(settings), timeout)
+        record = superlink.follow(run_id, run_dir, round_printer(settings), timeout)
     except KeyboardInterrupt:  # Ctrl-C stops the run itself, not only the watching of it
-        federation.flwr("stop", str(run_id), CONNECTION)
+        superlink.flwr("stop", str(run_id), CONNECTION)
         say(f"stopped Flower run {run_id}; continue it with 'insite coord resume {run_dir}'")
         raise
     report_run(run_dir, settings, record, started)

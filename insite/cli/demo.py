@@ -8,20 +8,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from client.ledger import Ledger
-from common.config import load_run_settings
-from deploy.federation import PROJECT_ROOT
-from deploy.local import Workspace, provision, resume_point
-from deploy.demo_data import ProgressEvent, prepare_sites
-from deploy.synthetic_sites import DEMO_SITES
-from insite.cli.local_run import run_and_report
+from common.run_record import RunRecord, latest_checkpoint, resume_point
+from common.settings import RunSettings, load_run_settings
+from configs import shipped
+from deploy.demo.publish import demo_publish
+from deploy.demo.site_data import ProgressEvent, prepare_sites
+from deploy.demo.synthetic_sites import DEMO_SITES
+from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
 from insite.cli.progress import console
-from server.checkpoint import RunRecord, latest_checkpoint
-from server.export.demo import demo_publish
+from insite.cli.run_report import report_run, round_printer
 
-DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "federation.toml"
+DEFAULT_CONFIG = shipped("federation.toml")
 
 
 def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: int) -> None:
@@ -79,7 +85,7 @@ def demo(
         shutil.rmtree(space.root)
     started = time.monotonic()
     _prepare_sites(space, train_cases, val_cases, size, settings.seed)
-    provision(space, [p.name for p in DEMO_SITES])
+    provision_demo(space, [p.name for p in DEMO_SITES])
     console.print(f"consortium provisioned in {space.consortium.root} (CA, SuperLink certificate, "
                   f"{len(DEMO_SITES)} site keys)")
     RunRecord(space.run_dir).create("demo", settings, transport={
@@ -88,6 +94,16 @@ def demo(
     record = _run_resumably(space, lambda: run_and_report(space, settings, started))
     _report_ledgers(space, record["sites"])
     _publish(space, record["sites"])
+
+
+def run_and_report(space: Workspace, settings: RunSettings, started: float, round_offset: int = 0,
+                   initial_weights: Path | None = None, port: int | None = None) -> dict:
+    """Run the rounds with a line per round; then the table, ``dice.png`` and ``summary.json``."""
+    record = run_demo_federation(space, settings, on_event=lambda text: console.print(f"[dim]{text}[/]"),
+                                 on_round=round_printer(settings), round_offset=round_offset,
+                                 initial_weights=initial_weights, port=port)
+    report_run(space.run_dir, settings, record, started)
+    return record
 
 
 def _run_resumably(space: Workspace, run: Callable[[], dict]) -> dict:

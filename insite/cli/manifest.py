@@ -12,21 +12,27 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from common.manifest.approvals import (approve as sign_manifest, collect as collect_approvals,
-                                       default_collected_path, load_approval, manifest_digest,
-                                       write_model)
-from common.manifest.policy import decisions
-from common.manifest.schema import ACCESS_TITLES, KIND_TITLES, load_manifest
-from common.manifest.trees import Outcome
-from common.signing import create_key, fingerprint, load_private_key, load_public_key, load_public_keys
-from server.checkpoint import RunRecord
-from server.export.draft import DEFAULT_TEMPLATE, draft_manifest
+from common.keys import fingerprint, load_private_key, load_public_key
+from common.run_record import RunRecord
+from publication.draft import DEFAULT_TEMPLATE, draft_manifest
+from publication.manifest.approvals import approve_manifest as sign_manifest
+from publication.manifest.approvals import collect as collect_approvals
+from publication.manifest.approvals import (
+    default_collected_path,
+    load_approval,
+    manifest_digest,
+    write_model,
+)
+from publication.manifest.policy import decisions
+from publication.manifest.schema import ACCESS_TITLES, KIND_TITLES, load_manifest
+from publication.manifest.trees import PublicationOutcome
+from publication.signing import create_key, load_public_keys
 
 app = typer.Typer(no_args_is_help=True)
 _out = Console()
 
-_STYLE = {Outcome.PUBLISH: "green", Outcome.RESTRICTED: "yellow", Outcome.EXEMPTION: "red",
-          Outcome.DO_NOT_PUBLISH: "bold red"}
+_STYLE = {PublicationOutcome.PUBLISH: "green", PublicationOutcome.RESTRICTED: "yellow", PublicationOutcome.EXEMPTION: "red",
+          PublicationOutcome.DO_NOT_PUBLISH: "bold red"}
 
 ManifestArg = Annotated[Path, typer.Argument(help="the manifest TOML file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from common.manifest.approvals import default_collected_path
-from server.export.verify import VerifyReport, verify_export
-from server.export.writer import export_run
+from publication.export import export_run
+from publication.manifest.approvals import default_collected_path
+from publication.verify import VerifyReport, verify_export
 
 _out = Console()
 

@@ -1,7 +1,7 @@
 """``insite site approve-app | approved | revoke-app``: which app code this site runs.
 
-Argument handling and presentation only; the work is in :mod:`deploy.app_approval`. The SuperNode
-refuses every app whose digest is not on this list (see :mod:`deploy.clientapp_gate`).
+Argument handling and presentation only; the work is in :mod:`deploy.site.app_approval`. The SuperNode
+refuses every app whose digest is not on this list (see :mod:`deploy.site.clientapp_gate`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
-from deploy.app_approval import approvals, approve, fab_digest, revoke
+from deploy.site.app_approval import approvals, approve_app, fab_digest, revoke
 
 console = Console()
 
@@ -22,18 +22,18 @@ CacheOption = typer.Option(..., "--cache", envvar="INSITE_SITE_CACHE",
                            help="the site's cache folder (the SuperNode's cache-path); the approval list lives there")
 
 
-def approve_app(
+def approve_app_command(
     path: Path = typer.Argument(..., help="the app folder you reviewed (what `flwr run` ships) or a .fab bundle"),
     cache: Path = CacheOption,
     note: str = typer.Option("", "--note", help="why, or which release: kept with the approval"),
 ) -> None:
     """Approve an app: this site's SuperNode will run the exact bundle with this digest, nothing else."""
-    approval = approve(cache, fab_digest(path), note)
+    approval = approve_app(cache, fab_digest(path), note)
     console.print(f"approved {approval.digest} ({path}) at {approval.approved_at}",
                   highlight=False, soft_wrap=True)
 
 
-def approved(cache: Path = CacheOption,
+def approved_command(cache: Path = CacheOption,
              as_json: bool = typer.Option(False, "--json", help="print the list as JSON")) -> None:
     """List the apps this site runs."""
     apps = approvals(cache)
@@ -49,7 +49,7 @@ def approved(cache: Path = CacheOption,
     console.print(table)
 
 
-def revoke_app(digest: str = typer.Argument(..., help="the digest to remove, as 'insite site approved' shows it"),
+def revoke_app_command(digest: str = typer.Argument(..., help="the digest to remove, as 'insite site approved' shows it"),
                cache: Path = CacheOption) -> None:
     """Revoke an approval: from its next message on, the site refuses that app."""
     approval = revoke(cache, digest)
@@ -59,6 +59,6 @@ def revoke_app(digest: str = typer.Argument(..., help="the digest to remove, as 
 
 def register(app: typer.Typer) -> None:
     """Add the app-approval commands to ``insite site``."""
-    app.command(name="approve-app")(approve_app)
-    app.command(name="approved")(approved)
-    app.command(name="revoke-app")(revoke_app)
+    app.command(name="approve-app")(approve_app_command)
+    app.command(name="approved")(approved_command)
+    app.command(name="revoke-app")(revoke_app_command)

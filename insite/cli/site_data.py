@@ -1,7 +1,7 @@
 """``insite site deid | scan | ingest | check``: prepare a site's data, at the site.
 
-Argument handling and presentation only; the work is in :mod:`client.deid`, :mod:`client.ingest`
-and :mod:`client.qa`.
+Argument handling and presentation only; the work is in :mod:`siteprep.deid`, :mod:`siteprep.ingest`
+and :mod:`siteprep.qa`.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
-from client.deid.keys import SiteKey
-from client.deid.profile import Profile
-from client.deid.run import deidentify_tree, source_files
-from client.deid.scan import output_files, scan_tree
-from client.deid.settings import DeidSettings, load_deid_settings
-from client.ingest import ingest as ingest_series
-from client.qa import check_site_data
 from common.errors import SiteDataError
+from siteprep.deid.keys import SiteKey
+from siteprep.deid.profile import Profile
+from siteprep.deid.run import deidentify_tree, source_files
+from siteprep.deid.scan import output_files, scan_tree
+from siteprep.deid.settings import DeidSettings, load_deid_settings
+from siteprep.ingest import ingest as ingest_series
+from siteprep.qa import check_site_data
 
 console = Console()
 DEFAULT_CONFIG = Path("configs/deid.toml")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from common.config import load_site_settings
-from deploy.pki import create_site_key, key_fingerprint, load_site_public_key
-from deploy.service import serve_site
+from common.keys import fingerprint
+from deploy.node_keys import create_site_key, load_site_public_key
+from deploy.site.service import serve_site
+from deploy.site.settings import load_site_settings
 from insite.cli.progress import say
 
 
@@ -24,7 +25,7 @@ def keygen(
     create_site_key(private, public)
     say(f"private key {private} (0600, stays here)\n"
                   f"send to the coordinator: {public.resolve()}\n"
-                  f"fingerprint: {key_fingerprint(load_site_public_key(public))}")
+                  f"fingerprint: {fingerprint(load_site_public_key(public))}")
 
 
 def join(

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.deid.settings import DeidSettings, ProfileOptions
-from client.deid.synthetic import PlantedPatient, random_patient, write_series
+from deploy.demo.synthetic_dicom import PlantedPatient, random_patient, write_series
+from siteprep.deid.settings import DeidSettings, ProfileOptions
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pydicom import dcmread
 from typer.testing import CliRunner
 
 from client.cases import discover_cases, write_index
-from client.deid.synthetic import random_patient, write_segmentation, write_series
 from common.errors import SiteDataError
+from deploy.demo.synthetic_dicom import random_patient, write_segmentation, write_series
 from insite.cli import site_data
 
 SHAPE = (5, 16, 20)  # slices, rows, columns

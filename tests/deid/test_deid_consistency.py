@@ -7,8 +7,8 @@ import shutil
 
 from pydicom import dcmread
 
-from client.deid.run import deidentify_tree
-from client.deid.settings import DeidSettings
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.settings import DeidSettings
 
 
 def _summary(folder):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from client.deid.keys import SiteKey
-from client.deid.profile import Profile
-from client.deid.run import deidentify_tree
-from client.deid.scan import scan_tree
+from siteprep.deid.keys import SiteKey
+from siteprep.deid.profile import Profile
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.scan import scan_tree
 
 
 def test_dicomdir_is_rebuilt_from_deidentified_files(tmp_path, settings, planted_tree):

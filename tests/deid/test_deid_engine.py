@@ -12,13 +12,13 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from client.deid.engine import deidentify_dataset
-from client.deid.errors import DeidError
-from client.deid.keys import SiteKey
-from client.deid.profile import Profile
-from client.deid.run import deidentify_tree
-from client.deid.settings import DeidSettings, ProfileOptions, SafePrivate
-from client.deid.synthetic import PRIVATE_CREATOR, PRIVATE_GROUP
+from deploy.demo.synthetic_dicom import PRIVATE_CREATOR, PRIVATE_GROUP
+from siteprep.deid.engine import deidentify_dataset
+from siteprep.deid.errors import DeidError
+from siteprep.deid.keys import SiteKey
+from siteprep.deid.profile import Profile
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.settings import DeidSettings, ProfileOptions, SafePrivate
 
 
 def _outputs(folder: Path) -> list:

@@ -14,9 +14,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from client.deid.run import deidentify_tree
-from client.deid.settings import DeidSettings, PixelSafety
-from client.deid.synthetic import random_patient, write_series
+from deploy.demo.synthetic_dicom import random_patient, write_series
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.settings import DeidSettings, PixelSafety
 
 
 @pytest.fixture
@@ -116,7 +116,11 @@ def test_jpeg2000_low_pass_sample_matches_a_strided_sample():
     from pydicom import dcmread  # noqa: PLC0415
     from pydicom.data import get_testdata_file  # noqa: PLC0415
 
-    from client.deid.pixels import SAMPLE_STRIDE, _first_frame, _reduced_jpeg2000_sample  # noqa: PLC0415
+    from siteprep.deid.pixels import (  # noqa: PLC0415
+        SAMPLE_STRIDE,
+        _first_frame,
+        _reduced_jpeg2000_sample,
+    )
 
     for name in ("MR2_J2KR.dcm", "MR2_J2KI.dcm", "RG3_J2KR.dcm"):
         dataset = dcmread(get_testdata_file(name))

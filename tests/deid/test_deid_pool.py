@@ -13,9 +13,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
-from client.deid.errors import DeidError
-from client.deid.job import FileJob
-from client.deid.run import deidentify_tree
+from siteprep.deid.errors import DeidError
+from siteprep.deid.job import FileJob
+from siteprep.deid.run import deidentify_tree
 
 
 def _tree(folder: Path) -> dict[str, bytes]:

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from client.deid.run import deidentify_tree
-from client.deid.settings import DeidSettings, ProfileOptions
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.settings import DeidSettings, ProfileOptions
 
 # Public text attributes with different fates in Table E.1-1: kept (Manufacturer, SoftwareVersions,
 # CodeMeaning...), removed (ImageComments), dummied, cleaned under options, or not listed at all.

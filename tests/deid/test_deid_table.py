@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydicom.datadict import keyword_for_tag
 
-from client.deid.profile import Action, Profile, load_table, resolve
-from client.deid.settings import ProfileOptions
+from siteprep.deid.profile import Action, Profile, load_table, resolve
+from siteprep.deid.settings import ProfileOptions
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "ps3.15-table-e1-1-2024b.json"
 OPTION_COLUMNS = {

@@ -12,12 +12,12 @@ from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.errors import InvalidDicomError
 
-from client.deid.engine import deidentify_dataset
-from client.deid.keys import SiteKey
-from client.deid.profile import Profile
-from client.deid.run import deidentify_tree
-from client.deid.scan import needles, output_files, scan_file, scan_tree
-from client.deid.settings import DeidSettings, ProfileOptions
+from siteprep.deid.engine import deidentify_dataset
+from siteprep.deid.keys import SiteKey
+from siteprep.deid.profile import Profile
+from siteprep.deid.run import deidentify_tree
+from siteprep.deid.scan import needles, output_files, scan_file, scan_tree
+from siteprep.deid.settings import DeidSettings, ProfileOptions
 
 
 def _shipped_files() -> list[Path]:

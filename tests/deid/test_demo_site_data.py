@@ -14,10 +14,10 @@ import pytest
 from pydicom import dcmread
 
 from client.cases import discover_cases
-from client.ingest import _held_out
 from common.errors import SiteDataError
-from deploy.demo_data import prepare_site, prepare_sites
-from deploy.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.site_data import prepare_site, prepare_sites
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from siteprep.ingest import _held_out
 
 SITE = DEMO_SITES[2]  # site-c: CT with negative values and a range wider than 12 bits
 CASES, SIZE, SEED = 3, 20, 7

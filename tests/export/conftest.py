@@ -17,10 +17,10 @@ import torch
 from monai.data.synthetic import create_test_image_3d
 from monai.losses import DiceCELoss
 
-from common.config import ModelSettings, RunSettings, TrainingSettings
 from common.model import build_model
-from server.checkpoint import RunRecord, save_checkpoint
-from server.export.demo import demo_publish
+from common.run_record import RunRecord, save_checkpoint
+from common.settings import ModelSettings, RunSettings, TrainingSettings
+from deploy.demo.publish import demo_publish
 
 SITES = ("site-a", "site-b", "site-c")
 TRANSPORT = {"tls": True, "node_auth": True, "secure_aggregation": False, "dp_epsilon": None}

@@ -34,7 +34,7 @@ def test_draft_explain_approve_collect_export_verify(run_dir, tmp_path, monkeypa
 
     manifest = tmp_path / "manifest.toml"
     code, out, _ = insite(monkeypatch, capsys, "manifest", "draft", run_dir, "--out", manifest,
-                          "--template", "configs/manifest.toml", "--code", "server/export/bundle_configs.py")
+                          "--template", "configs/manifest.toml", "--code", "publication/bundle_configs.py")
     assert code == 0 and manifest.is_file()
 
     code, out, _ = insite(monkeypatch, capsys, "manifest", "explain", manifest, "--json")
@@ -88,4 +88,4 @@ def test_bad_manifest_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
     manifest = tmp_path / "m.toml"
     manifest.write_text('schema = "insite-manifest/1"\nsurprise = 1\n')
     code, _, err = insite(monkeypatch, capsys, "manifest", "explain", manifest)
-    assert code == 2 and "unknown field 'surprise'" in err and "Traceback" not in err
+    assert code == 2 and "unknown setting 'surprise'" in err and "Traceback" not in err

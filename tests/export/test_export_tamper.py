@@ -5,21 +5,28 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
-import torch
 import tomli_w
-import tomllib
+import torch
 
 from common.errors import ExportError
-from common.manifest.approvals import ApprovalSet, approve, load_approval_set, manifest_digest, write_model
-from common.signing import create_key, load_private_key, public_key_path
-from deploy.pki import create_site_key
-from server.export.demo import demo_publish, ensure_key
-from server.export.draft import DEFAULT_TEMPLATE, draft_manifest
-from server.export.verify import listed_files, verify_export
-from server.export.writer import export_run
+from common.keys import load_private_key
+from deploy.demo.publish import demo_publish, ensure_key
+from deploy.node_keys import create_site_key
+from publication.draft import DEFAULT_TEMPLATE, draft_manifest
+from publication.export import export_run
+from publication.manifest.approvals import (
+    ApprovalSet,
+    approve_manifest,
+    load_approval_set,
+    manifest_digest,
+    write_model,
+)
+from publication.signing import create_key, public_key_path
+from publication.verify import listed_files, verify_export
 
 
 def failed(report) -> dict[str, str]:
@@ -112,7 +119,7 @@ def test_keys_other_than_the_consortium_s_are_refused(export_copy, tmp_path):
 
 def _collected(manifest: Path, sites: dict[str, Path], drop: str | None = None) -> Path:
     raw = manifest.read_bytes()
-    approvals = [approve(site, raw, load_private_key(key)) for site, key in sites.items() if site != drop]
+    approvals = [approve_manifest(site, raw, load_private_key(key)) for site, key in sites.items() if site != drop]
     target = manifest.with_suffix(".approvals.json")
     write_model(target, ApprovalSet(manifest_sha256=manifest_digest(raw), approvals=approvals))
     return target

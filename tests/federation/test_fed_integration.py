@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from common.config import RunSettings
-from deploy.local import Workspace, provision, resume_point, run_local
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from server.checkpoint import RunRecord, load_checkpoint
 from common.model import build_model
+from common.run_record import RunRecord, load_checkpoint, resume_point
+from common.settings import RunSettings
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
 
 pytestmark = [pytest.mark.federation, pytest.mark.timeout(900)]
 
@@ -22,7 +22,7 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
     space = Workspace(tmp_path)
     for profile in DEMO_SITES:
         write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
-    provision(space, [p.name for p in DEMO_SITES])
+    provision_demo(space, [p.name for p in DEMO_SITES])
     settings = RunSettings.model_validate({
         "rounds": 3, "min_sites": 3, "round_timeout_s": 300,
         "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
@@ -34,7 +34,7 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
             raise Interrupt  # like a coordinator crash: every process is reaped
 
     with pytest.raises(Interrupt):
-        run_local(space, settings, lambda _: None, stop_after_round_one, timeout=600)
+        run_demo_federation(space, settings, lambda _: None, stop_after_round_one, timeout=600)
     rows = RunRecord(space.run_dir).rounds()
     assert [r["round"] for r in rows] == [1]
     assert set(rows[0]["sites"]) == {"site-a", "site-b", "site-c"}
@@ -44,7 +44,7 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
     # checkpointed round 2 (not yet scored) when it stopped: the resumed run scores it first.
     resumed_settings, done, checkpoint = resume_point(space.run_dir)
     assert done in (1, 2) and resumed_settings == settings
-    record = run_local(space, settings, lambda _: None, lambda _: None, round_offset=done,
+    record = run_demo_federation(space, settings, lambda _: None, lambda _: None, round_offset=done,
                        initial_weights=checkpoint, timeout=600)
     assert record["status"] == "completed" and len(record["flower_runs"]) == 2
     rows = RunRecord(space.run_dir).rounds()

@@ -5,15 +5,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from client.data import SiteData
-from common.config import RunSettings, from_run_config, load_run_settings, to_run_config
+from client.data import SiteDataset
 from common.errors import CheckpointError, ConfigError, FederationError, SiteDataError
 from common.model import build_model
+from common.run_record import (
+    RunRecord,
+    latest_checkpoint,
+    load_checkpoint,
+    resume_point,
+    save_checkpoint,
+)
+from common.settings import (
+    RunSettings,
+    from_run_config,
+    load_run_settings,
+    to_run_config,
+)
 from common.weights import check_compatible, weights_digest
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from deploy.local import resume_point
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from server.app import starting_point
-from server.checkpoint import RunRecord, latest_checkpoint, load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"model": {"channels": [4, 8, 16], "strides": [2, 2]}, "rounds": 3}
@@ -102,17 +112,17 @@ def test_resume_scores_a_checkpoint_that_was_never_scored(tmp_path):
 def test_site_data_cache_and_errors(tmp_path):
     data = tmp_path / "data"
     write_site(DEMO_SITES[0], data, train_cases=2, val_cases=1, size=16)
-    site = SiteData("site-a", data, tmp_path / "cache", 8)
+    site = SiteDataset("site-a", data, tmp_path / "cache", 8)
     site.warm_cache()
     cached = list((tmp_path / "cache" / "preprocessed").glob("*.pt"))
     assert len(cached) == 3
     item = site.val_dataset()[0]
     assert tuple(item["image"].shape) == (1, 16, 16, 16)
     with pytest.raises(SiteDataError, match="site-x.*does not exist"):
-        SiteData("site-x", tmp_path / "missing", tmp_path / "c2", 8)
+        SiteDataset("site-x", tmp_path / "missing", tmp_path / "c2", 8)
     (data / "images" / "site-a-000.nii.gz").write_bytes(b"not a volume")
     with pytest.raises(SiteDataError, match="site-a-000.nii.gz"):
-        SiteData("site-a", data, tmp_path / "c3", 8)
+        SiteDataset("site-a", data, tmp_path / "c3", 8)
 
 
 def test_supernode_launcher_caps_the_idle_poll_of_flowers_loop():
@@ -122,7 +132,7 @@ def test_supernode_launcher_caps_the_idle_poll_of_flowers_loop():
 
     import flwr.supernode.start_client_internal as supernode_loop  # noqa: PLC0415
 
-    from deploy.supernode_launcher import shorten_idle_poll  # noqa: PLC0415
+    from deploy.site.supernode_launcher import shorten_idle_poll  # noqa: PLC0415
 
     # The launcher's premise: this Flower's SuperNode loop sleeps 3 s through its module's `time`.
     assert supernode_loop.time is time and "time.sleep(3)" in inspect.getsource(supernode_loop)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.manifest.licences import licence_problem
-from common.manifest.schema import AssetTerms
+from publication.manifest.licences import licence_problem
+from publication.manifest.schema import AssetTerms
 
 # Seed 003's "AIDA BY" terms, adapted to model weights: purpose restriction plus attribution.
 PURPOSE_RESTRICTED = """Copyright 2026 Example Consortium

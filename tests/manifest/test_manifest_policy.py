@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from common.manifest.approvals import ApprovalCheck
-from common.manifest.policy import approval_refusals, asset_refusals, file_refusals
-from common.manifest.schema import load_manifest
+from publication.manifest.approvals import ApprovalCheck
+from publication.manifest.policy import approval_refusals, asset_refusals, file_refusals
+from publication.manifest.schema import load_manifest
 
 TODAY = date(2026, 11, 22)
 

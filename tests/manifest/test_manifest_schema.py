@@ -8,7 +8,7 @@ import pytest
 import tomli_w
 
 from common.errors import ManifestError
-from common.manifest.schema import load_manifest, load_template
+from publication.manifest.schema import load_manifest, load_template
 
 
 def rewrite(path, change):
@@ -28,7 +28,7 @@ def test_valid_manifest_parses_and_resolves_asset_paths(write_manifest):
 
 def test_unknown_field_is_named(write_manifest):
     path = rewrite(write_manifest(), lambda d: d["answers"].update(comercialise=True))
-    with pytest.raises(ManifestError, match=r"unknown field 'answers.comercialise'"):
+    with pytest.raises(ManifestError, match=r"unknown setting 'answers.comercialise'"):
         load_manifest(path)
 
 

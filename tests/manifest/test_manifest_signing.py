@@ -8,10 +8,18 @@ import stat
 import pytest
 
 from common.errors import ManifestError, ProvisioningError
-from common.manifest.approvals import (ApprovalSet, approve, check_approvals, collect, load_approval,
-                                       manifest_digest, write_model)
-from common.signing import create_key, load_private_key, load_public_key, load_public_keys
-from deploy.pki import create_site_key
+from common.keys import load_private_key, load_public_key
+from deploy.node_keys import create_site_key
+from publication.manifest.approvals import (
+    ApprovalSet,
+    approve_manifest,
+    check_approvals,
+    collect,
+    load_approval,
+    manifest_digest,
+    write_model,
+)
+from publication.signing import create_key, load_public_keys
 
 
 @pytest.fixture
@@ -47,7 +55,7 @@ def test_key_readable_by_others_is_refused(tmp_path):
 def test_valid_approvals_from_every_site(keys):
     private, public = keys
     raw = b"schema = 'insite-manifest/1'\n"
-    approvals = [approve(site, raw, key) for site, key in private.items()]
+    approvals = [approve_manifest(site, raw, key) for site, key in private.items()]
     check = check_approvals(approvals, manifest_digest(raw), public)
     assert check.valid == ("site-a", "site-b", "site-c") and not check.rejected
 
@@ -55,7 +63,7 @@ def test_valid_approvals_from_every_site(keys):
 def test_any_changed_byte_voids_every_approval(keys):
     private, public = keys
     raw = b"schema = 'insite-manifest/1'\n# comment\n"
-    approvals = [approve(site, raw, key) for site, key in private.items()]
+    approvals = [approve_manifest(site, raw, key) for site, key in private.items()]
     changed = raw.replace(b"comment", b"c0mment")
     check = check_approvals(approvals, manifest_digest(changed), public)
     assert check.valid == ()
@@ -65,7 +73,7 @@ def test_any_changed_byte_voids_every_approval(keys):
 def test_signature_cannot_be_relabelled_as_another_site(keys):
     private, public = keys
     raw = b"x"
-    forged = approve("site-a", raw, private["site-a"]).model_copy(update={"site": "site-b"})
+    forged = approve_manifest("site-a", raw, private["site-a"]).model_copy(update={"site": "site-b"})
     check = check_approvals([forged], manifest_digest(raw), public)
     assert check.rejected == {"site-b": "signature by 'site-b' does not verify with its consortium key"}
 
@@ -73,8 +81,8 @@ def test_signature_cannot_be_relabelled_as_another_site(keys):
 def test_unknown_site_and_collection(keys, tmp_path):
     private, public = keys
     raw = b"y"
-    outsider = approve("site-z", raw, private["site-a"])
-    kept, check = collect([approve("site-a", raw, private["site-a"]), outsider], manifest_digest(raw), public)
+    outsider = approve_manifest("site-z", raw, private["site-a"])
+    kept, check = collect([approve_manifest("site-a", raw, private["site-a"]), outsider], manifest_digest(raw), public)
     assert [a.site for a in kept.approvals] == ["site-a"]
     assert "no public key for site 'site-z'" in check.rejected["site-z"]
     write_model(tmp_path / "a.json", kept.approvals[0])
@@ -99,7 +107,7 @@ def test_provisioned_ecdsa_site_keys_sign_approvals(tmp_path):
         private[site] = load_private_key(key)
     public = load_public_keys(consortium)
     raw = b"schema = 'insite-manifest/1'\n"
-    approvals = [approve(site, raw, key) for site, key in private.items()]
+    approvals = [approve_manifest(site, raw, key) for site, key in private.items()]
     assert check_approvals(approvals, manifest_digest(raw), public).valid == ("site-a", "site-b")
     swapped = {"site-a": public["site-b"], "site-b": public["site-a"]}
     assert check_approvals(approvals, manifest_digest(raw), swapped).valid == ()

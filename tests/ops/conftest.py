@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.processes import free_port
-from deploy.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.host.processes import free_port
 from insite.cli import main
 
 

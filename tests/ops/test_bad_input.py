@@ -6,7 +6,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from deploy.pki import ConsortiumFiles
+from deploy.coordinator.pki import ConsortiumFiles
 
 
 @contextmanager

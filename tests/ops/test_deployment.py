@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from deploy.consortium import CoordinatorDir, running_superlink
-from deploy.federation import stage_app
-from deploy.processes import kill_strays
+from common.run_record import RunRecord, latest_checkpoint
+from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.consortium import CoordinatorDir, running_superlink
+from deploy.host.processes import kill_strays
 from insite.cli import coord
-from server.checkpoint import RunRecord, latest_checkpoint
 
 # ~3 min idle, 9 min on the shared 2-core machine under load: six process start-ups, two runs.
 pytestmark = [pytest.mark.slow, pytest.mark.federation, pytest.mark.timeout(1200)]

@@ -8,8 +8,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from common.config import load_site_settings
-from deploy.pki import ConsortiumFiles
+from deploy.coordinator.pki import ConsortiumFiles
+from deploy.site.settings import load_site_settings
 
 
 def _cert(path) -> x509.Certificate:

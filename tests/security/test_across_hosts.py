@@ -26,16 +26,18 @@ from pathlib import Path
 
 import pytest
 
-from common.config import RunSettings, to_run_config
-from deploy.app_approval import approve, fab_digest
-from deploy.federation import (CONNECTION, LocalFederation, SiteNode, _tool, flower_env, stage_app,
-                               start_supernode, write_connection)
-from deploy.local import Workspace, provision
-from deploy.pki import issue_server_certificate
-from deploy.processes import ManagedProcess, ProcessSet
-from deploy.proxy import INSTALL_HINT, nginx_path
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from server.checkpoint import RunRecord
+from common.run_record import RunRecord
+from common.settings import RunSettings, to_run_config
+from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.pki import issue_server_certificate
+from deploy.coordinator.proxy import INSTALL_HINT, nginx_path
+from deploy.coordinator.superlink import SuperLink
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import DemoSite, Workspace, provision_demo
+from deploy.host.flower import CONNECTION, flower_env, flower_tool, write_connection
+from deploy.host.processes import ManagedProcess, ProcessSet
+from deploy.site.app_approval import approve_app, fab_digest
+from deploy.site.supernode import start_supernode
 
 HOSTNAME = "coordinator.insite.test"
 CLONE_NEWNET = 0x40000000
@@ -136,17 +138,17 @@ def federation(network, tmp_path_factory):
     space = Workspace(root)
     for profile in DEMO_SITES[:len(SITES)]:
         write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
-    provision(space, list(SITES))
+    provision_demo(space, list(SITES))
     # localhost first: the proxy checks the SuperLink on its loopback hop by the first DNS name.
     issue_server_certificate(space.consortium, ["localhost", HOSTNAME, "127.0.0.1"])
     with ProcessSet(space.logs, {}) as processes, inside(coordinator):
-        fed = LocalFederation(space.root, space.consortium, processes, host="0.0.0.0")
-        fed.start_superlink()
+        fed = SuperLink(space.root, space.consortium, processes, host="0.0.0.0")
+        fed.start()
         sites = []
         for name in SITES:
-            site: SiteNode = space.site(name, 1)
-            fed.register(site)
-            approve(site.context.cache_path, fab_digest(fed.project_app), "across-hosts test")
+            site: DemoSite = space.site(name, 1)
+            fed.register_key(name, site.public_key)
+            approve_app(site.context.cache_path, fab_digest(fed.project_app), "across-hosts test")
             site_processes = SiteProcesses(namespaces[name], space.logs,
                                            flower_env(space.site_dir(name) / "flwr-home"))
             start_supernode(site_processes, f"{HOSTNAME}:{fed.port}", space.consortium.ca_cert,
@@ -185,14 +187,14 @@ def test_sites_cannot_reach_the_control_api(federation):
     space, fed, (coordinator, namespaces, addresses) = federation
     for site, namespace in namespaces.items():
         assert _connects(namespace, addresses[site], fed.port), "the probe cannot reach the proxy"
-        assert not _connects(namespace, addresses[site], fed.superlink_port), (
+        assert not _connects(namespace, addresses[site], fed.private_port), (
             f"{site} reaches the SuperLink's own port")
     runs_before = _runs(fed)
     home = space.root / "site-flwr-home"
     write_connection(home, f"{HOSTNAME}:{fed.port}", space.consortium.ca_cert)
     app = stage_app(space.root / "intruder-app")
     done = subprocess.run(
-        ["ip", "netns", "exec", namespaces["site-a"], _tool("flwr"), "run", str(app), CONNECTION],
+        ["ip", "netns", "exec", namespaces["site-a"], flower_tool("flwr"), "run", str(app), CONNECTION],
         env={**fed.env, "FLWR_HOME": str(home)}, capture_output=True, text=True, timeout=120,
         stdin=subprocess.DEVNULL)
     output = done.stdout + done.stderr
@@ -200,5 +202,5 @@ def test_sites_cannot_reach_the_control_api(federation):
     assert _runs(fed) == runs_before
 
 
-def _runs(fed: LocalFederation) -> list[dict]:
+def _runs(fed: SuperLink) -> list[dict]:
     return json.loads(fed.flwr("list", CONNECTION, "--format", "json"))["runs"]

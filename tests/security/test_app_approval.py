@@ -17,17 +17,24 @@ from flwr.cli.build import build
 from typer.testing import CliRunner
 
 from client.ledger import HEAD_FILE, LEDGER_FILE, Ledger
-from common.config import RunSettings, to_run_config
 from common.errors import FederationError
-from deploy.app_approval import AppApprovalError, approvals, approve, fab_digest, revoke
-from deploy.approved_apps import APPROVALS_FILE, REFUSALS_FILE
-from deploy.clientapp_gate import AppRefused, check_app
-from deploy.federation import LocalFederation, stage_app
-from deploy.local import Workspace, provision
-from deploy.processes import ProcessSet
-from deploy.synthetic_sites import DEMO_SITES, write_site
+from common.run_record import RunRecord
+from common.settings import RunSettings, to_run_config
+from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.superlink import SuperLink
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
+from deploy.host.processes import ProcessSet
+from deploy.site.app_approval import (
+    AppApprovalError,
+    approvals,
+    approve_app,
+    fab_digest,
+    revoke,
+)
+from deploy.site.approved_apps import APPROVALS_FILE, REFUSALS_FILE
+from deploy.site.clientapp_gate import AppRefused, check_app
 from insite import cli
-from server.checkpoint import RunRecord
 
 SETTINGS = {
     "rounds": 1, "min_sites": 1, "round_timeout_s": 240,
@@ -92,7 +99,7 @@ def test_gate_refuses_unless_approved(tmp_path):
     config = {"site-name": "site-a", "cache-path": str(tmp_path)}
     with pytest.raises(AppRefused, match="no app is approved there yet.*approve-app"):
         check_app(good, good, config)
-    approve(tmp_path, good, "reviewed")
+    approve_app(tmp_path, good, "reviewed")
     check_app(good, good, config)
     with pytest.raises(AppRefused, match=f"app {other} refused at site-a: not approved"):
         check_app(other, other, config)
@@ -110,7 +117,7 @@ def test_gate_refuses_unless_approved(tmp_path):
 
 def test_gate_leaves_the_app_packages_to_the_fab():
     """The gate runs in the process that imports the shipped app: it must not import their site copies."""
-    probe = ("import sys, deploy.clientapp_gate; "
+    probe = ("import sys, deploy.site.clientapp_gate; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('common', 'client', 'server')))")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -159,13 +166,13 @@ def federation(tmp_path_factory):
     root = tmp_path_factory.mktemp("approval")
     space = Workspace(root)
     write_site(DEMO_SITES[0], space.site_dir("site-a") / "data", 1, 1, size=32)
-    provision(space, ["site-a"])
+    provision_demo(space, ["site-a"])
     with ProcessSet(space.logs, {}) as processes:
-        fed = LocalFederation(space.root, space.consortium, processes)
-        fed.start_superlink()
+        fed = SuperLink(space.root, space.consortium, processes)
+        fed.start()
         site = space.site("site-a", 1)
-        fed.register(site)
-        fed.start_site(site)  # approves this project's app, as `submit` ships it
+        fed.register_key(site.context.name, site.public_key)
+        start_demo_site(fed, site, space.root)  # approves this project's app, as `submit` ships it
         yield space, fed, site
 
 

@@ -14,8 +14,16 @@ import time
 import numpy as np
 import pytest
 import torch
-from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Message, Metadata, MetricRecord,
-                      RecordDict)
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    Metadata,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.common.serde import recorddict_to_proto
 from typer.testing import CliRunner
 
@@ -24,9 +32,9 @@ from client.app import app as site_app
 from client.egress import ALLOWED_METRICS, EgressRefused, check_reply, model_spec
 from client.ledger import Ledger
 from client.site import SiteContext
-from common.config import ModelSettings, RunSettings, to_run_config
 from common.model import build_model
-from deploy.synthetic_sites import DEMO_SITES, write_site
+from common.settings import ModelSettings, RunSettings, to_run_config
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from insite.cli import app as insite
 
 MODEL = ModelSettings.model_validate({"channels": [4, 8, 16], "strides": [2, 2]})

@@ -11,11 +11,11 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.local_round import SiteRound
 from client.site import SiteContext
-from common.config import RunSettings
 from common.model import build_model
 from common.privacy import gaussian_epsilon
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from server.checkpoint import RunRecord
+from common.run_record import RunRecord
+from common.settings import RunSettings
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from server.rounds import RoundLoop
 from server.strategy import build_strategy
 

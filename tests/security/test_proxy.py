@@ -19,11 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from deploy.federation import CONNECTION, LocalFederation, _tool, stage_app, write_connection
-from deploy.local import Workspace, provision
-from deploy.pki import ConsortiumFiles, create_ca, create_site_key
-from deploy.processes import ProcessSet, free_port
-from deploy.proxy import FLEET_PREFIX, FLEET_ROUTES, INSTALL_HINT, nginx_path
+from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.pki import ConsortiumFiles, create_ca
+from deploy.coordinator.proxy import (
+    FLEET_PREFIX,
+    FLEET_ROUTES,
+    INSTALL_HINT,
+    nginx_path,
+)
+from deploy.coordinator.superlink import SuperLink
+from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
+from deploy.host.flower import CONNECTION, flower_tool, write_connection
+from deploy.host.processes import ProcessSet, free_port
+from deploy.node_keys import create_site_key
 
 pytestmark = [pytest.mark.federation, pytest.mark.timeout(600),
               pytest.mark.skipif(nginx_path() is None, reason=f"nginx not installed; {INSTALL_HINT}")]
@@ -53,15 +61,15 @@ def coordinator(tmp_path_factory):
     """A provisioned consortium with one registered site; SuperLink behind the proxy."""
     root = tmp_path_factory.mktemp("proxy")
     space = Workspace(root)
-    provision(space, [SITE])
+    provision_demo(space, [SITE])
     with ProcessSet(space.logs, {}) as processes:
-        fed = LocalFederation(space.root, space.consortium, processes)
-        fed.start_superlink()
-        fed.register(space.site(SITE, 1))
+        fed = SuperLink(space.root, space.consortium, processes)
+        fed.start()
+        fed.register_key(SITE, space.site(SITE, 1).public_key)
         yield space, fed
 
 
-def _nodes(fed: LocalFederation) -> list[dict]:
+def _nodes(fed: SuperLink) -> list[dict]:
     """Nodes as the coordinator sees them through its private Control address."""
     return json.loads(fed.flwr("supernode", "list", CONNECTION, "--format", "json"))["nodes"]
 
@@ -89,9 +97,9 @@ def node_attempts(coordinator):
                        "--auth-supernode-private-key", site_key],
         "plaintext": ["--insecure"],
     }
-    fed.start_site(space.site(SITE, 1))
+    start_demo_site(fed, space.site(SITE, 1), space.root)
     started = {name: fed.processes.start(f"intruder-{name}", [
-        _tool("flower-supernode"), "--superlink", fed.address, *args,
+        flower_tool("flower-supernode"), "--superlink", fed.address, *args,
         "--node-config", 'data-path="/nonexistent"', "--port", str(free_port())])
         for name, args in intruders.items()}
     deadline = time.monotonic() + NODE_WAIT_S
@@ -124,11 +132,11 @@ def test_intruding_node_is_refused(node_attempts, intruder, reason):
     assert reason in log, log[-1500:]
 
 
-def _public_flwr(space: Workspace, fed: LocalFederation, *args: str) -> subprocess.CompletedProcess:
+def _public_flwr(space: Workspace, fed: SuperLink, *args: str) -> subprocess.CompletedProcess:
     """The real ``flwr`` CLI with its connection pointing at the public (proxy) address."""
     home = space.root / "public-flwr-home"
     write_connection(home, fed.address, space.consortium.ca_cert)
-    return subprocess.run([_tool("flwr"), *args], env={**fed.env, "FLWR_HOME": str(home)},
+    return subprocess.run([flower_tool("flwr"), *args], env={**fed.env, "FLWR_HOME": str(home)},
                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
@@ -138,7 +146,7 @@ def _register_intruder(space: Workspace) -> list[str]:
     return ["supernode", "register", str(key), CONNECTION, "--name", "intruder"]
 
 
-def _runs(fed: LocalFederation) -> list[dict]:
+def _runs(fed: SuperLink) -> list[dict]:
     return json.loads(fed.flwr("list", CONNECTION, "--format", "json"))["runs"]
 
 
@@ -156,7 +164,7 @@ def test_control_api_is_refused_at_the_public_address(coordinator, command, unch
     assert unchanged is None or unchanged(fed)
 
 
-def _https(fed: LocalFederation, ca: Path, method: str, path: str) -> tuple[int, bytes]:
+def _https(fed: SuperLink, ca: Path, method: str, path: str) -> tuple[int, bytes]:
     context = ssl.create_default_context(cafile=str(ca))
     connection = http.client.HTTPSConnection(fed.host, fed.port, context=context, timeout=10)
     try:

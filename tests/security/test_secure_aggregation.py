@@ -14,17 +14,18 @@ import numpy as np
 import pytest
 import torch
 
+from client.ledger import Ledger
 from client.local_round import SiteRound
 from client.site import SiteContext
-from common.config import RunSettings, to_run_config
-from client.ledger import Ledger
 from common.errors import FederationError
 from common.model import build_model
-from deploy.federation import LocalFederation, stage_app
-from deploy.local import Workspace, provision
-from deploy.processes import ProcessSet
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from server.checkpoint import RunRecord, latest_checkpoint, load_checkpoint
+from common.run_record import RunRecord, latest_checkpoint, load_checkpoint
+from common.settings import RunSettings, to_run_config
+from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.superlink import SuperLink
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
+from deploy.host.processes import ProcessSet
 
 pytestmark = [pytest.mark.federation, pytest.mark.timeout(900)]
 
@@ -104,18 +105,18 @@ def federation(tmp_path_factory):
     space = Workspace(root)
     for profile in DEMO_SITES:
         write_site(profile, space.site_dir(profile.name) / "data", TRAIN_CASES[profile.name], 1, size=32)
-    provision(space, [p.name for p in DEMO_SITES])
+    provision_demo(space, [p.name for p in DEMO_SITES])
     app = stage_app(root / "recording-app")
     (app / "server" / "recording.py").write_text(RECORDING_SERVERAPP)
     pyproject = app / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace('"server.app:app"', '"server.recording:app"'))
     with ProcessSet(space.logs, {}) as processes:
-        fed = LocalFederation(space.root, space.consortium, processes)
-        fed.start_superlink()
+        fed = SuperLink(space.root, space.consortium, processes)
+        fed.start()
         for name in space.site_names():
             site = space.site(name, 1)
-            fed.register(site)
-            fed.start_site(site, apps=[app])
+            fed.register_key(name, site.public_key)
+            start_demo_site(fed, site, space.root, apps=[app])
         yield space, fed, app
 
 

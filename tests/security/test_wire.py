@@ -24,14 +24,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.config import RunSettings, to_run_config
 from common.model import build_model
-from deploy.federation import LocalFederation
-from deploy.local import Workspace, provision
-from deploy.processes import ManagedProcess, ProcessSet, free_port
-from deploy.proxy import INSTALL_HINT, nginx_path
-from deploy.synthetic_sites import DEMO_SITES, write_site
-from server.checkpoint import RunRecord
+from common.run_record import RunRecord
+from common.settings import RunSettings, to_run_config
+from deploy.coordinator.proxy import INSTALL_HINT, nginx_path
+from deploy.coordinator.superlink import SuperLink
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
+from deploy.host.processes import ManagedProcess, ProcessSet, free_port
 
 TCPDUMP = shutil.which("tcpdump") or shutil.which("tcpdump", path="/usr/sbin")
 pytestmark = [
@@ -208,20 +208,20 @@ def test_a_real_round_is_tls_on_every_byte(tmp_path):
     space = Workspace(tmp_path / "ws")
     for profile in DEMO_SITES:
         write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
-    provision(space, [p.name for p in DEMO_SITES])
+    provision_demo(space, [p.name for p in DEMO_SITES])
     settings = RunSettings.model_validate(SETTINGS)
     marker = f"PLANTED-{uuid.uuid4().hex}"
     run_dir = tmp_path / f"run-{marker}"  # travels in the run config every site fetches
     RunRecord(run_dir).create("wire-test", settings, transport={"tls": True})
     pcap = tmp_path / "round.pcap"
     with ProcessSet(space.logs, {}) as processes:
-        fed = LocalFederation(space.root, space.consortium, processes)
-        fed.start_superlink()
-        capture = start_capture(processes, pcap, [fed.port, fed.superlink_port])
+        fed = SuperLink(space.root, space.consortium, processes)
+        fed.start()
+        capture = start_capture(processes, pcap, [fed.port, fed.private_port])
         for name in space.site_names():
             site = space.site(name, 1)
-            fed.register(site)
-            fed.start_site(site)
+            fed.register_key(name, site.public_key)
+            start_demo_site(fed, site, space.root)
         run_id = fed.submit(to_run_config(settings, run_dir))
         record = fed.follow(run_id, run_dir, lambda row: None, timeout=600)
         stop_capture(capture)
@@ -234,7 +234,7 @@ def test_a_real_round_is_tls_on_every_byte(tmp_path):
     assert audit(streams, [marker.encode(), *weights]) == []
     public = sum(len(s.data()) for (sport, dport, _), s in streams.items() if fed.port in (sport, dport))
     private = sum(len(s.data()) for (sport, dport, _), s in streams.items()
-                  if fed.superlink_port in (sport, dport))
+                  if fed.private_port in (sport, dport))
     model_bytes = sum(t.numel() * 4 for t in build_model(settings.model).state_dict().values())
     # the model went to and came back from each of the 3 sites through the captured proxy port
     assert public > 6 * model_bytes and private > 6 * model_bytes, (public, private, model_bytes)

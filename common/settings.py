@@ -1,0 +1,166 @@
+"""A federated run's settings, validated once where they enter (a TOML file or a Flower run config).
+
+A coordinator writes ``configs/federation.toml``; it is parsed into frozen pydantic models here,
+with unknown keys refused so that a typo (``local_step = 5``) is an error naming the key instead
+of a silently ignored setting. Inside the project only these typed objects travel; to reach the
+Flower apps the run settings are serialised as one canonical JSON string in the run config (see
+:func:`to_run_config`). Both apps import this module, so it ships in the app bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from common.errors import ConfigError
+from common.validation import (
+    StrictModel,
+    describe_validation_error,
+    read_toml,
+    validated,
+)
+
+StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"]
+
+
+class ModelSettings(StrictModel):
+    """MONAI 3D UNet shape: one input channel (the image), ``out_channels`` classes incl. background."""
+
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = Field(2, ge=0)
+    out_channels: int = Field(2, ge=2)
+
+    @model_validator(mode="after")
+    def _strides_match_channels(self) -> ModelSettings:
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"model.strides needs {len(self.channels) - 1} entries for "
+                f"{len(self.channels)} channels, got {len(self.strides)}"
+            )
+        return self
+
+
+class TrainingSettings(StrictModel):
+    """What each site does with the global model in one round."""
+
+    local_steps: int = Field(20, ge=1, description="optimizer steps per round at each site")
+    batch_size: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, description="site learning rate in round 1")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        "cosine", description="cosine: decay over the run's rounds to final_lr_fraction; with "
+        "non-IID sites a constant rate keeps the global model swinging between them")
+    final_lr_fraction: float = Field(0.1, gt=0, le=1)
+    patch_size: int = Field(48, ge=16, description="edge of the cubic training crop, voxels")
+    mixed_precision: bool = Field(True, description="CUDA AMP, or bf16 autocast on CPUs that support it")
+
+
+    def learning_rate_at(self, round_number: int, rounds: int) -> float:
+        """The sites' learning rate in global round ``round_number`` (1-based) of ``rounds``."""
+        if self.lr_schedule == "constant" or rounds <= 1:
+            return self.learning_rate
+        progress = min(max(round_number - 1, 0) / (rounds - 1), 1.0)
+        floor = self.final_lr_fraction
+        return self.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class StrategySettings(StrictModel):
+    """Aggregation on the coordinator. Unused knobs are ignored by strategies that lack them."""
+
+    name: StrategyName = "fedavg"
+    proximal_mu: float = Field(0.01, ge=0, description="FedProx")
+    server_learning_rate: float = Field(1.0, gt=0, description="FedAvgM")
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM")
+    eta: float = Field(0.01, gt=0, description="FedAdam/FedYogi server step size")
+    tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
+
+
+class AggregationSettings(StrictModel):
+    """How the coordinator combines site updates.
+
+    ``secagg+`` (the default) runs Flower's SecAgg+ protocol: sites mask their updates so the
+    coordinator can only reconstruct the weighted sum. ``plain`` lets the coordinator see each
+    site's update and must be chosen explicitly; the run record says which mode ran.
+    """
+
+    mode: Literal["secagg+", "plain"] = "secagg+"
+    num_shares: float = Field(1.0, gt=0, description="key shares per site: a fraction of the "
+                              "sites (<= 1) or a count (> 2)")
+    reconstruction_threshold: float = Field(0.6, gt=0, description="shares needed to unmask: "
+                                            "a fraction of num_shares (<= 1) or a count")
+    clipping_range: float = Field(8.0, gt=0, description="|weight| beyond this cannot be masked; "
+                                  "a site refuses to send such a model")
+    quantization_range: int = Field(2**22, gt=0)
+    max_weight: float = Field(1000.0, gt=0, description="largest training-case count a site may "
+                              "weigh in with")
+
+
+class PrivacySettings(StrictModel):
+    """Optional differential privacy: sites clip their update, the coordinator adds noise.
+
+    The run record reports the epsilon spent at ``delta`` (see :mod:`common.privacy`).
+    """
+
+    differential_privacy: bool = False
+    noise_multiplier: float = Field(0.5, gt=0)
+    clipping_norm: float = Field(1.0, gt=0, description="L2 bound on one site's update per round")
+    delta: float = Field(1e-5, gt=0, lt=1)
+
+
+class RunSettings(StrictModel):
+    """One federated run: how many rounds, who must take part, what each site trains."""
+
+    rounds: int = Field(10, ge=1)
+    min_sites: int = Field(2, ge=1, description="quorum: replies needed for a round to count")
+    round_timeout_s: float = Field(900, gt=0)
+    seed: int = 0
+    strategy: StrategySettings = StrategySettings()
+    aggregation: AggregationSettings = AggregationSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    training: TrainingSettings = TrainingSettings()
+    model: ModelSettings = ModelSettings()
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON: checkpoints carry it so a resume cannot mix configs."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def parse_run_settings(data: dict, source: str = "run settings") -> RunSettings:
+    return validated(RunSettings, data, source)
+
+
+def load_run_settings(path: Path) -> RunSettings:
+    """Read ``federation.toml``; its ``[run]`` table holds :class:`RunSettings`."""
+    data = read_toml(path)
+    unknown = set(data) - {"run"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {sorted(unknown)}; expected only [run]")
+    return parse_run_settings(data.get("run", {}), str(path))
+
+
+def to_run_config(settings: RunSettings, run_dir: Path, round_offset: int = 0,
+                  initial_weights: Path | None = None) -> dict[str, str | int]:
+    """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``."""
+    return {
+        "settings": settings.canonical_json(),
+        "run-dir": str(run_dir),
+        "round-offset": round_offset,
+        "initial-weights": str(initial_weights) if initial_weights else "",
+    }
+
+
+def from_run_config(run_config: dict) -> RunSettings:
+    """Inverse of :func:`to_run_config` for the settings part (inside the Flower apps)."""
+    raw = run_config.get("settings") or "{}"
+    try:
+        return RunSettings.model_validate_json(raw)
+    except ValidationError as error:
+        raise ConfigError(describe_validation_error(error, "run config 'settings'")) from None

@@ -1,0 +1,186 @@
+"""The demo's sites prepare their data the way a hospital does: raw DICOM export -> de-identify ->
+ingest -> check, with the same code as ``insite site deid | ingest | check``.
+
+Each synthetic site starts from a PACS-style export full of planted identifiers
+(:func:`deploy.demo.synthetic_sites.write_site_dicom`), de-identifies it with the shipped profile
+(``configs/deid.toml``) under a key file of its own kept beside, never inside, the output, turns the
+de-identified series and their DICOM-SEGs into training cases and checks them. The sites work in
+parallel processes, as three hospitals would, and report progress to the caller through a queue.
+A site's folder ends up as::
+
+    pacs-export/       the raw export (synthetic identifiers; a real site keeps this in its PACS)
+    deid.toml          the site's de-identification settings (the shipped profile)
+    deid-key.json      the site's pseudonymisation secret and honest-broker key (0600)
+    deid/              de-identified DICOM + the audit report deid-audit.json
+    deid-quarantine/   anything refused, with a reason per file
+    data/              training cases (cases.json, images/, labels/)
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import queue
+import re
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import SiteDataError
+from configs import shipped
+from deploy.demo.synthetic_sites import ScannerProfile, write_site_dicom
+from siteprep.deid.run import deidentify_tree, source_files
+from siteprep.deid.settings import load_deid_settings
+from siteprep.ingest import ingest
+from siteprep.qa import check_site_data
+
+DEID_CONFIG = shipped("deid.toml")
+
+# One progress event: (site, stage label, stage total) starts a stage; (site, None, 0) is one step.
+ProgressEvent = tuple[str, str | None, int]
+
+
+@dataclass(frozen=True)
+class PreparedSite:
+    """What one site's preparation did, in counts; nothing identifying."""
+
+    site: str
+    patients: int
+    exported: int
+    written: int
+    quarantined: int
+    files_with_residuals: int
+    train: int
+    val: int
+    warnings: tuple[str, ...]
+
+    def summary(self) -> str:
+        return (f"{self.site}: {self.exported} raw DICOM files of {self.patients} patients -> "
+                f"{self.written} de-identified, {self.quarantined} quarantined, "
+                f"{self.files_with_residuals} holding an original identifier (residual scan) -> "
+                f"{self.train + self.val} cases ({self.train} train, {self.val} val)")
+
+
+class _Stages:
+    """Turns the library's per-file ``progress(stage)`` calls into queue events, one bar per site."""
+
+    def __init__(self, site: str, events: queue.Queue, labels: dict[str, tuple[str, int | None]]) -> None:
+        self.site, self.events, self.labels = site, events, labels
+        self.current: str | None = None
+
+    def start(self, label: str, total: int | None) -> None:
+        self.events.put((self.site, label, total or 0))
+
+    def __call__(self, stage: str = "") -> None:
+        if stage != self.current:
+            self.current = stage
+            self.start(*self.labels[stage])
+        self.events.put((self.site, None, 0))
+
+
+def write_site_deid_config(site_dir: Path) -> Path:
+    """The site's own ``deid.toml``: the shipped profile with the key file kept in the site folder."""
+    text = re.sub(r"^key_file = .*$", 'key_file = "deid-key.json"', DEID_CONFIG.read_text(encoding="utf-8"),
+                  count=1, flags=re.MULTILINE)
+    config = site_dir / "deid.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def prepare_site(profile: ScannerProfile, site_dir: Path, cases: int, val_fraction: float, size: int,
+                 seed: int, events: queue.Queue) -> PreparedSite:
+    """Export, de-identify, ingest and check one site's data; raises SiteDataError naming the site.
+
+    What an earlier preparation left in the site's folders is replaced; its key file is kept, so
+    the same made-up patients get the same pseudonyms again.
+    """
+    export, deid_dir = site_dir / "pacs-export", site_dir / "deid"
+    for derived in (export, deid_dir, site_dir / "deid-quarantine", site_dir / "data"):
+        shutil.rmtree(derived, ignore_errors=True)  # a re-run starts clean; the key file stays
+    patients = write_site_dicom(profile, export, cases, size, seed,
+                                progress=_Stages(profile.name, events, {"": ("write raw DICOM export", cases)}))
+    files = len(source_files(export))
+    # The sites already run in parallel, one process each: a worker pool per site would oversubscribe.
+    settings = load_deid_settings(write_site_deid_config(site_dir)).model_copy(update={"workers": 1})
+    run = deidentify_tree(settings, export, deid_dir, site_dir / "deid-quarantine", progress=_Stages(
+        profile.name, events, {"deid": ("de-identify", files), "scan": ("residual scan", files)}))
+    audit = run.as_dict()
+    deid_dir.mkdir(parents=True, exist_ok=True)
+    (deid_dir / "deid-audit.json").write_text(json.dumps(audit, indent=1) + "\n", encoding="utf-8")
+    _refuse_unclean(profile.name, audit, site_dir / "deid-quarantine")
+    ingested = ingest(deid_dir, site_dir / "data", val_fraction=val_fraction, progress=_Stages(
+        profile.name, events, {"read headers": ("ingest: read headers", audit["files"]["written"]),
+                               "convert": ("ingest: build volumes", cases)}))
+    problems = [*(f"series {uid} skipped: {why}" for uid, why in ingested.skipped.items()),
+                *(f"series {uid} has no label" for uid in ingested.missing_labels)]
+    qa = check_site_data(site_dir / "data", min_cases=2, site=profile.name) if ingested.cases else None
+    if problems or qa is None or not qa.ok:
+        problems += qa.errors if qa else ["no case was ingested"]
+        raise SiteDataError(f"site {profile.name}: ingest failed: {'; '.join(problems)}")
+    counts = ingested.as_dict()
+    return PreparedSite(profile.name, len(patients), files, audit["files"]["written"],
+                    audit["files"]["quarantined"], audit["residual_scan"]["files_with_residuals"],
+                    counts["train"], counts["val"], tuple(qa.warnings))
+
+
+def _refuse_unclean(site: str, audit: dict, quarantine: Path) -> None:
+    """The demo's export is well-formed DICOM: a quarantined file or a residual is a defect to show."""
+    problems = []
+    if audit["files"]["quarantined"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in audit["quarantined_by_reason"].items())
+        problems.append(f"{audit['files']['quarantined']} of {audit['files']['in']} files quarantined "
+                        f"({reasons}; a reason per file in {quarantine})")
+    if audit["residual_scan"]["files_with_residuals"]:
+        problems.append(f"{audit['residual_scan']['files_with_residuals']} de-identified file(s) still "
+                        "hold an original identifier")
+    if problems:
+        raise SiteDataError(f"site {site}: de-identification failed: {'; '.join(problems)}")
+
+
+def prepare_sites(sites: dict[ScannerProfile, Path], cases: int, val_fraction: float, size: int,
+                  seed: int, on_event: Callable[[ProgressEvent], None]) -> list[PreparedSite]:
+    """Prepare every site in its own process; ``on_event`` receives their progress in this process.
+
+    Processes are spawned (not forked) because the caller has torch loaded, whose thread pools do
+    not survive a fork. A failing site stops the demo with that site's reason.
+    """
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(
+            len(sites), mp_context=context, initializer=_one_thread) as pool:
+        events = manager.Queue()
+        futures: dict[Future, str] = {
+            pool.submit(prepare_site, profile, folder, cases, val_fraction, size, seed, events): profile.name
+            for profile, folder in sites.items()}
+        pending = set(futures)
+        while pending:
+            _, pending = wait(pending, timeout=0.2)
+            _drain(events, on_event)
+        _drain(events, on_event)
+        return [_result(future, site) for future, site in futures.items()]
+
+
+def _one_thread() -> None:
+    """The sites share the cores, one process each; torch's own thread pool would oversubscribe them."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _result(future: Future, site: str) -> PreparedSite:
+    try:
+        return future.result()
+    except SiteDataError:
+        raise
+    except Exception as error:  # the site's own traceback is in its process; name the site here
+        raise SiteDataError(f"site {site}: data preparation failed: {type(error).__name__}: {error}") from error
+
+
+def _drain(events: queue.Queue, on_event: Callable[[ProgressEvent], None]) -> None:
+    while True:
+        try:
+            on_event(events.get_nowait())
+        except queue.Empty:
+            return

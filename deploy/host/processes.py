@@ -1,0 +1,204 @@
+"""Child processes that are always reaped: each in its own process group, stopped as a group.
+
+Flower's SuperLink and SuperNode start further processes (``flower-superexec``,
+``flwr-serverapp``, ``flwr-clientapp``); killing only the parent leaves those behind. Every
+process here gets its own session, and :meth:`ProcessSet.stop_all` signals whole groups:
+SIGTERM, a grace period, then SIGKILL. ``ProcessSet`` is a context manager, so Ctrl-C or any
+exception on the way out stops everything it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from common.errors import LaunchError
+
+log = logging.getLogger(__name__)
+
+# A SuperLink behind the proxy, and every SuperNode's ClientApp API, bind here only.
+LOOPBACK = "127.0.0.1"
+
+
+def _ephemeral_range_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, chosen below the kernel's ephemeral range.
+
+    Outgoing connections (SuperNodes poll several times a second) take ephemeral ports, so a port
+    picked from that range can be taken between this check and the server's own bind (seen: a
+    SuperNode's "Runtime HTTP API failed to start").
+    """
+    low, chooser = _ephemeral_range_start(), random.SystemRandom()
+    for _ in range(200):
+        port = chooser.randrange(20000, max(low, 20001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def require_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            raise LaunchError(f"port {port} on {host} is already in use; choose another "
+                              "or stop what holds it") from None
+
+
+def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        process.check_alive()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.2)
+    raise LaunchError(f"{process.name} did not open {host}:{port} within {timeout:.0f} s; "
+                      f"see {process.log_path}")
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        code = self.popen.poll()
+        if code is not None:
+            raise LaunchError(f"{self.name} exited with code {code}; last lines of "
+                              f"{self.log_path}:\n{self.tail()}")
+
+    def stop(self, grace: float = 5.0) -> None:
+        try:
+            group = os.getpgid(self.popen.pid)
+        except ProcessLookupError:
+            group = None
+        if group is not None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+                try:
+                    os.killpg(group, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.popen.wait(timeout=wait)
+                    # the leader is gone; children in the group may linger: kill them too
+                    os.killpg(group, signal.SIGKILL)
+                except (subprocess.TimeoutExpired, ProcessLookupError):
+                    continue
+                break
+        try:
+            self.popen.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            log.warning("%s (pid %d) did not exit", self.name, self.popen.pid)
+
+
+class ProcessSet:
+    """Starts processes and stops every one of them on exit, in reverse order of start."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.processes: list[ManagedProcess] = []
+
+    def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        handle = open(log_path, "ab")
+        try:
+            popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**self.env, **(extra_env or {})},
+                                     start_new_session=True)
+        except FileNotFoundError:
+            raise LaunchError(f"cannot start {name}: {argv[0]} not found (is the venv installed?)") from None
+        finally:
+            handle.close()
+        process = ManagedProcess(name, popen, log_path)
+        self.processes.append(process)
+        log.info("started %s (pid %d), log %s", name, popen.pid, log_path)
+        return process
+
+    def check_all_alive(self) -> None:
+        for process in self.processes:
+            process.check_alive()
+
+    def stop_all(self) -> None:
+        while self.processes:
+            self.processes.pop().stop()
+        if "FLWR_HOME" in self.env:
+            strays = kill_strays("FLWR_HOME", self.env["FLWR_HOME"])
+            if strays:
+                log.info("killed %d stray Flower process(es)", strays)
+
+    def __enter__(self) -> ProcessSet:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.stop_all()
+
+
+def kill_strays(variable: str, value: str) -> int:
+    """SIGKILL every process whose environment has ``variable=value``; returns how many.
+
+    Flower's SuperExec starts ``flwr-serverapp``/``flwr-clientapp`` in sessions of their own, so
+    they escape process-group signals. Every Flower process of one federation carries that
+    federation's ``FLWR_HOME``, which identifies the strays after the group stop.
+    """
+    marker = f"{variable}={value}".encode()
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue
+    return killed
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def wait_until_stopped(processes: ProcessSet, poll: float = 1.0) -> None:
+    """Return on Ctrl-C or SIGTERM; raise :class:`LaunchError` (naming it) if a child dies first."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            processes.check_all_alive()
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        log.info("stop requested")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

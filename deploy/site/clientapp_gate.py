@@ -1,0 +1,130 @@
+"""The site's ClientApp launcher: Flower's ``flwr-clientapp``, refusing any app the site did not approve.
+
+Why here. Flower's own check (``flower-supernode --trusted-entities``) accepts only FABs that the
+Flower platform signed and marked ``valid_license``; an app shipped offline with ``flwr run`` has
+no such record, so that check refuses everything. Flower executes app code only in the
+``flwr-clientapp`` process its SuperExec starts for every message, by command name from ``PATH``
+(``TASK_TYPE_TO_COMMAND``). :func:`install_gate` puts this gate first on the SuperNode's ``PATH``
+under that name, so every ClientApp process of the site starts here.
+
+What it does. Flower's ``run_clientapp`` pulls the message, context, run and FAB from the
+SuperNode and then installs and imports the FAB. The gate wraps the pull: before anything is
+installed or imported, it hashes the FAB content it received and looks the digest up in the
+site's approval list (``<cache-path>/approved-apps.json``, see :mod:`deploy.site.approved_apps`). A
+refused app gets an error reply (``ErrorCode.INVALID_FAB``, naming the digest) to the coordinator,
+a line in ``<cache-path>/app-refusals.jsonl``, and the process ends without reading site data.
+
+This module must not import the app's packages (``common``, ``client``, ``server``) on the way
+to running an approved app: the FAB's copies of those are imported later in this same process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import flwr.supernode.runtime.run_clientapp as runtime
+from flwr.app import Context, Message
+from flwr.app.error import Error
+from flwr.common.constant import ErrorCode
+from flwr.supercore.fab import Fab
+from flwr.supercore.run import Run
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.cli.flwr_clientapp import flwr_clientapp
+
+from deploy.site.approved_apps import ApprovalListError, log_refusal, read_approvals
+
+CLIENTAPP_COMMAND = "flwr-clientapp"  # flwr.supercore.constant.TASK_TYPE_TO_COMMAND[CLIENT_APP]
+
+TaskInput = tuple[Message, Context, Run, Fab]
+
+
+class AppRefused(Exception):
+    """The shipped app is not approved at this site (or its bundle does not match its digest)."""
+
+
+def check_app(digest: str, announced: str, node_config: Mapping[str, object]) -> None:
+    """Pass if ``digest`` (of the FAB content received) is approved here; else :class:`AppRefused`."""
+    site = node_config.get("site-name", "this site")
+    cache = node_config.get("cache-path")
+
+    def refuse(why: str) -> AppRefused:
+        return AppRefused(f"app {digest} refused at {site}: {why}")
+
+    if announced != digest:
+        raise refuse(f"the bundle arrived announced as {announced}")
+    if not cache:
+        raise refuse("the SuperNode has no cache-path in its --node-config, so no approval list")
+    try:
+        approvals = read_approvals(Path(str(cache)))
+    except ApprovalListError as error:
+        raise refuse(str(error)) from None
+    if approvals is None:
+        raise refuse("no app is approved there yet; the site administrator approves one with "
+                     f"'insite site approve-app APP --cache {cache}'")
+    if digest not in {a.digest for a in approvals}:
+        raise refuse("not approved by the site administrator ('insite site approve-app')")
+
+
+def gated(pull: Callable[[RuntimeHttpClient], TaskInput]) -> Callable[[RuntimeHttpClient], TaskInput]:
+    """Wrap Flower's ``pull_task_input`` so that an unapproved FAB goes no further than the pull."""
+
+    def pull_approved(client: RuntimeHttpClient) -> TaskInput:
+        message, context, run, fab = pull(client)
+        digest = hashlib.sha256(fab.content).hexdigest()
+        try:
+            check_app(digest, fab.hash_str, context.node_config)
+        except AppRefused as refusal:
+            cache = context.node_config.get("cache-path")
+            if cache:
+                log_refusal(Path(str(cache)), site=context.node_config.get("site-name"),
+                            run=run.run_id, fab_id=run.fab_id, digest=digest, reason=str(refusal))
+            error = Error(ErrorCode.INVALID_FAB, str(refusal))
+            if cache:
+                _ledger_refusal(Path(str(cache)), run.run_id, error)
+            runtime.push_message(client, Message(error, reply_to=message), context)
+            raise
+        return message, context, run, fab
+
+    return pull_approved
+
+
+def _ledger_refusal(cache: Path, run_id: int, error: Error) -> None:
+    """The refusal leaves the site too: into the egress ledger with it (client/ledger.py).
+
+    Imported here, on the refusal path only: this process ends right after, without importing
+    the app, so the app's own copy of ``client`` is never shadowed.
+    """
+    from flwr.common.serde import error_to_proto  # noqa: PLC0415
+
+    from client.ledger import Ledger  # noqa: PLC0415
+
+    Ledger(cache).append(run=run_id, round_number=None, kind="refused",
+                         payload=error_to_proto(error).SerializeToString(),
+                         detail=f"error report instead of a result: {error.reason}")
+
+
+def main() -> None:
+    """Console entry: Flower's ``flwr-clientapp``, same arguments, with the approval check."""
+    runtime.pull_task_input = gated(runtime.pull_task_input)
+    flwr_clientapp()
+
+
+def install_gate(bin_dir: Path, path: str) -> dict[str, str]:
+    """Write the gate as ``bin_dir/flwr-clientapp``; returns the environment that makes it Flower's.
+
+    Start the SuperNode with these variables: its SuperExec then launches the gate for every
+    message. ``path`` is the ``PATH`` the SuperNode would otherwise have.
+    """
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / CLIENTAPP_COMMAND
+    script.write_text(f"#!{sys.executable}\n"
+                      "# insite: every ClientApp of this site passes the app-approval gate first\n"
+                      "from deploy.site.clientapp_gate import main\n"
+                      "main()\n")
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{path}"}
+
