@@ -13,7 +13,6 @@ the four SecAgg+ messages per round need no torch or MONAI.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -32,13 +31,12 @@ from client.egress import egress_guard_mod, ledger_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.errors import InsiteError
-from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
+from common.protocol import EVALUATE_INCOMING
 from common.settings import from_run_config
 
 if TYPE_CHECKING:
     from client.local_round import SiteRound
 
-warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
 log = logging.getLogger(__name__)
 
 SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteError
@@ -71,11 +69,8 @@ def train(msg: Message, context: Context) -> Message:
     round_number = int(config["server-round"])
 
     def work(job: SiteRound, weights: dict) -> RecordDict:
-        # Scoring the incoming global model here spares a separate evaluate exchange per round
-        # (a process start and two polls); the coordinator files it under the previous round.
-        incoming = job.evaluate(weights) if config.get(EVALUATE_INCOMING, False) else {}
-        new_weights, metrics = job.train(weights, round_number)
-        metrics.update({f"{INCOMING_PREFIX}{key}": value for key, value in incoming.items()})
+        new_weights, metrics = job.score_and_train(weights, round_number,
+                                                   bool(config.get(EVALUATE_INCOMING, False)))
         return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)})
 
     return _answer(msg, context, work)

@@ -10,6 +10,8 @@ edited volume is preprocessed again instead of served stale.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +31,13 @@ from monai.transforms import (
 
 from client.cases import Case, discover_cases
 from common.errors import SiteDataError
+
+# LoadImaged instantiates every image reader MONAI knows, including its GPU DICOM reader, which
+# logs and warns in every process on a machine without nvImageCodec. The cases are NIfTI and
+# that reader is never used: silence exactly those two messages, nothing else of MONAI's.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin",
+                        category=UserWarning)
 
 KEYS = ("image", "label")
 # Bump when the deterministic transforms change, so old caches are not reused.

@@ -18,6 +18,7 @@ from client.site import SiteContext
 from client.training import endless, evaluate_dice, make_optimizer, train_steps
 from common.device import Compute, select_compute
 from common.model import build_model, spatial_multiple
+from common.protocol import INCOMING_PREFIX
 from common.settings import RunSettings
 from common.weights import check_compatible
 
@@ -78,6 +79,18 @@ class SiteRound:
         if privacy.differential_privacy:
             trained = clip_update(weights, trained, privacy.clipping_norm)
         return trained, metrics
+
+    def score_and_train(self, weights: dict[str, torch.Tensor], round_number: int,
+                        score_incoming: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Score the incoming global model (when asked), then train from it.
+
+        Scoring here spares a separate evaluate exchange per round (a process start and two polls
+        per site); the coordinator files the score, prefixed ``incoming-``, under the previous round.
+        """
+        incoming = self.evaluate(weights) if score_incoming else {}
+        new_weights, metrics = self.train(weights, round_number)
+        metrics.update({f"{INCOMING_PREFIX}{key}": value for key, value in incoming.items()})
+        return new_weights, metrics
 
     def evaluate(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         """Mean foreground Dice of ``weights`` on the site's held-out validation cases."""

@@ -25,7 +25,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from client.egress import egress_guard_mod
 from client.site import SiteContext
 from common.errors import InsiteError, SiteDataError
-from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX, SITE_METRIC
+from common.protocol import EVALUATE_INCOMING, SITE_METRIC
 from common.settings import RunSettings, from_run_config
 
 
@@ -65,8 +65,8 @@ class SiteClient(NumPyClient):
                 raise SiteDataError(f"site {site.name}: global model has {len(parameters)} tensors, "
                                     f"the run's model {len(names)}")
             weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters)}
-            incoming = job.evaluate(weights) if config.get(EVALUATE_INCOMING, False) else {}
-            new_weights, metrics = job.train(weights, int(config["server-round"]))
+            new_weights, metrics = job.score_and_train(weights, int(config["server-round"]),
+                                                       bool(config.get(EVALUATE_INCOMING, False)))
             check_maskable(site.name, new_weights, settings)
             cases = int(metrics["num-examples"])
             if cases > settings.aggregation.max_weight:
@@ -76,7 +76,6 @@ class SiteClient(NumPyClient):
             reason = str(error)
             raise InsiteError(reason if reason.startswith("site ") else
                               f"site {site.name}: {reason}") from None
-        metrics.update({f"{INCOMING_PREFIX}{k}": v for k, v in incoming.items()})
         metrics[SITE_METRIC] = site.name
         return [t.numpy() for t in new_weights.values()], cases, metrics
 

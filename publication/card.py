@@ -21,9 +21,12 @@ from publication.manifest.trees import Decision
 
 @dataclass(frozen=True)
 class MetricsSummary:
+    """The exported round's scores, as its checkpoint carries them."""
+
     round: int | None
     global_dice: float | None
     site_dice: dict[str, float]
+    site_cases: dict[str, int]
 
     @property
     def spread(self) -> dict[str, float]:
@@ -34,8 +37,9 @@ class MetricsSummary:
                 "std": statistics.pstdev(values)}
 
     def eval_metrics(self) -> dict[str, float]:
-        """Flat numbers for the bundle metadata's ``eval_metrics``."""
+        """Flat numbers for the bundle metadata's ``eval_metrics``: global, per site, spread."""
         metrics = {f"site_dice_{name}": value for name, value in self.spread.items()}
+        metrics.update({f"dice_{site}": value for site, value in self.site_dice.items()})
         if self.global_dice is not None:
             metrics["mean_dice"] = self.global_dice
         return metrics
@@ -48,11 +52,17 @@ def summarise_metrics(row: dict[str, Any], round_number: int) -> MetricsSummary:
     ``metrics.json`` (which nobody signed).
     """
     if row.get("round") != round_number:
-        return MetricsSummary(None, None, {})
-    sites = {name: float(values["dice"]) for name, values in sorted(row.get("sites", {}).items())
-             if isinstance(values, dict) and values.get("dice") is not None}
+        return MetricsSummary(None, None, {}, {})
+    scored = {name: values for name, values in sorted(row.get("sites", {}).items())
+              if isinstance(values, dict) and values.get("dice") is not None}
     dice = row.get("global_dice")
-    return MetricsSummary(round_number, None if dice is None else float(dice), sites)
+    return MetricsSummary(round_number, None if dice is None else float(dice),
+                          {name: float(values["dice"]) for name, values in scored.items()},
+                          {name: int(values.get("num_val", 0)) for name, values in scored.items()})
+
+
+SELECTION_REASONS = {"final": "the run's final round",
+                     "best": "the round with the best global Dice"}
 
 
 def _privacy_lines(transport: dict[str, Any]) -> list[str]:
@@ -85,7 +95,7 @@ def model_card(manifest: Manifest, settings: RunSettings, record: dict[str, Any]
         f"**Authors:** {', '.join(project.authors)}  ", f"**Consortium:** {project.consortium}", "",
         "## How it was trained", "",
         f"Federated learning across {len(sites)} sites ({', '.join(sites)}); imaging data never left a "
-        f"site. {manifest.run.round} rounds (run '{record['name']}'), aggregation strategy "
+        f"site. {record.get('rounds_done', manifest.run.round)} rounds (run '{record['name']}'), aggregation strategy "
         f"`{strategy.name}`; each round every site ran {training.local_steps} local optimiser steps "
         f"(batch {training.batch_size}, learning rate {training.learning_rate}, patches of "
         f"{training.patch_size}^3 voxels).", "",
@@ -94,16 +104,20 @@ def model_card(manifest: Manifest, settings: RunSettings, record: dict[str, Any]
         f"{settings.model.out_channels} output classes ({', '.join(project.label_classes)}).", "",
         "## Evaluation", "",
     ]
+    lines += [f"Exported: round {manifest.run.round} of the "
+              f"{record.get('rounds_done', manifest.run.round)} trained, "
+              f"{SELECTION_REASONS[manifest.run.selection]}.", ""]
     if metrics.round is None:
-        lines += ["No evaluation was recorded for the consensus round.", ""]
+        lines += ["No evaluation was recorded for the exported round.", ""]
     else:
         if metrics.global_dice is not None:
-            lines.append(f"Global Dice (the coordinator's aggregate over the sites' held-out cases), "
+            lines.append(f"Global Dice (over every site's held-out cases, weighted by their number), "
                          f"round {metrics.round}: {metrics.global_dice:.4f}")
         if metrics.site_dice:
             spread = metrics.spread
-            lines += ["", "| site | Dice |", "|---|---:|"]
-            lines += [f"| {name} | {value:.4f} |" for name, value in metrics.site_dice.items()]
+            lines += ["", "| site | held-out cases | Dice |", "|---|---:|---:|"]
+            lines += [f"| {name} | {metrics.site_cases[name]} | {value:.4f} |"
+                      for name, value in metrics.site_dice.items()]
             lines += ["", f"Spread across sites: min {spread['min']:.4f}, max {spread['max']:.4f}, "
                           f"mean {spread['mean']:.4f}, standard deviation {spread['std']:.4f}."]
         lines.append("")

@@ -22,6 +22,7 @@ from publication.manifest.policy import sha256_file
 from publication.manifest.schema import (
     SCHEMA,
     LoadedManifest,
+    RoundSelection,
     load_manifest,
     load_template,
 )
@@ -38,23 +39,34 @@ _HEADER = """\
 """
 
 
-def run_files(run_dir: Path) -> dict[str, list[Path]]:
-    """The assets every run provides: its record (architecture) and consensus checkpoint (weights)."""
-    record = RunRecord(run_dir).read()
-    rounds = int(record.get("rounds_done", 0))
-    weights = checkpoint_path(run_dir, rounds)
-    if rounds < 1 or not weights.is_file():
-        raise ManifestError(f"{run_dir}: no checkpoint for round {rounds}; nothing to publish yet")
-    return {"architecture": [run_dir / RUN_RECORD], "weights": [weights]}
+def chosen_round(run_dir: Path, selection: RoundSelection) -> int:
+    """The round to publish: the run's last closed round, or its closed round with the best Dice.
+
+    Only closed rounds count (their checkpoint carries their scores); ties go to the later round.
+    """
+    rows = [row for row in RunRecord(run_dir).rounds()
+            if checkpoint_path(run_dir, int(row["round"])).is_file()]
+    if not rows:
+        raise ManifestError(f"{run_dir}: no scored round with a checkpoint; nothing to publish yet")
+    if selection == "final":
+        return int(rows[-1]["round"])
+    return int(max(rows, key=lambda row: (float(row.get("global_dice", 0.0)), row["round"]))["round"])
+
+
+def run_files(run_dir: Path, round_number: int) -> dict[str, list[Path]]:
+    """The assets every run provides: its record (architecture) and the chosen checkpoint (weights)."""
+    return {"architecture": [run_dir / RUN_RECORD], "weights": [checkpoint_path(run_dir, round_number)]}
 
 
 def draft_manifest(run_dir: Path, template: Path, out: Path,
-                   extra_files: Mapping[str, Sequence[Path]] | None = None) -> LoadedManifest:
+                   extra_files: Mapping[str, Sequence[Path]] | None = None,
+                   selection: RoundSelection = "final") -> LoadedManifest:
     """Write a manifest for ``run_dir`` at ``out`` and return it parsed (so it is known valid)."""
     terms = load_template(template)
     run = RunRecord(run_dir)
     settings, record = run.settings(), run.read()
-    files = run_files(run_dir)
+    round_number = chosen_round(run_dir, selection)
+    files = run_files(run_dir, round_number)
     for kind, paths in (extra_files or {}).items():
         files.setdefault(kind, []).extend(paths)
     kinds = {asset.kind for asset in terms.assets}
@@ -78,7 +90,7 @@ def draft_manifest(run_dir: Path, template: Path, out: Path,
         "schema": SCHEMA,
         "project": terms.project.model_dump(mode="python"),
         "run": {"name": record["name"], "settings_digest": settings.digest(),
-                "round": int(record["rounds_done"])},
+                "round": round_number, "selection": selection},
         "answers": terms.answers.model_dump(mode="python"),
         "assets": assets,
     }

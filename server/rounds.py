@@ -4,7 +4,12 @@ Flower's ``Strategy.start`` is close, but it would average whatever arrived (no 
 site's error without failing the round, number rounds from 1 on every resume, and wait in 3 s
 steps for replies. This loop uses the strategy's own configure/aggregate methods and adds:
 a quorum per round, errors attributed to the site that sent them, global round numbers across
-resumes, a checkpoint and a metrics row after every round, and a short poll interval.
+resumes, and a checkpoint and a metrics row after every round.
+
+A round's model is scored by the next round's replies (each site evaluates the model it receives
+before training on it), so a round's checkpoint is written twice: when the round is aggregated
+(what a resume continues from) and again when its scores arrive, so that every published
+checkpoint carries its own evaluation.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
@@ -23,6 +27,7 @@ from common.privacy import gaussian_epsilon
 from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
 from common.run_record import RunRecord, save_checkpoint
 from common.settings import RunSettings
+from server.exchange import Deadline, Exchange, exchange, node_names
 from server.secure import SecureTraining
 
 log = logging.getLogger(__name__)
@@ -34,53 +39,24 @@ def site_of(reply: Message) -> str:
     return str(record["name"]) if record and "name" in record else f"node {reply.metadata.src_node_id}"
 
 
-@dataclass
-class Exchange:
-    """The outcome of one send-and-wait: good replies, and failures per site or node."""
-
-    replies: list[Message] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
 class RoundLoop:
     """Runs ``settings.rounds - round_offset`` rounds; global round = offset + local round."""
 
     def __init__(self, grid: Grid, strategy: Strategy, settings: RunSettings, record: RunRecord,
-                 round_offset: int = 0, poll_seconds: float = 0.5,
-                 secure: SecureTraining | None = None) -> None:
+                 round_offset: int = 0, secure: SecureTraining | None = None) -> None:
         self.grid = grid
         self.secure = secure
         self.strategy = strategy
         self.settings = settings
         self.record = record
         self.round_offset = round_offset
-        self.poll_seconds = poll_seconds
 
     def _exchange(self, messages: Iterable[Message], what: str, round_number: int) -> Exchange:
-        start = time.monotonic()
         messages = list(messages)
-        destinations = {m.metadata.dst_node_id for m in messages}
-        pending = set(self.grid.push_messages(messages))
-        deadline = start + self.settings.round_timeout_s
-        outcome = Exchange()
-        while pending and time.monotonic() < deadline:
-            for reply in self.grid.pull_messages(pending):
-                pending.discard(reply.metadata.reply_to_message_id)
-                if reply.has_error():
-                    reason = reply.error.reason
-                    outcome.failures[f"node {reply.metadata.src_node_id}"] = reason
-                    log.error("round %d %s: %s", round_number, what, reason)
-                else:
-                    outcome.replies.append(reply)
-            if pending:
-                time.sleep(self.poll_seconds)
-        if pending:
-            answered = {r.metadata.src_node_id for r in outcome.replies}
-            for node in destinations - answered:
-                outcome.failures.setdefault(
-                    f"node {node}", f"no {what} reply within {self.settings.round_timeout_s:.0f} s")
-        outcome.seconds = time.monotonic() - start
+        deadline = Deadline(self.settings.round_timeout_s, self.settings.round_timeout_s,
+                            self.settings.min_sites)
+        outcome = exchange(self.grid, messages, deadline, f"round {round_number} {what}",
+                           node_names(self.grid))
         self._require_quorum(outcome, what, round_number, len(messages))
         return outcome
 
@@ -107,7 +83,7 @@ class RoundLoop:
                                                  ConfigRecord(), self.grid),
                 "evaluation", pending["round"])
             pending["eval_exchange_s"] = evaluation.seconds
-            self._close(pending, evaluation, "")
+            self._close(pending, arrays, evaluation, "")
         return arrays
 
     def one_round(self, local_round: int, arrays: ArrayRecord,
@@ -120,10 +96,10 @@ class RoundLoop:
         if self.secure is None:
             train = self._exchange(messages, "training", round_number)
         else:  # the strategy still prepares its server step; SecAgg+ delivers the round
-            train = Exchange(*self.secure.train(round_number, arrays, config))
+            train = self.secure.train(round_number, arrays, config)
             self._require_quorum(train, "secure training", round_number, len(messages))
         if pending is not None:
-            self._close(pending, train, INCOMING_PREFIX)
+            self._close(pending, arrays, train, INCOMING_PREFIX)
         new_arrays, _ = self.strategy.aggregate_train(local_round, train.replies)
         if new_arrays is None:
             raise FederationError(f"round {round_number}: the strategy produced no model from "
@@ -146,8 +122,8 @@ class RoundLoop:
             "noise_multiplier": privacy.noise_multiplier, "clipping_norm": privacy.clipping_norm,
             "unit": "site (all of a site's data)", "accounting": "RDP, full participation"})
 
-    def _close(self, row: dict, scored: Exchange, prefix: str) -> None:
-        """Add the sites' Dice of the round's model to its row and record the row."""
+    def _close(self, row: dict, weights: ArrayRecord, scored: Exchange, prefix: str) -> None:
+        """Add the sites' Dice of the round's model (``weights``) to its row; checkpoint and record it."""
         for reply in scored.replies:
             metrics = reply.content["metrics"]
             row["sites"].setdefault(site_of(reply), {}).update({
@@ -157,6 +133,10 @@ class RoundLoop:
         evaluated = [s for s in row["sites"].values() if "dice" in s and s.get("num_val", 0) > 0]
         cases = sum(s["num_val"] for s in evaluated)
         row["global_dice"] = sum(s["dice"] * s["num_val"] for s in evaluated) / cases if cases else 0.0
+        # The checkpoint first: a crash before the metrics row leaves the round unscored in
+        # metrics.json, and a resume scores it again; never a row without its checkpoint's Dice.
+        save_checkpoint(self.record.run_dir, row["round"], weights.to_torch_state_dict(), row,
+                        self.settings)
         self.record.append_round(row)
         log.info("round %d/%d: global Dice %.3f in %.1f s", row["round"], self.settings.rounds,
                  row["global_dice"], row["wall_s"])

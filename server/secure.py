@@ -51,6 +51,7 @@ from flwr.serverapp import Grid
 from common.errors import FederationError
 from common.protocol import SITE_METRIC
 from common.settings import RunSettings
+from server.exchange import Deadline, Exchange, exchange, node_names
 
 log = logging.getLogger(__name__)
 
@@ -126,30 +127,24 @@ for _stage in STAGES:
 
 
 class _PromptGrid:
-    """The run's Grid, but ``send_and_receive`` polls every ``poll_seconds`` instead of 3 s.
+    """The run's Grid, but ``send_and_receive`` is insite's :func:`server.exchange.exchange`.
 
-    SecAgg+ makes four exchanges per round; Flower's 3 s poll would add up to 12 s of waiting.
+    Flower's workflow waits through ``send_and_receive`` four times a round; its 3 s poll would
+    add up to 12 s of waiting, and its single timeout could not tell which site did not answer.
     """
 
-    def __init__(self, grid: Grid, poll_seconds: float) -> None:
+    def __init__(self, grid: Grid, deadline: Deadline) -> None:
         self._grid = grid
-        self._poll = poll_seconds
+        self._deadline = deadline
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
-        pending = set(self._grid.push_messages(messages))
-        deadline = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        while pending and (deadline is None or time.monotonic() < deadline):
-            for reply in self._grid.pull_messages(pending):
-                pending.discard(reply.metadata.reply_to_message_id)
-                replies.append(reply)
-            if pending:
-                time.sleep(self._poll)
-        return replies
+        outcome = exchange(self._grid, messages, self._deadline, "secure aggregation stage",
+                           node_names(self._grid))
+        return [*outcome.replies, *outcome.errors]
 
 
 def _reason(failure: Any) -> str:
@@ -163,10 +158,10 @@ def _reason(failure: Any) -> str:
 class SecureTraining:
     """One SecAgg+ training exchange per call; the reply per site holds the aggregate only."""
 
-    def __init__(self, grid: Grid, context: Context, settings: RunSettings,
-                 poll_seconds: float = 0.5) -> None:
+    def __init__(self, grid: Grid, context: Context, settings: RunSettings) -> None:
         secure = settings.aggregation
-        self.grid = _PromptGrid(grid, poll_seconds)
+        self.grid = _PromptGrid(grid, Deadline(settings.round_timeout_s, settings.round_timeout_s,
+                                               settings.min_sites))
         self.settings = settings
         self.strategy = _SelectAndCapture(settings.min_sites, settings.round_timeout_s)
         self.manager = SimpleClientManager()
@@ -183,9 +178,8 @@ class SecureTraining:
         self._stop.set()
         self._thread.join()
 
-    def train(self, round_number: int, arrays: ArrayRecord,
-              config: ConfigRecord) -> tuple[list[Message], dict[str, str], float]:
-        """Run SecAgg+ for one round: (one reply per site, failures, seconds)."""
+    def train(self, round_number: int, arrays: ArrayRecord, config: ConfigRecord) -> Exchange:
+        """Run SecAgg+ for one round: one reply per site that took part, each with the aggregate."""
         started = time.monotonic()
         self.strategy.config = {**config, "server-round": round_number}
         self.strategy.aggregate = None
@@ -201,7 +195,7 @@ class SecureTraining:
                                   f"stage ({reasons}); the global model was not updated")
         mean = _named(arrays, parameters_to_ndarrays(self.strategy.aggregate))
         replies = [_reply(node, mean, metrics) for node, metrics in self.strategy.site_metrics.items()]
-        return replies, failures, time.monotonic() - started
+        return Exchange(replies, failures, seconds=time.monotonic() - started)
 
 
 def _site_named(reason: str, index: int) -> str:

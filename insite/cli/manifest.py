@@ -24,7 +24,12 @@ from publication.manifest.approvals import (
     write_model,
 )
 from publication.manifest.policy import decisions
-from publication.manifest.schema import ACCESS_TITLES, KIND_TITLES, load_manifest
+from publication.manifest.schema import (
+    ACCESS_TITLES,
+    KIND_TITLES,
+    RoundSelection,
+    load_manifest,
+)
 from publication.manifest.trees import PublicationOutcome
 from publication.signing import create_key, load_public_keys
 
@@ -54,12 +59,17 @@ def draft(
     environment: Annotated[list[Path], typer.Option(
         help="environment file(s), e.g. a lock file")] = [],  # noqa: B006
     code: Annotated[list[Path], typer.Option(help="code file(s) to share")] = [],  # noqa: B006
+    round_choice: Annotated[RoundSelection, typer.Option(
+        "--round", help="which round to publish: 'final' (the run's last scored round) or 'best' "
+                        "(its scored round with the highest global Dice)")] = "final",
 ) -> None:
-    """Draft a manifest for RUN: pins the run record, the consensus checkpoint and any files named."""
+    """Draft a manifest for RUN: pins the run record, the chosen checkpoint and any files named."""
     extra = {kind: paths for kind, paths in (("environment", environment), ("code", code)) if paths}
-    loaded = draft_manifest(run, template, out, extra)
-    _out.print(f"drafted {out} (digest {manifest_digest(loaded.raw)[:16]}...); "
-               f"review it, then run 'insite manifest explain {out}'")
+    loaded = draft_manifest(run, template, out, extra, round_choice)
+    run_ref = loaded.manifest.run
+    _out.print(f"drafted {out} for round {run_ref.round} ({run_ref.selection}; digest "
+               f"{manifest_digest(loaded.raw)[:16]}...); review it, then run "
+               f"'insite manifest explain {out}'")
 
 
 @app.command()

@@ -43,6 +43,7 @@ ACCESS_TITLES: dict[str, str] = {
     "consortium": "consortium members only",
 }
 Funding = Literal["requires", "allows", "restricts"]
+RoundSelection = Literal["final", "best"]
 Ethics = Literal["allows", "allows_with_restrictions", "does_not_allow"]
 
 
@@ -123,6 +124,8 @@ class RunReference(StrictModel):
     name: str
     settings_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     round: int = Field(ge=1, description="the round whose checkpoint is the consensus model")
+    selection: RoundSelection = Field("final", description="why that round: the run's final "
+                                      "round, or the round with the best global Dice")
 
 
 def _check_asset_order(assets: list[AssetTerms]) -> None:

@@ -14,6 +14,7 @@ import torch
 
 from common.errors import ExportError
 from common.keys import load_private_key
+from common.run_record import RunRecord, checkpoint_path, load_checkpoint
 from deploy.demo.publish import demo_publish, ensure_key
 from deploy.node_keys import create_site_key
 from publication.draft import DEFAULT_TEMPLATE, draft_manifest
@@ -204,17 +205,48 @@ def test_demo_reports_a_contributor_without_approval(run_dir, tmp_path):
 
 
 def test_model_card_and_metadata_content(published):
+    """The card states the exported round's scores, exactly as the round loop recorded them."""
+    run = RunRecord(published.manifest.parent.parent / "run")
+    final = run.rounds()[-1]
+    assert final["round"] == 2 and set(final["sites"]) == {"site-a", "site-b", "site-c"}
     bundle = published.bundle
     card = (bundle / "docs" / "README.md").read_text()
-    assert "across 3 sites (site-a, site-b, site-c)" in card and "2 rounds" in card
-    assert "`fedavg`" in card and "Spread across sites: min 0.7000, max 0.8000" in card
-    assert "TLS on every connection: yes" in card and "Secure aggregation (coordinator sees only sums): no" in card
+    assert "across 3 sites (site-a, site-b, site-c)" in card and "2 rounds" in card and "`fedavg`" in card
+    assert "Exported: round 2 of the 2 trained, the run's final round." in card
+    assert f"round 2: {final['global_dice']:.4f}" in card
+    for site, scores in final["sites"].items():
+        assert f"| {site} | {int(scores['num_val'])} | {scores['dice']:.4f} |" in card
+    dice = [scores["dice"] for scores in final["sites"].values()]
+    assert f"Spread across sites: min {min(dice):.4f}, max {max(dice):.4f}" in card
+    assert "TLS on every connection: yes" in card
+    assert "Secure aggregation (coordinator sees only sums): no" in card
     assert "Differential privacy: none" in card
     meta = json.loads((bundle / "configs" / "metadata.json").read_text())
-    assert meta["eval_metrics"]["mean_dice"] == pytest.approx(0.8)
+    assert meta["eval_metrics"]["mean_dice"] == pytest.approx(final["global_dice"])
+    assert meta["eval_metrics"]["dice_site-b"] == pytest.approx(final["sites"]["site-b"]["dice"])
+    assert meta["eval_metrics"]["site_dice_min"] == pytest.approx(min(dice))
     assert meta["label_classes"] == "0: background, 1: lesion"
     assert "SPDX-License-Identifier: CC-BY-4.0" in (bundle / "LICENSE").read_text()
     assert (bundle / "models" / "model.ts").stat().st_size > 0
+
+
+def test_every_checkpoint_carries_its_rounds_scores(trained_run):
+    """The cause of an empty card: a round's Dice arrives after its checkpoint was first written."""
+    rows = RunRecord(trained_run).rounds()
+    assert [row["round"] for row in rows] == [1, 2]
+    for row in rows:
+        saved = load_checkpoint(checkpoint_path(trained_run, row["round"])).metrics
+        assert saved["global_dice"] == row["global_dice"] and saved["sites"] == row["sites"]
+        assert all("dice" in scores for scores in saved["sites"].values())
+
+
+def test_best_round_is_exported_with_its_reason(run_dir, tmp_path):
+    rows = RunRecord(run_dir).rounds()
+    best = max(rows, key=lambda row: (row["global_dice"], row["round"]))
+    loaded = draft_manifest(run_dir, DEFAULT_TEMPLATE, tmp_path / "manifest.toml", selection="best")
+    assert loaded.manifest.run.round == best["round"] and loaded.manifest.run.selection == "best"
+    weights = loaded.manifest.asset("weights")
+    assert weights.files[0].path.endswith(f"round-{best['round']:04d}.pt")
 
 
 def test_demo_publishes_with_provisioned_node_keys(run_dir, tmp_path):

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
 
 
 def _over_the_wire(message: Message) -> Message:
@@ -52,9 +54,18 @@ class InProcessGrid(Grid):
     delivered: list[Message] = field(default_factory=list)
     _replies: dict[str, Message] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Flower stamps every new Message with the process's task identity (the ServerApp's).
+        TaskIdentity.run_id = self.run_id
+        TaskIdentity.node_id = SUPERLINK_NODE_ID
+        TaskIdentity.task_id = 1
+
     @property
     def run(self) -> Run:
         return Run.create_empty(self.run_id)
+
+    def set_run(self, run_id: int) -> None:
+        self.run_id = run_id
 
     def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
                        ttl: float | None = None) -> Message:
