@@ -208,7 +208,9 @@ This kit holds only public material: `ca.pem` (the consortium's CA certificate),
    `{ca_fingerprint}`
    (`openssl x509 -in ca.pem -noout -fingerprint -sha256`).
 2. On this machine, in this folder: `insite site keygen --dir keys`. Send the coordinator
-   `keys/node.pub` and read them its fingerprint; `keys/node.key` never leaves this machine.
+   `keys/node.pub` and read them its fingerprint (`SHA256:...`, as `ssh-keygen -lf keys/node.pub`
+   prints it; the same fingerprint names this key in every insite listing and in the model card
+   of a model you approve); `keys/node.key` never leaves this machine.
    The coordinator registers it as `{name}` (`insite coord register-site {name} node.pub`).
 3. Put the de-identified, training-ready cases in `data/` (`insite site deid`, `insite site ingest`)
    and check them: `insite site check data`.

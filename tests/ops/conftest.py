@@ -1,54 +1,14 @@
-"""Shared pieces of the operator-CLI tests: the CLI run in-process, a consortium on loopback."""
+"""Shared pieces of the operator-CLI tests: a consortium on loopback, sites made as an administrator would."""
 
 from __future__ import annotations
 
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.host.processes import free_port
-from insite.cli import main
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: int
-    out: str
-    err: str
-
-    def one_line_error(self, *expected: str) -> None:
-        """Exit 2, no traceback, one 'error:' line holding every ``expected`` text."""
-        assert self.code == 2, self.out + self.err
-        assert "Traceback" not in self.err
-        lines = [line for line in self.err.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error:"), self.err
-        for text in expected:
-            assert text in self.err, self.err
-
-
-@pytest.fixture()
-def insite(capsys, monkeypatch):
-    """``insite ARGS...`` through the real entry point (error handling included), in this process.
-
-    In-process because every fresh ``insite`` process imports torch and MONAI: tens of seconds
-    each on the shared 2-core test machine.
-    """
-    def run(*args: str | Path) -> Outcome:
-        monkeypatch.setattr(sys, "argv", ["insite", *map(str, args)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
 
 
 @pytest.fixture()
