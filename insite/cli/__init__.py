@@ -1,25 +1,41 @@
 """``insite``: one command, a sub-command per role.
 
-The CLI only parses arguments and presents results; the work happens in ``client``, ``server``,
-``common`` and ``deploy``. Expected failures (:class:`common.errors.InsiteError`) become one red
+The CLI only parses arguments and presents results; the work happens in the rooms below it
+(docs/ARCHITECTURE.md). Expected failures (:class:`common.errors.InsiteError`) become one red
 line and exit code 2, never a traceback.
 """
 
 import logging
 import sys
 
-import typer
-from rich.console import Console
+from rich.markup import escape
 
 from common.errors import InsiteError
 from insite.cli import coord, demo, manifest, publish, site
+from insite.cli.terminal import (
+    EXIT_CHECK_FAILED,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    command_group,
+    err_console,
+)
 
-app = typer.Typer(
+EXIT_CODES = f"""Exit codes, the same for every command:
+
+{EXIT_OK}: done.
+
+{EXIT_CHECK_FAILED}: a check ran and found a problem (verify, site ledger verify, site scan, site check).
+
+{EXIT_ERROR}: the command could not do its work (bad input, a missing or invalid file, a refused operation,
+wrong arguments); one line on stderr names the file or site and the reason.
+
+{EXIT_INTERRUPTED}: interrupted (Ctrl-C)."""
+
+app = command_group(
     name="insite",
     help="Federated learning for multi-site medical imaging. Imaging data never leaves a site.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+    epilog=EXIT_CODES,
 )
 app.add_typer(site.app, name="site", help="Site administrator: prepare data, join the federation.")
 app.add_typer(coord.app, name="coord",
@@ -30,7 +46,6 @@ app.add_typer(manifest.app, name="manifest",
 app.command(name="export")(publish.export)
 app.command(name="verify")(publish.verify)
 
-_err = Console(stderr=True)
 
 
 def main() -> None:
@@ -39,8 +54,8 @@ def main() -> None:
     try:
         app()
     except InsiteError as error:
-        _err.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        err_console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        _err.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(EXIT_INTERRUPTED)

@@ -36,10 +36,10 @@ from deploy.coordinator.pki import (
 )
 from deploy.coordinator.service import serve_superlink
 from deploy.host.flower import CONNECTION
-from insite.cli.progress import console, say
 from insite.cli.run_report import report_run, round_printer
+from insite.cli.terminal import command_group, console, say
 
-app = typer.Typer(no_args_is_help=True)
+app = command_group()
 
 DIR = typer.Option(Path("consortium"), "--dir", envvar="INSITE_CONSORTIUM",
                    help="The consortium folder: CA, certificates, registered sites, runs.")
@@ -51,7 +51,7 @@ RUN_SLACK_S = 600
 @app.command("provision")
 def provision_command(
     config: Path = typer.Option(shipped("consortium.toml"), "--config",
-                                help="Consortium settings (TOML, [consortium] table): address, "
+                                help="Consortium settings (TOML, \\[consortium] table): address, "
                                      "extra hostnames, validity days."),
     directory: Path = DIR,
     force: bool = typer.Option(False, "--force", help="Replace an existing CA. Every site trusts "
@@ -188,7 +188,7 @@ def launch_command(directory: Path = DIR) -> None:
 @app.command("run")
 def run_command(
     config: Path = typer.Option(shipped("federation.toml"), "--config",
-                                help="Run settings (TOML, [run] table)."),
+                                help="Run settings (TOML, \\[run] table)."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Where checkpoints and metrics go "
                                  "(default: runs/<date-time> in the consortium folder)."),
     directory: Path = DIR,

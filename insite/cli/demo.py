@@ -24,8 +24,8 @@ from deploy.demo.publish import demo_publish
 from deploy.demo.site_data import ProgressEvent, prepare_sites
 from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
-from insite.cli.progress import console
 from insite.cli.run_report import report_run, round_printer
+from insite.cli.terminal import console
 
 DEFAULT_CONFIG = shipped("federation.toml")
 
@@ -54,7 +54,7 @@ def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: 
 
 def demo(
     workspace: Path = typer.Option(Path("insite-demo"), help="Folder for sites, keys, logs and the run."),
-    config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, [run] table)."),
+    config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, \\[run] table)."),
     rounds: int = typer.Option(None, help="Override the number of rounds in the config."),
     train_cases: int = typer.Option(48, min=1, help="Training volumes per site (with 16 the model "
                                     "overfits: Dice stalls near 0.68 instead of passing 0.7)."),

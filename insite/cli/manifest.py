@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
 from common.keys import fingerprint, load_private_key, load_public_key
 from common.run_record import RunRecord
+from insite.cli.terminal import command_group
+from insite.cli.terminal import console as _out
 from publication.draft import DEFAULT_TEMPLATE, draft_manifest
 from publication.manifest.approvals import approve_manifest as sign_manifest
 from publication.manifest.approvals import collect as collect_approvals
@@ -33,8 +34,7 @@ from publication.manifest.schema import (
 from publication.manifest.trees import PublicationOutcome
 from publication.signing import create_key, load_public_keys
 
-app = typer.Typer(no_args_is_help=True)
-_out = Console()
+app = command_group()
 
 _STYLE = {PublicationOutcome.PUBLISH: "green", PublicationOutcome.RESTRICTED: "yellow", PublicationOutcome.EXEMPTION: "red",
           PublicationOutcome.DO_NOT_PUBLISH: "bold red"}

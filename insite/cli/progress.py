@@ -1,18 +1,10 @@
-"""Shared terminal presentation: round rows as they arrive, the final table, the Dice plot."""
+"""A run as the coordinator follows it: round rows as they arrive, the final table, the Dice plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
-
-console = Console()
-
-
-def say(text: str) -> None:
-    """One message for the operator; never wrapped mid-path, so paths can be copied as printed."""
-    console.print(text, highlight=False, soft_wrap=True)
 
 
 def round_line(row: dict, total_rounds: int) -> str:

@@ -7,14 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from insite.cli.terminal import EXIT_CHECK_FAILED
+from insite.cli.terminal import console as _out
 from publication.export import export_run
 from publication.manifest.approvals import default_collected_path
 from publication.verify import VerifyReport, verify_export
-
-_out = Console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
@@ -55,4 +54,4 @@ def verify(
     report = verify_export(folder, keys)
     _show(report, as_json)
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_CHECK_FAILED)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from common.run_record import RunRecord, write_json
 from common.settings import RunSettings
-from insite.cli.progress import console, plot_dice, round_line, rounds_table
+from insite.cli.progress import plot_dice, round_line, rounds_table
+from insite.cli.terminal import console
 
 
 def round_printer(settings: RunSettings) -> Callable[[dict], None]:

@@ -11,12 +11,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from deploy.site.app_approval import approvals, approve_app, fab_digest, revoke
-
-console = Console()
+from insite.cli.terminal import console
 
 CacheOption = typer.Option(..., "--cache", envvar="INSITE_SITE_CACHE",
                            help="the site's cache folder (the SuperNode's cache-path); the approval list lives there")

@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from common.errors import SiteDataError
+from insite.cli.terminal import check_failed, console, err_console
 from siteprep.deid.keys import SiteKey
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree, source_files
@@ -32,10 +32,9 @@ from siteprep.deid.settings import DeidSettings, load_deid_settings
 from siteprep.ingest import ingest as ingest_series
 from siteprep.qa import check_site_data
 
-console = Console()
 DEFAULT_CONFIG = Path("configs/deid.toml")
 
-ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="de-identification settings (TOML, [deid] table)")
+ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="de-identification settings (TOML, \\[deid] table)")
 JsonOption = typer.Option(False, "--json", help="print a machine-readable JSON summary instead of tables")
 DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; write nothing")
 
@@ -44,7 +43,7 @@ DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; 
 def _progress(totals: dict[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
     """A per-stage progress bar; ``advance(stage)`` moves that stage's bar by one."""
     with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), disable=quiet, transient=False) as bars:
+                  TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bars:
         tasks = {stage: bars.add_task(stage, total=total) for stage, total in totals.items()}
         yield lambda stage: bars.advance(tasks[stage])
 
@@ -112,7 +111,7 @@ def scan(
     config: Path = ConfigOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 2 if one does)."""
+    """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 1 if one does)."""
     settings = load_deid_settings(config)
     key = _read_only_key(settings)
     if key is None and not as_json:
@@ -128,8 +127,8 @@ def scan(
         console.print(f"{result['identifiers_set_aside_as_ambiguous']} identifying value(s) set aside: "
                       "they also occur as retained words in the originals")
     if result["files_with_residuals"]:
-        raise SiteDataError(
-            f"scan: {result['files_with_residuals']} file(s) in {destination} hold an original identifier")
+        raise check_failed(f"scan: {result['files_with_residuals']} file(s) in {destination} hold an "
+                           "original identifier")
 
 
 def ingest(
@@ -187,7 +186,7 @@ def check(
     min_cases: int = typer.Option(2, help="fewer cases than this is an error"),
     as_json: bool = JsonOption,
 ) -> None:
-    """QA of a training folder: spacing, orientation, shapes, labels, duplicates, counts."""
+    """QA of a training folder: spacing, orientation, shapes, labels, duplicates, counts (exit 1 on a problem)."""
     result = check_site_data(data_path, min_cases)
     if as_json:
         _print_json(result.as_dict())
@@ -203,7 +202,7 @@ def check(
         for error in result.errors:
             console.print(f"[red]problem:[/] {error}", highlight=False)
     if not result.ok:
-        raise SiteDataError(f"check: {data_path} has {len(result.errors)} problem(s)")
+        raise check_failed(f"check: {data_path} has {len(result.errors)} problem(s)")
 
 
 def register(app: typer.Typer) -> None:

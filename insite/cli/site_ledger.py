@@ -13,10 +13,10 @@ from rich.table import Table
 
 from client.ledger import Ledger
 from common.errors import ConfigError
-from insite.cli.progress import console
 from insite.cli.site_approve import CacheOption
+from insite.cli.terminal import EXIT_CHECK_FAILED, command_group, console
 
-app = typer.Typer(no_args_is_help=True, help="The site's egress ledger: every reply that left it.")
+app = command_group(help="The site's egress ledger: every reply that left it.")
 
 
 @app.command()
@@ -35,7 +35,7 @@ def verify(cache: Path = CacheOption) -> None:
                   highlight=False, soft_wrap=True)
     for problem in check.problems:
         console.print(f"  - {problem}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from common.keys import fingerprint
 from deploy.node_keys import create_site_key, load_site_public_key
 from deploy.site.service import serve_site
 from deploy.site.settings import load_site_settings
-from insite.cli.progress import say
+from insite.cli.terminal import say
 
 
 def keygen(

@@ -32,7 +32,7 @@ def cli():
     def invoke(*args: str, ok: bool = True):
         result = runner.invoke(app, [str(a) for a in args])
         if ok:
-            assert result.exit_code == 0, (result.output, result.exception)
+            assert result.exit_code == 0, (result.stdout, result.exception)
         return result
     return invoke
 
@@ -62,14 +62,14 @@ def site(tmp_path_factory):
 
 def test_help_describes_the_arguments(cli):
     """What SOURCE and DST mean is in --help (lost when typer and click disagree on Argument help)."""
-    help_text = " ".join(cli("ingest", "--help").output.replace("│", " ").split())
+    help_text = " ".join(cli("ingest", "--help").stdout.replace("│", " ").split())
     assert "training folder to write" in help_text and "output of `insite site deid`" in help_text
 
 
 def test_site_path_end_to_end(cli, site):
     root, config, truth = site
     out = root / "out"
-    summary = json.loads(cli("deid", root / "raw", out, "--config", config, "--json").output)
+    summary = json.loads(cli("deid", root / "raw", out, "--config", config, "--json").stdout)
     assert summary["files"] == {"in": 22, "written": 21, "duplicates": 0, "quarantined": 1}
     assert summary["quarantined_by_reason"] == {"not_dicom": 1}
     assert summary["residual_scan"]["files_with_residuals"] == 0
@@ -77,10 +77,10 @@ def test_site_path_end_to_end(cli, site):
     assert Path(summary["report"]).is_file() and Path(summary["report"]).parent == out
     assert not list(out.rglob("key.json")) and (root / "secret" / "key.json").is_file()
 
-    scan = json.loads(cli("scan", out, "--original", root / "raw", "--config", config, "--json").output)
+    scan = json.loads(cli("scan", out, "--original", root / "raw", "--config", config, "--json").stdout)
     assert scan["files_with_residuals"] == 0 and scan["files_scanned"] == 21
 
-    ingest = json.loads(cli("ingest", out, root / "data", "--json").output)
+    ingest = json.loads(cli("ingest", out, root / "data", "--json").stdout)
     assert ingest["cases"] == 3 and len(ingest["missing_labels"]) == 1 and not ingest["skipped"]
     cases = discover_cases("test", root / "data")
     assert len(cases) == 3
@@ -96,7 +96,7 @@ def test_site_path_end_to_end(cli, site):
         assert "".join(nib.aff2axcodes(nib.load(case.image).affine)) == "LPS"
     assert matched == 3
 
-    check = json.loads(cli("check", root / "data", "--json").output)
+    check = json.loads(cli("check", root / "data", "--json").stdout)
     assert check["ok"] and all(c["label_values"] == [0, 1] for c in check["cases"])
 
 
@@ -107,16 +107,16 @@ def test_scan_finds_a_planted_leak(cli, site, tmp_path):
     leaked = next((root / "raw" / "p1" / "ct").glob("*.dcm"))
     shutil.copyfile(leaked, out / "leak.dcm")
     result = cli("scan", out, "--original", root / "raw", "--config", config, "--json", ok=False)
-    assert isinstance(result.exception, SiteDataError)
-    assert json.loads(result.output)["files_with_residuals"] == 1
+    assert result.exit_code == 1 and "1 file(s)" in result.stderr  # a check that found a problem
+    assert json.loads(result.stdout)["files_with_residuals"] == 1
 
 
 def test_dry_run_writes_nothing(cli, site, tmp_path):
     root, config, _ = site
-    summary = json.loads(cli("deid", root / "raw", tmp_path / "dry", "--config", config, "--json", "--dry-run").output)
+    summary = json.loads(cli("deid", root / "raw", tmp_path / "dry", "--config", config, "--json", "--dry-run").stdout)
     assert summary["dry_run"] and summary["files"]["written"] == 21
     assert not (tmp_path / "dry").exists()
-    ingest = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--json", "--dry-run").output)
+    ingest = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--json", "--dry-run").stdout)
     assert ingest["cases"] == 3 and not (tmp_path / "data").exists()
 
 
@@ -129,11 +129,11 @@ def test_check_reports_duplicates_and_too_few_cases(cli, site, tmp_path):
     shutil.copyfile(cases[0].image, copy)
     write_index(data, [*cases, type(cases[0])("copy", copy, cases[0].label, "train")])
     result = cli("check", data, "--json", ok=False)
-    assert isinstance(result.exception, SiteDataError)
-    assert any("duplicate series" in e for e in json.loads(result.output)["errors"])
+    assert result.exit_code == 1 and "problem(s)" in result.stderr
+    assert any("duplicate series" in e for e in json.loads(result.stdout)["errors"])
     write_index(data, cases)
     result = cli("check", data, "--min-cases", "5", "--json", ok=False)
-    assert any("at least 5" in e for e in json.loads(result.output)["errors"])
+    assert any("at least 5" in e for e in json.loads(result.stdout)["errors"])
 
 
 def test_label_volume_folder_labels_a_series_without_seg(cli, site, tmp_path):
@@ -143,7 +143,7 @@ def test_label_volume_folder_labels_a_series_without_seg(cli, site, tmp_path):
     uid = str(dcmread(unlabeled[0]).SeriesInstanceUID)
     _label_file(tmp_path / "labels", uid)
     result = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path / "labels",
-                            "--json").output)
+                            "--json").stdout)
     assert result["cases"] == 4 and not result["missing_labels"]
     _assert_unlabeled_series_got_label_2(cli, tmp_path / "data")
 
@@ -156,10 +156,10 @@ def test_label_named_by_the_original_uid_is_matched_through_the_key(cli, site, t
     _label_file(tmp_path / "labels", original_uid)
 
     without_key = cli("ingest", tmp_path / "out", tmp_path / "nokey", "--labels", tmp_path / "labels")
-    assert "wrote 3 case(s)" in without_key.output and "--config" in without_key.output
+    assert "wrote 3 case(s)" in without_key.stdout and "--config" in without_key.stdout
 
     result = json.loads(cli("ingest", tmp_path / "out", tmp_path / "data", "--labels", tmp_path / "labels",
-                            "--config", config, "--json").output)
+                            "--config", config, "--json").stdout)
     assert result["cases"] == 4 and not result["missing_labels"]
     _assert_unlabeled_series_got_label_2(cli, tmp_path / "data")
     assert not list((tmp_path / "data").rglob(f"*{original_uid}*"))
@@ -184,5 +184,5 @@ def _label_file(folder: Path, uid: str) -> None:
 
 
 def _assert_unlabeled_series_got_label_2(cli, data: Path) -> None:
-    check = json.loads(cli("check", data, "--json").output)
+    check = json.loads(cli("check", data, "--json").stdout)
     assert sorted(tuple(c["label_values"]) for c in check["cases"]) == [(0, 1), (0, 1), (0, 1), (0, 2)]
