@@ -107,7 +107,7 @@ def _floor(path: Path, target: Path) -> None:
 
 
 def _dicognito() -> Callable[[Path, Path], None]:
-    from dicognito.anonymizer import Anonymizer
+    from dicognito.anonymizer import Anonymizer  # noqa: PLC0415  (a peer, installed with the bench-deid extra)
 
     anonymizer = Anonymizer()
 
@@ -119,7 +119,7 @@ def _dicognito() -> Callable[[Path, Path], None]:
 
 
 def _deid() -> Callable[[Path, Path], None]:
-    from deid.dicom import replace_identifiers
+    from deid.dicom import replace_identifiers  # noqa: PLC0415  (a peer, bench-deid extra)
 
     def run(path: Path, target: Path) -> None:
         (parsed,) = replace_identifiers(dicom_files=[str(path)], save=False)
@@ -128,7 +128,7 @@ def _deid() -> Callable[[Path, Path], None]:
 
 
 def _dicom_anonymizer() -> Callable[[Path, Path], None]:
-    from dicomanonymizer import anonymize_dicom_file
+    from dicomanonymizer import anonymize_dicom_file  # noqa: PLC0415  (a peer, bench-deid extra)
 
     return lambda path, target: anonymize_dicom_file(str(path), str(target))
 

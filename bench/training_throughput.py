@@ -133,8 +133,8 @@ def main() -> None:
             bare_inner.append(loop)
             print(f"repeat {repeat}: ClientApp {wall:.3f} steps/s (training loop {inner:.3f}), "
                   f"bare MONAI {total:.3f} steps/s (training loop {loop:.3f})", flush=True)
-    ratio = statistics.median(w / b for w, b in zip(app_wall, bare))
-    loop_ratio = statistics.median(a / b for a, b in zip(app_inner, bare_inner))
+    ratio = statistics.median(w / b for w, b in zip(app_wall, bare, strict=True))
+    loop_ratio = statistics.median(a / b for a, b in zip(app_inner, bare_inner, strict=True))
     print(f"\n{settings.training.local_steps} steps, batch {settings.training.batch_size}, "
           f"patch {settings.training.patch_size}^3, {args.threads} thread(s), median of {args.repeats}:")
     print(f"  ClientApp (whole message)  {statistics.median(app_wall):.3f} steps/s")

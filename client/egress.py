@@ -239,7 +239,7 @@ def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
     try:
         reply = call_next(msg, context)  # secaggplus_mod pops the stage: it was read before
         kind, detail = _describe(msg, reply, stage)
-    except Exception as error:  # noqa: BLE001  (Flower's runtime would catch it the same way)
+    except Exception as error:
         log.exception("the site's app failed")
         reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
                               reason=f"{type(error)}:<'{error}'>"), reply_to=msg)

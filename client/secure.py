@@ -64,7 +64,7 @@ class SiteClient(NumPyClient):
             if len(names) != len(parameters):
                 raise SiteDataError(f"site {site.name}: global model has {len(parameters)} tensors, "
                                     f"the run's model {len(names)}")
-            weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters)}
+            weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters, strict=True)}
             new_weights, metrics = job.score_and_train(weights, int(config["server-round"]),
                                                        bool(config.get(EVALUATE_INCOMING, False)))
             check_maskable(site.name, new_weights, settings)

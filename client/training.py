@@ -64,7 +64,7 @@ def train_steps(model: torch.nn.Module, batches: Iterator[dict], steps: int,
         with compute.autocast():
             loss = loss_fn(model(image), label)
         if proximal_mu > 0 and global_weights is not None:
-            drift = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), global_weights))
+            drift = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), global_weights, strict=True))
             loss = loss + 0.5 * proximal_mu * drift
         if scaler is not None:
             scaler.scale(loss).backward()

@@ -111,7 +111,7 @@ class _WatchedWorkflow(SecAggPlusWorkflow):
         super().__call__(grid, context)
 
 
-def _watch(stage: str):  # noqa: ANN202  (a method factory)
+def _watch(stage: str):
     def run_stage(self: _WatchedWorkflow, grid: Grid, context: LegacyContext, state: Any) -> bool:
         ok = getattr(SecAggPlusWorkflow, stage)(self, grid, context, state)
         # Flower files a failed reply once per loop over the replies: keep each reason once.
@@ -216,7 +216,7 @@ def _named(template: ArrayRecord, arrays: list[np.ndarray]) -> ArrayRecord:
         raise FederationError(f"secure aggregation returned {len(arrays)} tensors, "
                               f"the model has {len(reference)}")
     return ArrayRecord({name: Array(np.asarray(a, dtype=r.dtype).reshape(r.shape))
-                        for name, a, r in zip(template.keys(), arrays, reference)})
+                        for name, a, r in zip(template.keys(), arrays, reference, strict=True)})
 
 
 def _reply(node: int, mean: ArrayRecord, metrics: dict[str, Scalar]) -> Message:

@@ -191,8 +191,9 @@ def write_kit(coordinator: CoordinatorDir, name: str, out: Path) -> list[Path]:
 def _fill_template(template: str, values: dict[str, str]) -> str:
     """Set string keys in a TOML template line by line, keeping its comments for the reader."""
     for key, value in values.items():
-        template, found = re.subn(rf'^{key}(\s*)=(\s*)"[^"\n]*"', lambda m: f"{key}{m[1]}={m[2]}"
-                                  + json.dumps(value), template, count=1, flags=re.MULTILINE)
+        setting = f"{key}{{}}={{}}{json.dumps(value)}"
+        template, found = re.subn(rf'^{key}(\s*)=(\s*)"[^"\n]*"', lambda m, line=setting: line.format(m[1], m[2]),
+                                  template, count=1, flags=re.MULTILINE)
         if not found:
             raise ConfigError(f"{SITE_TEMPLATE}: template has no '{key} = \"...\"' line")
     return template

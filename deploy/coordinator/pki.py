@@ -64,7 +64,7 @@ class ConsortiumFiles:
 
 def create_ca(files: ConsortiumFiles, name: str = "insite consortium CA", days: int = CA_DAYS) -> None:
     key = ec.generate_private_key(ec.SECP384R1())
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(name)).issuer_name(_name(name))
@@ -107,7 +107,7 @@ def issue_server_certificate(files: ConsortiumFiles, hostnames: list[str],
             sans.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             sans.append(x509.DNSName(host))
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(hostnames[0])).issuer_name(ca_cert.subject)
@@ -139,7 +139,7 @@ def certificate_fingerprint(cert: x509.Certificate) -> str:
 
 def days_left(cert: x509.Certificate) -> int:
     """Whole days until ``cert`` expires (negative once it has)."""
-    return (cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc)).days
+    return (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
 
 
 def certificate_names(cert: x509.Certificate) -> list[str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import queue
-import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -29,14 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import SiteDataError
-from configs import shipped
 from deploy.demo.synthetic_sites import ScannerProfile, write_site_dicom
 from siteprep.deid.run import deidentify_tree, source_files
-from siteprep.deid.settings import load_deid_settings
+from siteprep.deid.settings import load_deid_settings, write_site_settings
 from siteprep.ingest import ingest
 from siteprep.qa import check_site_data
-
-DEID_CONFIG = shipped("deid.toml")
 
 # One progress event: (site, stage label, stage total) starts a stage; (site, None, 0) is one step.
 ProgressEvent = tuple[str, str | None, int]
@@ -80,16 +76,6 @@ class _Stages:
         self.events.put((self.site, None, 0))
 
 
-def write_site_deid_config(site_dir: Path) -> Path:
-    """The site's own ``deid.toml``: the shipped profile with the key file kept in the site folder."""
-    text = re.sub(r"^key_file = .*$", 'key_file = "deid-key.json"', DEID_CONFIG.read_text(encoding="utf-8"),
-                  count=1, flags=re.MULTILINE)
-    config = site_dir / "deid.toml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(text, encoding="utf-8")
-    return config
-
-
 def prepare_site(profile: ScannerProfile, site_dir: Path, cases: int, val_fraction: float, size: int,
                  seed: int, events: queue.Queue) -> PreparedSite:
     """Export, de-identify, ingest and check one site's data; raises SiteDataError naming the site.
@@ -104,7 +90,7 @@ def prepare_site(profile: ScannerProfile, site_dir: Path, cases: int, val_fracti
                                 progress=_Stages(profile.name, events, {"": ("write raw DICOM export", cases)}))
     files = len(source_files(export))
     # The sites already run in parallel, one process each: a worker pool per site would oversubscribe.
-    settings = load_deid_settings(write_site_deid_config(site_dir)).model_copy(update={"workers": 1})
+    settings = load_deid_settings(write_site_settings(site_dir)).model_copy(update={"workers": 1})
     run = deidentify_tree(settings, export, deid_dir, site_dir / "deid-quarantine", progress=_Stages(
         profile.name, events, {"deid": ("de-identify", files), "scan": ("residual scan", files)}))
     audit = run.as_dict()
@@ -164,7 +150,7 @@ def prepare_sites(sites: dict[ScannerProfile, Path], cases: int, val_fraction: f
 
 def _one_thread() -> None:
     """The sites share the cores, one process each; torch's own thread pool would oversubscribe them."""
-    import torch
+    import torch  # noqa: PLC0415  (only the worker processes need it, to limit their threads)
 
     torch.set_num_threads(1)
 

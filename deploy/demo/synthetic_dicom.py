@@ -19,6 +19,7 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
@@ -204,8 +205,6 @@ def write_segmentation(label: np.ndarray, series_files: Sequence[Path], out_path
 
     One segment per label value present; ``names`` gives their labels (default "label N").
     """
-    from pydicom import dcmread
-
     sources = [dcmread(path) for path in series_files]
     values = [int(v) for v in np.unique(label) if v != 0]
     if not values:

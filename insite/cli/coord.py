@@ -41,6 +41,9 @@ from insite.cli.terminal import command_group, console, say
 
 app = command_group()
 
+SHIPPED_CONSORTIUM = shipped("consortium.toml")
+SHIPPED_RUN_SETTINGS = shipped("federation.toml")
+
 DIR = typer.Option(Path("consortium"), "--dir", envvar="INSITE_CONSORTIUM",
                    help="The consortium folder: CA, certificates, registered sites, runs.")
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
@@ -50,7 +53,7 @@ RUN_SLACK_S = 600
 
 @app.command("provision")
 def provision_command(
-    config: Path = typer.Option(shipped("consortium.toml"), "--config",
+    config: Path = typer.Option(SHIPPED_CONSORTIUM, "--config",
                                 help="Consortium settings (TOML, \\[consortium] table): address, "
                                      "extra hostnames, validity days."),
     directory: Path = DIR,
@@ -187,7 +190,7 @@ def launch_command(directory: Path = DIR) -> None:
 
 @app.command("run")
 def run_command(
-    config: Path = typer.Option(shipped("federation.toml"), "--config",
+    config: Path = typer.Option(SHIPPED_RUN_SETTINGS, "--config",
                                 help="Run settings (TOML, \\[run] table)."),
     run_dir: Path = typer.Option(None, "--run-dir", help="Where checkpoints and metrics go "
                                  "(default: runs/<date-time> in the consortium folder)."),

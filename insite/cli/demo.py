@@ -45,8 +45,8 @@ def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: 
                 progress.reset(tasks[site], total=total, description=f"{site}: {stage}")
 
         results = prepare_sites(folders, train + val, val / (train + val), size, seed, show)
-    for result, folder in zip(results, folders.values(), strict=True):
-        console.print(result.summary(), highlight=False, soft_wrap=True)
+    for result in results:
+        console.print(result.summary(), highlight=False)
     site = folders[DEMO_SITES[0]]
     console.print(f"check it yourself: insite site scan {site / 'deid'} --original {site / 'pacs-export'} "
                   f"--config {site / 'deid.toml'}", highlight=False, soft_wrap=True)

@@ -36,8 +36,8 @@ from publication.signing import create_key, load_public_keys
 
 app = command_group()
 
-_STYLE = {PublicationOutcome.PUBLISH: "green", PublicationOutcome.RESTRICTED: "yellow", PublicationOutcome.EXEMPTION: "red",
-          PublicationOutcome.DO_NOT_PUBLISH: "bold red"}
+_STYLE = {PublicationOutcome.PUBLISH: "green", PublicationOutcome.RESTRICTED: "yellow",
+          PublicationOutcome.EXEMPTION: "red", PublicationOutcome.DO_NOT_PUBLISH: "bold red"}
 
 ManifestArg = Annotated[Path, typer.Argument(help="the manifest TOML file")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]

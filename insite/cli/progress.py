@@ -30,10 +30,10 @@ def rounds_table(rows: list[dict]) -> Table:
 
 
 def plot_dice(rows: list[dict], path: Path) -> Path:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (the backend must be chosen before pyplot is imported)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     rounds = [row["round"] for row in rows]
     figure, axes = plt.subplots(figsize=(7, 4.2))

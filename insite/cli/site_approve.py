@@ -47,8 +47,10 @@ def approved_command(cache: Path = CacheOption,
     console.print(table)
 
 
-def revoke_app_command(digest: str = typer.Argument(..., help="the digest to remove, as 'insite site approved' shows it"),
-               cache: Path = CacheOption) -> None:
+def revoke_app_command(
+    digest: str = typer.Argument(..., help="the digest to remove, as 'insite site approved' shows it"),
+    cache: Path = CacheOption,
+) -> None:
     """Revoke an approval: from its next message on, the site refuses that app."""
     approval = revoke(cache, digest)
     console.print(f"revoked {approval.digest} (approved {approval.approved_at})",

@@ -28,13 +28,15 @@ from siteprep.deid.keys import SiteKey
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree, source_files
 from siteprep.deid.scan import output_files, scan_tree
-from siteprep.deid.settings import DeidSettings, load_deid_settings
+from siteprep.deid.settings import DeidSettings, site_deid_settings, write_site_settings
 from siteprep.ingest import ingest as ingest_series
 from siteprep.qa import check_site_data
 
-DEFAULT_CONFIG = Path("configs/deid.toml")
-
-ConfigOption = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="de-identification settings (TOML, \\[deid] table)")
+ConfigOption = typer.Option(None, "--config", "-c", help="the site's de-identification settings (TOML, "
+                            "\\[deid] table; 'insite site init' writes one); default: the shipped "
+                            "PS3.15 profile, with --key-file")
+KeyFileOption = typer.Option(None, "--key-file", help="the site's pseudonymisation key (created 0600 on "
+                             "first use; keep it outside the output folder); overrides key_file of --config")
 JsonOption = typer.Option(False, "--json", help="print a machine-readable JSON summary instead of tables")
 DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; write nothing")
 
@@ -65,13 +67,14 @@ def deid(
     source: Path = typer.Argument(..., help="folder of raw DICOM files (any depth)"),
     destination: Path = typer.Argument(..., help="output folder for de-identified files"),
     config: Path = ConfigOption,
+    key_file: Path = KeyFileOption,
     quarantine: Path = typer.Option(None, help="where refused files go (default: DST-quarantine beside DST)"),
     report: Path = typer.Option(None, help="audit report JSON (default: DST/deid-audit-<time>.json)"),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
 ) -> None:
     """De-identify SRC into DST (DICOM PS3.15 Annex E profile); quarantine what is unsafe."""
-    settings = load_deid_settings(config)
+    settings = site_deid_settings(config, key_file)
     quarantine = quarantine or destination.with_name(destination.name + "-quarantine")
     total = len(source_files(source))
     with _progress({"deid": total, "scan": total}, as_json) as advance:
@@ -109,10 +112,11 @@ def scan(
     destination: Path = typer.Argument(..., help="de-identified folder to check"),
     original: Path = typer.Option(..., "--original", help="the raw folder it was made from"),
     config: Path = ConfigOption,
+    key_file: Path = KeyFileOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 1 if one does)."""
-    settings = load_deid_settings(config)
+    settings = site_deid_settings(config, key_file)
     key = _read_only_key(settings)
     if key is None and not as_json:
         console.print(f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match "
@@ -141,11 +145,13 @@ def ingest(
                                 "annotated before de-identification) to the de-identified series"),
     val_fraction: float = typer.Option(0.2, min=0.0, max=0.99, help="share of cases held out for "
                                        "validation (Dice is reported on them), spread evenly"),
+    key_file: Path = typer.Option(None, "--key-file", help="the site's pseudonymisation key itself, "
+                                  "instead of --config"),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
 ) -> None:
     """Turn de-identified series (+ DICOM-SEG or label volumes) into training cases."""
-    key = _label_key(config) if config else None
+    key = _label_key(config, key_file) if config or key_file else None
     total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
     with _progress({"read headers": total, "convert": None}, as_json) as advance:
         result = ingest_series(source, data_path, labels, dry_run=dry_run, progress=advance,
@@ -159,26 +165,39 @@ def ingest(
         console.print(f"  skipped series {uid}: {reason}", highlight=False)
     if result["missing_labels"]:
         console.print(f"  {len(result['missing_labels'])} series without a label (not ingested)")
-        if labels and not config:
+        if labels and not (config or key_file):
             console.print("  label files named by the original SeriesInstanceUID are matched only with "
-                          "--config (the site's de-identification key)")
+                          "--config or --key-file (the site's de-identification key)")
 
 
-def _label_key(config: Path) -> SiteKey:
+def _label_key(config: Path | None, key_file: Path | None) -> SiteKey:
     """The site's key, for mapping original series UIDs in label file names."""
-    settings = load_deid_settings(config)
+    settings = site_deid_settings(config, key_file)
     key = _read_only_key(settings)
     if key is None:
-        raise SiteDataError(f"ingest: key file {settings.key_file} (from {config}) does not exist; "
-                            "it is created by `insite site deid`")
+        raise SiteDataError(f"ingest: key file {settings.key_file} (from {config or '--key-file'}) does not "
+                            "exist; it is created by `insite site deid`")
     return key
 
 
 def _read_only_key(settings: DeidSettings) -> SiteKey | None:
     """The site's key without taking its lock or creating it: look-ups only, never new patients."""
-    if not settings.key_file.is_file():
+    if settings.key_file is None or not settings.key_file.is_file():
         return None
     return SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+
+
+def init(
+    directory: Path = typer.Option(Path("."), "--dir", help="the site's folder for its settings and key"),
+) -> None:
+    """Write this site's de-identification settings (deid.toml): the shipped profile, its own key file.
+
+    The key file (deid-key.json, beside deid.toml) is created 0600 by the first 'insite site deid';
+    it never leaves the site. Then: 'insite site deid RAW OUT --config deid.toml'.
+    """
+    config = write_site_settings(directory.resolve())
+    console.print(f"wrote {config} (key file {config.parent / 'deid-key.json'}, made on first use);\n"
+                  f"next: insite site deid RAW OUT --config {config}", highlight=False)
 
 
 def check(
@@ -207,6 +226,7 @@ def check(
 
 def register(app: typer.Typer) -> None:
     """Add the data commands to ``insite site``."""
+    app.command()(init)
     app.command()(deid)
     app.command()(scan)
     app.command()(ingest)

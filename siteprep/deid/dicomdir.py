@@ -3,7 +3,8 @@
 A source DICOMDIR is never copied: its directory records repeat patient names, IDs, dates and
 study IDs, and its file IDs are source paths. When the source tree had one, the output gets a new
 one (PS3.10 8, built with :class:`pydicom.fileset.FileSet`) indexing the de-identified versions
-of the instances the source DICOMDIR indexed, so the media stays browsable. FileSet lays its instances out under its own 8-character
+of the instances the source DICOMDIR indexed, so the media stays browsable. FileSet lays its
+instances out under its own 8-character
 file IDs (``PT000000/ST000000/...``), which the ``<subject>/<study>/<series>/<sop>.dcm`` layout
 cannot meet; each of those files is then replaced by a hard link to (or, where links fail, a copy
 of) the written file, so FileSet only ever sees headers and the index costs no second copy of the

@@ -95,7 +95,7 @@ def _schedule(files: list[Path], connections: list[Connection], key: SiteKey,
             if message[0] == "ask":
                 connection.send(key.pseudonym(*message[1:]))
                 continue
-            done.update(zip(in_hand.pop(connection), message[1]))
+            done.update(zip(in_hand.pop(connection), message[1], strict=True))
             _hand_out(connection, chunks, in_hand)
             while committed in done:
                 commit(files[committed], done.pop(committed))

@@ -110,13 +110,13 @@ def _check_layout(source: Path, destination: Path, quarantine: Path, key_file: P
 class _Runner:
     """One run's bookkeeping: commits each file's :class:`Prepared` in input order."""
 
-    def __init__(self, settings: DeidSettings, source: Path, destination: Path, quarantine: Path,
-                 dry_run: bool) -> None:
+    def __init__(self, settings: DeidSettings, key_file: Path, source: Path, destination: Path,
+                 quarantine: Path, dry_run: bool) -> None:
         self.settings = settings
         self.source, self.destination, self.quarantine = source, destination, quarantine
         self.dry_run = dry_run
         self.profile = Profile(settings.options)
-        self.key = SiteKey(settings.key_file, settings.subject_prefix, persist=not dry_run)
+        self.key = SiteKey(key_file, settings.subject_prefix, persist=not dry_run)
         self.report = RunReport(dry_run, _profile_summary(settings, self.profile))
         self.outputs: dict[Path, set[str]] = {}  # written file -> its original's identifiers
         self.dicomdir_identifiers: set[str] = set()  # what the source DICOMDIRs' records held
@@ -229,9 +229,11 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
     ``progress`` is called once per file with the stage name ("deid" or "scan"). With ``scan``
     the files written by this run are searched for every identifying value this run read.
     """
+    if settings.key_file is None:
+        raise DeidError("the de-identification settings name no key file (key_file, or --key-file)")
     _check_layout(source, destination, quarantine, settings.key_file)
     files = source_files(source)
-    runner = _Runner(settings, source, destination, quarantine, dry_run)
+    runner = _Runner(settings, settings.key_file, source, destination, quarantine, dry_run)
     started = time.perf_counter()
     try:
         runner.run(files, progress)

@@ -6,11 +6,17 @@ models that refuse unknown keys, in the style of :mod:`common.settings`.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from common.errors import ConfigError
 from common.validation import StrictModel, read_table, validated
+from configs import shipped
+
+SHIPPED_PROFILE = shipped("deid.toml")
 
 
 class ProfileOptions(StrictModel):
@@ -64,7 +70,8 @@ class PixelSafety(StrictModel):
 class DeidSettings(StrictModel):
     """A site's de-identification settings; the key file never lives inside the output folder."""
 
-    key_file: Path
+    key_file: Path | None = Field(None, description="the site's pseudonymisation key; the shipped "
+                                  "profile has none, a site's own settings ('insite site init') do")
     subject_prefix: str = Field("SUBJ", pattern=r"^[A-Z0-9]{1,8}$")
     options: ProfileOptions = ProfileOptions()
     safe_private: tuple[SafePrivate, ...] = ()
@@ -82,6 +89,45 @@ class DeidSettings(StrictModel):
 def load_deid_settings(path: Path) -> DeidSettings:
     """Read the ``[deid]`` table; a relative ``key_file`` is taken relative to the file's folder."""
     settings = validated(DeidSettings, read_table(path, "deid"), str(path))
-    key_file = settings.key_file.expanduser()
+    if settings.key_file is None:
+        return settings
+    return with_key_file(settings, settings.key_file, path.parent)
+
+
+def with_key_file(settings: DeidSettings, key_file: Path, base: Path) -> DeidSettings:
+    """``settings`` using ``key_file`` (``~`` expanded, relative to ``base``)."""
+    key_file = key_file.expanduser()
     return settings.model_copy(update={"key_file": key_file if key_file.is_absolute()
-                                       else (path.parent / key_file).resolve()})
+                                       else (base / key_file).resolve()})
+
+
+def site_deid_settings(config: Path | None, key_file: Path | None) -> DeidSettings:
+    """The settings a site de-identifies with: its own file, else the shipped profile, plus a key.
+
+    The profile is the same everywhere; the key is the site's own, so it must be named: in the
+    site's settings file, or with ``key_file``.
+    """
+    settings = load_deid_settings(config or SHIPPED_PROFILE)
+    if key_file is not None:
+        settings = with_key_file(settings, key_file, Path.cwd())
+    if settings.key_file is None:
+        raise ConfigError(
+            f"{config or 'the shipped profile'}: no key file named. The site's pseudonymisation key "
+            "(pseudonyms, date offsets, UID secret) is needed: make the site's settings with 'insite "
+            "site init' and pass --config deid.toml, or pass --key-file PATH (created on first use, "
+            "0600; keep it outside the output folder and back it up)")
+    return settings
+
+
+def write_site_settings(folder: Path, key_file: str = "deid-key.json") -> Path:
+    """The site's own ``deid.toml``: the shipped profile, with its key file kept beside it."""
+    config = folder / "deid.toml"
+    if config.exists():
+        raise ConfigError(f"{config}: exists already; edit it, or choose another folder")
+    text, found = re.subn(r"^# key_file = .*$", f"key_file = {json.dumps(key_file)}",
+                          SHIPPED_PROFILE.read_text(encoding="utf-8"), count=1, flags=re.MULTILINE)
+    if not found:
+        raise ConfigError(f"{SHIPPED_PROFILE}: has no '# key_file = ...' line to fill in")
+    folder.mkdir(parents=True, exist_ok=True)
+    config.write_text(text, encoding="utf-8")
+    return config

@@ -186,3 +186,26 @@ def _label_file(folder: Path, uid: str) -> None:
 def _assert_unlabeled_series_got_label_2(cli, data: Path) -> None:
     check = json.loads(cli("check", data, "--json").stdout)
     assert sorted(tuple(c["label_values"]) for c in check["cases"]) == [(0, 1), (0, 1), (0, 1), (0, 2)]
+
+
+def test_deid_works_from_any_folder_and_names_the_missing_key(cli, site, tmp_path, monkeypatch):
+    """The profile ships with the package; only the site's key needs naming, and how is said."""
+    root, _, _ = site
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    refused = cli("deid", root / "raw", tmp_path / "out0", "--json", ok=False)
+    assert refused.exit_code != 0 and "insite site init" in str(refused.exception)
+    assert "--key-file" in str(refused.exception) and not (tmp_path / "out0").exists()
+
+    made = cli("init", "--dir", "site-settings")
+    assert "deid.toml" in made.stdout
+    config = elsewhere / "site-settings" / "deid.toml"
+    summary = json.loads(cli("deid", root / "raw", tmp_path / "out1", "--config", config, "--json").stdout)
+    key = config.parent / "deid-key.json"
+    assert summary["files"]["written"] == 21 and key.is_file() and (key.stat().st_mode & 0o777) == 0o600
+    again = cli("init", "--dir", "site-settings", ok=False)
+    assert "exists already" in str(again.exception)
+
+    by_key = json.loads(cli("deid", root / "raw", tmp_path / "out2", "--key-file", "k.json", "--json").stdout)
+    assert by_key["files"]["written"] == 21 and (elsewhere / "k.json").is_file()

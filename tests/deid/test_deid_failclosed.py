@@ -112,11 +112,11 @@ def test_ultrasound_cleaning_rule_blanks_outside_regions(tmp_path, slice_file):
 
 def test_jpeg2000_low_pass_sample_matches_a_strided_sample():
     """The burned-in check's cheap JPEG 2000 path sees the same spread as a full decode."""
-    import numpy as np  # noqa: PLC0415
-    from pydicom import dcmread  # noqa: PLC0415
-    from pydicom.data import get_testdata_file  # noqa: PLC0415
+    import numpy as np
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
 
-    from siteprep.deid.pixels import (  # noqa: PLC0415
+    from siteprep.deid.pixels import (
         SAMPLE_STRIDE,
         _first_frame,
         _reduced_jpeg2000_sample,

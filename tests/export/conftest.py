@@ -16,7 +16,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
-from harness.grid import InProcessGrid, SiteNode
 from monai.data.synthetic import create_test_image_3d
 
 from client.app import app as client_app
@@ -30,6 +29,7 @@ from common.settings import (
     to_run_config,
 )
 from deploy.demo.publish import demo_publish
+from harness.grid import InProcessGrid, SiteNode
 from server.app import main as server_main
 
 SITES = ("site-a", "site-b", "site-c")

@@ -126,13 +126,13 @@ def test_site_data_cache_and_errors(tmp_path):
 
 
 def test_supernode_launcher_caps_the_idle_poll_of_flowers_loop():
-    import inspect  # noqa: PLC0415
-    import time  # noqa: PLC0415
-    import types  # noqa: PLC0415
+    import inspect
+    import time
+    import types
 
-    import flwr.supernode.start_client_internal as supernode_loop  # noqa: PLC0415
+    import flwr.supernode.start_client_internal as supernode_loop
 
-    from deploy.site.supernode_launcher import shorten_idle_poll  # noqa: PLC0415
+    from deploy.site.supernode_launcher import shorten_idle_poll
 
     # The launcher's premise: this Flower's SuperNode loop sleeps 3 s through its module's `time`.
     assert supernode_loop.time is time and "time.sleep(3)" in inspect.getsource(supernode_loop)

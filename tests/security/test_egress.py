@@ -199,7 +199,7 @@ def test_ledger_chain_and_private_file(tmp_path):
     assert check.intact and check.entries == 5
     entries = ledger.entries()
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
-    assert all(b["prev"] == a["hash"] for a, b in zip(entries, entries[1:]))
+    assert all(b["prev"] == a["hash"] for a, b in zip(entries, entries[1:], strict=False))
     assert entries[0]["sha256"] == hashlib.sha256(bytes([0]) * 10).hexdigest()
     assert ledger.path.stat().st_mode & 0o777 == 0o600
 

@@ -55,7 +55,8 @@ def start_capture(processes: ProcessSet, pcap: Path, ports: list[int]) -> Manage
     """tcpdump on ``lo`` for ``ports``; returns once it is listening.
 
     ``--immediate-mode``: packets reach the file as they arrive, so stopping loses none; ``-B``:
-    a 64 MB kernel buffer, so a busy CPU does not make it drop any; ``-Z root``: no privilege drop, so it can write into the (root-only) test folder.
+    a 64 MB kernel buffer, so a busy CPU does not make it drop any; ``-Z root``: no privilege drop,
+    so it can write into the (root-only) test folder.
     """
     port_filter = " or ".join(f"port {port}" for port in ports)
     capture = processes.start("tcpdump", [
