@@ -83,8 +83,9 @@ def _identifiers(path: Path, profile: Profile) -> list[str]:
         return []
 
 
-def _per_file(tool: str, files: list[Path], out: Path,
-              action: Callable[[Path, Path], None]) -> tuple[Result, list[tuple[Path, Path]]]:
+def _per_file(
+    tool: str, files: list[Path], out: Path, action: Callable[[Path, Path], None]
+) -> tuple[Result, list[tuple[Path, Path]]]:
     out.mkdir(parents=True)
     pairs = []
     failed = 0
@@ -115,6 +116,7 @@ def _dicognito() -> Callable[[Path, Path], None]:
         ds = dcmread(path)
         anonymizer.anonymize(ds)
         ds.save_as(target)
+
     return run
 
 
@@ -124,6 +126,7 @@ def _deid() -> Callable[[Path, Path], None]:
     def run(path: Path, target: Path) -> None:
         (parsed,) = replace_identifiers(dicom_files=[str(path)], save=False)
         parsed.save_as(target)
+
     return run
 
 
@@ -156,13 +159,23 @@ def run(work: Path, synthetic: int) -> list[Result]:
     for tool, workers in (("insite", None), ("insite (1 process)", 1)):
         settings = DeidSettings(key_file=work / f"{tool}-key" / "key.json", workers=workers)
         report = deidentify_tree(settings, corpus, work / tool, work / f"{tool}-quarantine")
-        results.append(Result(tool, report.files_in, report.seconds, written=report.written,
-                              with_residuals=report.residual_scan.files_with_residuals,
-                              note=f"quarantined {sum(report.quarantined.values())}; "
-                                   f"{workers or worker_count(None, report.files_in)} process(es)"))
+        results.append(
+            Result(
+                tool,
+                report.files_in,
+                report.seconds,
+                written=report.written,
+                with_residuals=report.residual_scan.files_with_residuals,
+                note=f"quarantined {sum(report.quarantined.values())}; "
+                f"{workers or worker_count(None, report.files_in)} process(es)",
+            )
+        )
 
-    for tool, factory in (("dicognito", _dicognito), ("deid (default recipe)", _deid),
-                          ("dicom-anonymizer", _dicom_anonymizer)):
+    for tool, factory in (
+        ("dicognito", _dicognito),
+        ("deid (default recipe)", _deid),
+        ("dicom-anonymizer", _dicom_anonymizer),
+    ):
         try:
             action = factory()
         except ImportError as error:
@@ -184,16 +197,22 @@ def main() -> None:
     results = run(args.work, args.synthetic)
     floor = results[0].rate
     dicognito = next((r.rate for r in results if r.tool == "dicognito"), 0.0)
-    print(f"{'tool':30} {'files':>6} {'s':>7} {'files/s':>8} {'x floor':>8} {'written':>8} {'failed':>7} "
-          f"{'unreadable out':>14} {'files w/ residual id':>20}  note")
+    print(
+        f"{'tool':30} {'files':>6} {'s':>7} {'files/s':>8} {'x floor':>8} {'written':>8} {'failed':>7} "
+        f"{'unreadable out':>14} {'files w/ residual id':>20}  note"
+    )
     for r in results:
-        print(f"{r.tool:30} {r.files_in:6d} {r.seconds:7.2f} {r.rate:8.1f} {r.rate / floor if floor else 0:8.2f} "
-              f"{r.written:8d} {r.failed:7d} {r.unreadable_outputs:14d} {r.with_residuals:20d}  {r.note}")
+        print(
+            f"{r.tool:30} {r.files_in:6d} {r.seconds:7.2f} {r.rate:8.1f} {r.rate / floor if floor else 0:8.2f} "
+            f"{r.written:8d} {r.failed:7d} {r.unreadable_outputs:14d} {r.with_residuals:20d}  {r.note}"
+        )
     print()
     for ours in (r for r in results if r.tool.startswith("insite")):
-        print(f"{ours.tool}: {ours.rate / dicognito:.2f}x dicognito (target >= 1.5), "
-              f"{ours.rate / floor:.2f}x plain read+write (target >= 0.7), original identifiers in "
-              f"{ours.with_residuals} of {ours.written} files written (target 0)")
+        print(
+            f"{ours.tool}: {ours.rate / dicognito:.2f}x dicognito (target >= 1.5), "
+            f"{ours.rate / floor:.2f}x plain read+write (target >= 0.7), original identifiers in "
+            f"{ours.with_residuals} of {ours.written} files written (target 0)"
+        )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ from configs import shipped
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
 
-FLOOR = {"training": {"local_steps": 1, "batch_size": 1, "patch_size": 16},
-         "model": {"channels": [4, 8], "strides": [2]}}
+FLOOR = {
+    "training": {"local_steps": 1, "batch_size": 1, "patch_size": 16},
+    "model": {"channels": [4, 8], "strides": [2]},
+}
 
 
 def federation(root: Path, settings: RunSettings, train: int, val: int, size: int) -> list[dict]:
@@ -42,8 +44,12 @@ def federation(root: Path, settings: RunSettings, train: int, val: int, size: in
         write_site(profile, space.site_dir(profile.name) / "data", train, val, size, settings.seed)
     provision_demo(space, [p.name for p in DEMO_SITES])
     RunRecord(space.run_dir).create("bench", settings, transport={"tls": True, "node_auth": True})
-    run_demo_federation(space, settings, on_event=lambda text: print(f"  {text}", flush=True),
-              on_round=lambda row: print(f"  round {row['round']} closed", flush=True))
+    run_demo_federation(
+        space,
+        settings,
+        on_event=lambda text: print(f"  {text}", flush=True),
+        on_round=lambda row: print(f"  round {row['round']} closed", flush=True),
+    )
     return RunRecord(space.run_dir).rounds()
 
 
@@ -55,11 +61,12 @@ def report(name: str, rows: list[dict]) -> None:
         slowest = max(site["train_seconds"] for site in row["sites"].values())
         overhead = row["wall_s"] - slowest
         shares.append(overhead / row["wall_s"])
-        print(f"  {row['round']:5d}  {row['wall_s']:6.1f}  {slowest:24.1f}  {overhead:10.1f}  "
-              f"{shares[-1]:14.0%}")
+        print(f"  {row['round']:5d}  {row['wall_s']:6.1f}  {slowest:24.1f}  {overhead:10.1f}  {shares[-1]:14.0%}")
     later = rows[1:] or rows  # round 1 also fills the sites' preprocessing caches
-    print(f"  median round wall (rounds 2+): {statistics.median(r['wall_s'] for r in later):.1f} s; "
-          f"median overhead share: {statistics.median(shares[1:] or shares):.0%}")
+    print(
+        f"  median round wall (rounds 2+): {statistics.median(r['wall_s'] for r in later):.1f} s; "
+        f"median overhead share: {statistics.median(shares[1:] or shares):.0%}"
+    )
     if "eval_exchange_s" in rows[-1]:
         print(f"  final scoring exchange: {rows[-1]['eval_exchange_s']:.1f} s")
 
@@ -73,11 +80,14 @@ def main() -> None:
     demo = load_run_settings(args.config).model_copy(update={"rounds": args.rounds, "min_sites": 3})
     floor = RunSettings.model_validate({**FLOOR, "rounds": args.rounds, "min_sites": 3})
     runs = []
-    for name, settings, data in (("demo configuration", demo, (48, 8, 48)),
-                                 ("floor (tiny model, 1 step, 32^3 volumes)", floor, (2, 1, 32))):
+    for name, settings, data in (
+        ("demo configuration", demo, (48, 8, 48)),
+        ("floor (tiny model, 1 step, 32^3 volumes)", floor, (2, 1, 32)),
+    ):
         for mode in ("secagg+", "plain"):
-            variant = settings.model_copy(update={"aggregation": settings.aggregation.model_copy(
-                update={"mode": mode})})
+            variant = settings.model_copy(
+                update={"aggregation": settings.aggregation.model_copy(update={"mode": mode})}
+            )
             label = f"{name}, {mode}"
             print(label, flush=True)
             slug = f"{'demo' if settings is demo else 'floor'}-{mode.rstrip('+')}"

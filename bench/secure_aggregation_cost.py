@@ -45,10 +45,10 @@ def proxy_bytes(root: Path) -> int:
     return total
 
 
-def run_variant(root: Path, settings: RunSettings, mode: str, poll: dict[str, str] | None,
-                data: tuple[int, int, int]) -> dict:
-    variant = settings.model_copy(update={"aggregation": settings.aggregation.model_copy(
-        update={"mode": mode})})
+def run_variant(
+    root: Path, settings: RunSettings, mode: str, poll: dict[str, str] | None, data: tuple[int, int, int]
+) -> dict:
+    variant = settings.model_copy(update={"aggregation": settings.aggregation.model_copy(update={"mode": mode})})
     saved = {key: os.environ.get(key) for key in (poll or {})}
     os.environ.update(poll or {})
     try:
@@ -59,8 +59,7 @@ def run_variant(root: Path, settings: RunSettings, mode: str, poll: dict[str, st
     later = rows[1:] or rows
     return {
         "wall": statistics.median(r["wall_s"] for r in later),
-        "training": statistics.median(max(s["train_seconds"] for s in r["sites"].values())
-                                      for r in later),
+        "training": statistics.median(max(s["train_seconds"] for s in r["sites"].values()) for r in later),
         "bytes_per_round": proxy_bytes(root) / len(rows),
         "final_exchange": rows[-1].get("eval_exchange_s", 0.0),
     }
@@ -74,13 +73,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/insite-secagg-bench"))
     args = parser.parse_args()
     base = load_run_settings(args.config)
-    settings = base.model_copy(update={
-        "rounds": args.rounds, "min_sites": 3,
-        "model": base.model.model_validate(MODEL),
-        "training": base.training.model_copy(update={"local_steps": args.steps})})
+    settings = base.model_copy(
+        update={
+            "rounds": args.rounds,
+            "min_sites": 3,
+            "model": base.model.model_validate(MODEL),
+            "training": base.training.model_copy(update={"local_steps": args.steps}),
+        }
+    )
     parameters = sum(t.numel() for t in build_model(settings.model).state_dict().values())
-    print(f"model: {parameters / 1e6:.2f}M parameters = {parameters * 4 / 1e6:.1f} MB as float32; "
-          f"{args.rounds} rounds x {args.steps} steps, 3 sites", flush=True)
+    print(
+        f"model: {parameters / 1e6:.2f}M parameters = {parameters * 4 / 1e6:.1f} MB as float32; "
+        f"{args.rounds} rounds x {args.steps} steps, 3 sites",
+        flush=True,
+    )
     results = {}
     for poll_name, poll in POLLS.items():
         for mode in ("plain", "secagg+"):
@@ -90,13 +96,17 @@ def main() -> None:
             results[label] = run_variant(args.work / slug, settings, mode, poll, (8, 4, 48))
     print("\nvariant                          round s  slowest training s  MB/round  final scoring s")
     for label, result in results.items():
-        print(f"{label:32s} {result['wall']:7.1f}  {result['training']:18.1f}  "
-              f"{result['bytes_per_round'] / 1e6:8.1f}  {result['final_exchange']:15.1f}")
+        print(
+            f"{label:32s} {result['wall']:7.1f}  {result['training']:18.1f}  "
+            f"{result['bytes_per_round'] / 1e6:8.1f}  {result['final_exchange']:15.1f}"
+        )
     for poll_name in POLLS:
         plain, secure = results[f"plain, {poll_name}"], results[f"secagg+, {poll_name}"]
-        print(f"{poll_name}: SecAgg+ adds {secure['wall'] - plain['wall']:+.1f} s per round "
-              f"({secure['wall'] / plain['wall']:.2f}x) and "
-              f"{secure['bytes_per_round'] / plain['bytes_per_round']:.2f}x the bytes")
+        print(
+            f"{poll_name}: SecAgg+ adds {secure['wall'] - plain['wall']:+.1f} s per round "
+            f"({secure['wall'] / plain['wall']:.2f}x) and "
+            f"{secure['bytes_per_round'] / plain['bytes_per_round']:.2f}x the bytes"
+        )
 
 
 if __name__ == "__main__":

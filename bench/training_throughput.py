@@ -47,16 +47,19 @@ from configs import shipped
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 
 
-def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path,
-                    round_number: int) -> tuple[float, float]:
+def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path, round_number: int) -> tuple[float, float]:
     """One real train message through the ClientApp: (wall steps/s, reported training steps/s)."""
     weights = build_model(settings.model).state_dict()
-    content = RecordDict({"arrays": ArrayRecord(weights),
-                          "config": ConfigRecord({"server-round": round_number})})
+    content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord({"server-round": round_number})})
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 4242, 0, 0  # as the ServerApp's
     message = Message(content, dst_node_id=1, message_type="train")
-    context = Context(run_id=4242, node_id=1, node_config=_node_config(site),
-                      state=RecordDict(), run_config=to_run_config(settings, run_dir, 0, None))
+    context = Context(
+        run_id=4242,
+        node_id=1,
+        node_config=_node_config(site),
+        state=RecordDict(),
+        run_config=to_run_config(settings, run_dir, 0, None),
+    )
     started = time.perf_counter()
     reply = client_app(message, context)
     wall = time.perf_counter() - started
@@ -67,8 +70,13 @@ def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path,
 
 
 def _node_config(site: SiteContext) -> dict[str, str | int]:
-    return {"site-name": site.name, "data-path": str(site.data_path),
-            "cache-path": str(site.cache_path), "device": "cpu", "threads": site.threads}
+    return {
+        "site-name": site.name,
+        "data-path": str(site.data_path),
+        "cache-path": str(site.cache_path),
+        "device": "cpu",
+        "threads": site.threads,
+    }
 
 
 def bare_monai_round(data_path: Path, settings: RunSettings) -> tuple[float, float]:
@@ -76,20 +84,35 @@ def bare_monai_round(data_path: Path, settings: RunSettings) -> tuple[float, flo
     started = time.perf_counter()
     keys = ("image", "label")
     training = settings.training
-    files = [{"image": str(c.image), "label": str(c.label)}
-             for c in discover_cases("bench", data_path) if c.split == "train"]
-    transform = Compose([
-        LoadImaged(keys=keys, image_only=True), EnsureChannelFirstd(keys=keys),
-        NormalizeIntensityd(keys="image"),
-        RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=(training.patch_size,) * 3,
-                               pos=1, neg=1, num_samples=1, allow_smaller=True),
-    ])
-    loader = DataLoader(CacheDataset(files, transform, progress=False),
-                        batch_size=training.batch_size, shuffle=True)
+    files = [
+        {"image": str(c.image), "label": str(c.label)} for c in discover_cases("bench", data_path) if c.split == "train"
+    ]
+    transform = Compose(
+        [
+            LoadImaged(keys=keys, image_only=True),
+            EnsureChannelFirstd(keys=keys),
+            NormalizeIntensityd(keys="image"),
+            RandCropByPosNegLabeld(
+                keys=keys,
+                label_key="label",
+                spatial_size=(training.patch_size,) * 3,
+                pos=1,
+                neg=1,
+                num_samples=1,
+                allow_smaller=True,
+            ),
+        ]
+    )
+    loader = DataLoader(CacheDataset(files, transform, progress=False), batch_size=training.batch_size, shuffle=True)
     net = settings.model
-    model = UNet(spatial_dims=3, in_channels=1, out_channels=net.out_channels,
-                 channels=tuple(net.channels), strides=tuple(net.strides),
-                 num_res_units=net.num_res_units)
+    model = UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=net.out_channels,
+        channels=tuple(net.channels),
+        strides=tuple(net.strides),
+        num_res_units=net.num_res_units,
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     model.train()
@@ -111,8 +134,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=shipped("federation.toml"))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (the demo gives each of its 3 sites one core's share)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (the demo gives each of its 3 sites one core's share)"
+    )
     parser.add_argument("--train-cases", type=int, default=48)
     parser.add_argument("--size", type=int, default=48)
     args = parser.parse_args()
@@ -131,18 +155,22 @@ def main() -> None:
             total, loop = bare_monai_round(root / "data", settings)
             bare.append(total)
             bare_inner.append(loop)
-            print(f"repeat {repeat}: ClientApp {wall:.3f} steps/s (training loop {inner:.3f}), "
-                  f"bare MONAI {total:.3f} steps/s (training loop {loop:.3f})", flush=True)
+            print(
+                f"repeat {repeat}: ClientApp {wall:.3f} steps/s (training loop {inner:.3f}), "
+                f"bare MONAI {total:.3f} steps/s (training loop {loop:.3f})",
+                flush=True,
+            )
     ratio = statistics.median(w / b for w, b in zip(app_wall, bare, strict=True))
     loop_ratio = statistics.median(a / b for a, b in zip(app_inner, bare_inner, strict=True))
-    print(f"\n{settings.training.local_steps} steps, batch {settings.training.batch_size}, "
-          f"patch {settings.training.patch_size}^3, {args.threads} thread(s), median of {args.repeats}:")
+    print(
+        f"\n{settings.training.local_steps} steps, batch {settings.training.batch_size}, "
+        f"patch {settings.training.patch_size}^3, {args.threads} thread(s), median of {args.repeats}:"
+    )
     print(f"  ClientApp (whole message)  {statistics.median(app_wall):.3f} steps/s")
     print(f"  ClientApp (training loop)  {statistics.median(app_inner):.3f} steps/s")
     print(f"  bare MONAI (with set-up)   {statistics.median(bare):.3f} steps/s")
     print(f"  bare MONAI (training loop) {statistics.median(bare_inner):.3f} steps/s")
-    print(f"  ratio ClientApp / bare     {ratio:.2f}x whole round, {loop_ratio:.2f}x training loop "
-          f"(target >= 0.9x)")
+    print(f"  ratio ClientApp / bare     {ratio:.2f}x whole round, {loop_ratio:.2f}x training loop (target >= 0.9x)")
 
 
 if __name__ == "__main__":

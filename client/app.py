@@ -44,8 +44,7 @@ SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteErr
 app = ClientApp(mods=[ledger_mod, egress_guard_mod])
 
 
-def _answer(msg: Message, context: Context,
-            work: Callable[[SiteRound, dict], RecordDict]) -> Message:
+def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], RecordDict]) -> Message:
     from client.local_round import SiteRound  # noqa: PLC0415  (lazy: see the module docstring)
 
     site_name = str(context.node_config.get("site-name", "unknown site"))
@@ -69,8 +68,7 @@ def train(msg: Message, context: Context) -> Message:
     round_number = int(config["server-round"])
 
     def work(job: SiteRound, weights: dict) -> RecordDict:
-        new_weights, metrics = job.score_and_train(weights, round_number,
-                                                   bool(config.get(EVALUATE_INCOMING, False)))
+        new_weights, metrics = job.score_and_train(weights, round_number, bool(config.get(EVALUATE_INCOMING, False)))
         return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)})
 
     return _answer(msg, context, work)

@@ -64,8 +64,7 @@ def _read_index(site: str, data_path: Path) -> list[Case]:
     try:
         entries = json.loads(index.read_text(encoding="utf-8"))["cases"]
         cases = [
-            Case(str(e["id"]), data_path / e["image"], data_path / e["label"], e.get("split", "train"))
-            for e in entries
+            Case(str(e["id"]), data_path / e["image"], data_path / e["label"], e.get("split", "train")) for e in entries
         ]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise SiteDataError(f"site {site}: case index {index} is malformed ({error})") from None
@@ -80,8 +79,14 @@ def _scan_folder(site: str, data_path: Path) -> list[Case]:
     cases = []
     for n, image in enumerate(images):
         stem = _stem(image)
-        label = next((data_path / "labels" / f"{stem}{s}" for s in VOLUME_SUFFIXES
-                      if (data_path / "labels" / f"{stem}{s}").exists()), None)
+        label = next(
+            (
+                data_path / "labels" / f"{stem}{s}"
+                for s in VOLUME_SUFFIXES
+                if (data_path / "labels" / f"{stem}{s}").exists()
+            ),
+            None,
+        )
         if label is None:
             raise SiteDataError(f"site {site}: image {image} has no label in {data_path / 'labels'}")
         # Every fifth case is held out, so a folder without an index still gets a validation split.

@@ -36,8 +36,7 @@ from common.errors import SiteDataError
 # logs and warns in every process on a machine without nvImageCodec. The cases are NIfTI and
 # that reader is never used: silence exactly those two messages, nothing else of MONAI's.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin",
-                        category=UserWarning)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec decoder plugin", category=UserWarning)
 
 KEYS = ("image", "label")
 # Bump when the deterministic transforms change, so old caches are not reused.
@@ -45,28 +44,43 @@ PREPROCESSING_VERSION = "1"
 
 
 def _preprocess(multiple: int) -> Compose:
-    return Compose([
-        LoadImaged(keys=KEYS, image_only=True),
-        EnsureChannelFirstd(keys=KEYS),
-        NormalizeIntensityd(keys="image"),
-        DivisiblePadd(keys=KEYS, k=multiple),
-        EnsureTyped(keys=KEYS, dtype=(np.float32, np.uint8), track_meta=False),
-    ])
+    return Compose(
+        [
+            LoadImaged(keys=KEYS, image_only=True),
+            EnsureChannelFirstd(keys=KEYS),
+            NormalizeIntensityd(keys="image"),
+            DivisiblePadd(keys=KEYS, k=multiple),
+            EnsureTyped(keys=KEYS, dtype=(np.float32, np.uint8), track_meta=False),
+        ]
+    )
 
 
 def _augment(patch_size: int) -> Compose:
-    return Compose([
-        RandCropByPosNegLabeld(keys=KEYS, label_key="label", spatial_size=(patch_size,) * 3,
-                               pos=1, neg=1, num_samples=1, allow_smaller=True),
-        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
-        RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
-    ])
+    return Compose(
+        [
+            RandCropByPosNegLabeld(
+                keys=KEYS,
+                label_key="label",
+                spatial_size=(patch_size,) * 3,
+                pos=1,
+                neg=1,
+                num_samples=1,
+                allow_smaller=True,
+            ),
+            RandFlipd(keys=KEYS, prob=0.5, spatial_axis=0),
+            RandFlipd(keys=KEYS, prob=0.5, spatial_axis=1),
+        ]
+    )
 
 
 def _item(case: Case) -> dict[str, str]:
     stamp = [f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (case.image, case.label)]
-    return {"image": str(case.image), "label": str(case.label), "id": case.case_id,
-            "stamp": "|".join(stamp) + f"|v{PREPROCESSING_VERSION}"}
+    return {
+        "image": str(case.image),
+        "label": str(case.label),
+        "id": case.case_id,
+        "stamp": "|".join(stamp) + f"|v{PREPROCESSING_VERSION}",
+    }
 
 
 def check_readable(site: str, case: Case) -> None:
@@ -107,8 +121,7 @@ class SiteDataset:
         if augment is not None:
             transform.set_random_state(seed=self._seed)
         try:
-            return PersistentDataset([_item(c) for c in cases], transform=transform,
-                                     cache_dir=self.cache_dir)
+            return PersistentDataset([_item(c) for c in cases], transform=transform, cache_dir=self.cache_dir)
         except OSError as error:
             raise SiteDataError(f"site {self.site}: cannot use cache {self.cache_dir} ({error})") from None
 
@@ -118,8 +131,7 @@ class SiteDataset:
         # Seeded shuffling too: a site's round is then reproducible from its inputs, which lets an
         # auditor (and the secure-aggregation test) recompute exactly what the site trained.
         order = torch.Generator().manual_seed(seed)
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
-                          drop_last=False, generator=order)
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False, generator=order)
 
     def val_dataset(self) -> PersistentDataset:
         return self._dataset(self.split("val"), None)

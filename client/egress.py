@@ -73,8 +73,7 @@ def _spec_for(model_json: str) -> tuple[tuple[str, tuple[int, ...], str], ...]:
 
     with torch.device("meta"):
         model = build_model(ModelSettings.model_validate_json(model_json))
-    return tuple((name, tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                 for name, t in model.state_dict().items())
+    return tuple((name, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in model.state_dict().items())
 
 
 def model_spec(settings: ModelSettings) -> ModelSpec:
@@ -85,14 +84,14 @@ def model_spec(settings: ModelSettings) -> ModelSpec:
 def _check_tensor(where: str, array: Array, shape: tuple[int, ...], dtype: str) -> None:
     values = array.numpy()
     if values.shape != shape or values.dtype.name != dtype:
-        raise EgressRefused(f"{where} is {values.dtype.name}{list(values.shape)}, the model's "
-                            f"tensor is {dtype}{list(shape)}")
+        raise EgressRefused(
+            f"{where} is {values.dtype.name}{list(values.shape)}, the model's tensor is {dtype}{list(shape)}"
+        )
     if values.dtype.kind in "fc" and not np.isfinite(values).all():
         raise EgressRefused(f"{where} holds NaN or infinite values")
 
 
-def _check_tensors(key: str, record: Iterable[tuple[str, Array]], spec: ModelSpec,
-                   positional: bool) -> None:
+def _check_tensors(key: str, record: Iterable[tuple[str, Array]], spec: ModelSpec, positional: bool) -> None:
     items = list(record)
     if positional and not items:
         return  # secaggplus_mod empties the plaintext parameters once they are masked
@@ -108,8 +107,7 @@ def _check_tensors(key: str, record: Iterable[tuple[str, Array]], spec: ModelSpe
     unknown = [name for name in names if name not in spec]
     missing = [name for name in spec if name not in names]
     if unknown or missing:
-        raise EgressRefused(f"'{key}' tensors differ from the model's: unknown {unknown[:3]}, "
-                            f"missing {missing[:3]}")
+        raise EgressRefused(f"'{key}' tensors differ from the model's: unknown {unknown[:3]}, missing {missing[:3]}")
     for name, array in items:
         shape, dtype = spec[name]
         _check_tensor(f"'{key}' tensor '{name}'", array, shape, dtype)
@@ -122,11 +120,11 @@ def _check_metrics(key: str, record: MetricRecord | ConfigRecord, site: str) -> 
                 raise EgressRefused(f"'{key}' names site {value!r}, this site is {site!r}")
             continue
         if name not in ALLOWED_METRICS:
-            raise EgressRefused(f"metric '{name}' in '{key}' is not on the allow-list "
-                                f"({', '.join(sorted(ALLOWED_METRICS))})")
+            raise EgressRefused(
+                f"metric '{name}' in '{key}' is not on the allow-list ({', '.join(sorted(ALLOWED_METRICS))})"
+            )
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise EgressRefused(f"metric '{name}' in '{key}' is a {type(value).__name__}, "
-                                "not a single number")
+            raise EgressRefused(f"metric '{name}' in '{key}' is a {type(value).__name__}, not a single number")
         if not math.isfinite(value):
             raise EgressRefused(f"metric '{name}' in '{key}' is not finite")
 
@@ -153,8 +151,7 @@ def check_reply(content: RecordDict, settings: ModelSettings, site: str) -> None
     for key, array_record in content.array_records.items():
         if key not in ("arrays", _LEGACY_PARAMETERS):
             raise EgressRefused(f"array record '{key}' is not part of a round's reply")
-        _check_tensors(key, array_record.items(), model_spec(settings),
-                       positional=key == _LEGACY_PARAMETERS)
+        _check_tensors(key, array_record.items(), model_spec(settings), positional=key == _LEGACY_PARAMETERS)
     for key, metric_record in content.metric_records.items():
         if key == _LEGACY_COUNT:
             if set(metric_record) != {"num_examples"}:
@@ -198,16 +195,22 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
     content = reply.content
     secagg = content.config_records.get(RECORD_KEY_CONFIGS)
     if secagg is not None and Key.MASKED_PARAMETERS in secagg:
-        parts.append(f"masked model update ({len(secagg[Key.MASKED_PARAMETERS])} vectors; "
-                     "only the sum over sites can be unmasked)")
+        parts.append(
+            f"masked model update ({len(secagg[Key.MASKED_PARAMETERS])} vectors; "
+            "only the sum over sites can be unmasked)"
+        )
     elif secagg is not None:
         parts.append(f"SecAgg+ protocol fields {sorted(secagg)} (keys and key shares, no data)")
     for record in content.array_records.values():
         if len(record):
             values = sum(int(np.prod(array.numpy().shape)) for array in record.values())
             parts.append(f"model weights: {len(record)} tensors, {values:,} numbers")
-    metrics = {name: value for key in ("metrics", _LEGACY_METRICS)
-               for name, value in content.get(key, {}).items() if name != SITE_METRIC}
+    metrics = {
+        name: value
+        for key in ("metrics", _LEGACY_METRICS)
+        for name, value in content.get(key, {}).items()
+        if name != SITE_METRIC
+    }
     if metrics:
         parts.append("metrics " + ", ".join(f"{name}={value:.4g}" for name, value in metrics.items()))
     return kind, "; ".join(parts) or "empty reply"
@@ -241,17 +244,18 @@ def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         kind, detail = _describe(msg, reply, stage)
     except Exception as error:
         log.exception("the site's app failed")
-        reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
-                              reason=f"{type(error)}:<'{error}'>"), reply_to=msg)
+        reply = Message(
+            Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=f"{type(error)}:<'{error}'>"), reply_to=msg
+        )
         kind = "refused" if isinstance(error, EgressRefused) else "error"
         detail = f"error report instead of a result: {error}"
     try:
         cache = SiteContext.from_node_config(context.node_config).cache_path
-        Ledger(cache).append(run=msg.metadata.run_id, round_number=_round_of(msg), kind=kind,
-                             payload=_payload(reply), detail=detail)
+        Ledger(cache).append(
+            run=msg.metadata.run_id, round_number=_round_of(msg), kind=kind, payload=_payload(reply), detail=detail
+        )
     except (OSError, ValueError, InsiteError) as error:
-        reason = (f"site {_site_name(context)}: the egress ledger cannot be written ({error}); "
-                  "nothing was sent")
+        reason = f"site {_site_name(context)}: the egress ledger cannot be written ({error}); nothing was sent"
         log.error("%s", reason)
         return Message(Error(code=LEDGER_FAILED, reason=reason), reply_to=msg)
     return reply

@@ -67,8 +67,7 @@ class Ledger:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def append(self, *, run: int, round_number: int | None, kind: str, payload: bytes,
-               detail: str) -> dict[str, Any]:
+    def append(self, *, run: int, round_number: int | None, kind: str, payload: bytes, detail: str) -> dict[str, Any]:
         """Chain one outgoing message onto the ledger; returns the entry written."""
         with self._locked() as handle:
             last = _last_line(handle)
@@ -92,8 +91,7 @@ class Ledger:
         return entry
 
     def _write_head(self, entry: dict[str, Any]) -> None:
-        atomic_write(self.head_path, json.dumps({"seq": entry["seq"], "hash": entry["hash"]}).encode(),
-                     mode=0o600)
+        atomic_write(self.head_path, json.dumps({"seq": entry["seq"], "hash": entry["hash"]}).encode(), mode=0o600)
 
     def entries(self) -> list[dict[str, Any]]:
         """Every entry in file order; a line that is not JSON is returned as ``{"unreadable": line}``."""
@@ -118,14 +116,19 @@ class Ledger:
                 continue
             seq = entry.get("seq")
             if entry.get("hash") != entry_hash(entry):
-                check.problems.append(f"entry {seq} (line {position}): content does not match its "
-                                      "hash: the entry was edited")
+                check.problems.append(
+                    f"entry {seq} (line {position}): content does not match its hash: the entry was edited"
+                )
             if entry.get("prev") != previous_hash:
-                check.problems.append(f"entry {seq} (line {position}): does not follow the entry "
-                                      "before it: an entry was deleted, inserted or moved")
+                check.problems.append(
+                    f"entry {seq} (line {position}): does not follow the entry "
+                    "before it: an entry was deleted, inserted or moved"
+                )
             if seq != expected_seq:
-                check.problems.append(f"line {position}: sequence number {seq}, expected "
-                                      f"{expected_seq}: entries are missing or out of order")
+                check.problems.append(
+                    f"line {position}: sequence number {seq}, expected "
+                    f"{expected_seq}: entries are missing or out of order"
+                )
             previous_hash = str(entry.get("hash"))
             expected_seq = (seq if isinstance(seq, int) else expected_seq) + 1
         self._check_head(check, previous_hash, expected_seq - 1)
@@ -134,8 +137,7 @@ class Ledger:
     def _check_head(self, check: LedgerCheck, last_hash: str, last_seq: int) -> None:
         if not self.head_path.exists():
             if check.entries:
-                check.problems.append(f"{self.head_path.name} is missing: the ledger's end cannot "
-                                      "be confirmed")
+                check.problems.append(f"{self.head_path.name} is missing: the ledger's end cannot be confirmed")
             return
         try:
             head = json.loads(self.head_path.read_text())
@@ -145,7 +147,8 @@ class Ledger:
         if head.get("hash") != last_hash:
             check.problems.append(
                 f"the ledger ends at entry {last_seq} but the last entry written was "
-                f"{head.get('seq')}: entries were removed from the end or the file was replaced")
+                f"{head.get('seq')}: entries were removed from the end or the file was replaced"
+            )
 
 
 def _last_line(handle: IO[str]) -> str:

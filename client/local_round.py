@@ -52,8 +52,9 @@ class SiteRound:
         model.load_state_dict(weights)
         return model.to(self.compute.device)
 
-    def train(self, weights: dict[str, torch.Tensor],
-              round_number: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def train(
+        self, weights: dict[str, torch.Tensor], round_number: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Train ``local_steps`` steps from ``weights``; returns new weights and scalar metrics."""
         training = self.settings.training
         model = self.model(weights)
@@ -61,13 +62,27 @@ class SiteRound:
         global_weights = None
         if self.settings.strategy.name == "fedprox":
             global_weights = [p.detach().clone() for p in model.parameters()]
-        loader = self.data.train_loader(training.batch_size, training.patch_size,
-                                        self.site.seed(self.settings.seed, round_number))
-        result = train_steps(model, endless(loader), training.local_steps, optimizer, self.compute,
-                             proximal_mu=self.settings.strategy.proximal_mu if global_weights else 0.0,
-                             global_weights=global_weights)
-        log.info("site %s round %d: %d steps in %.1fs on %s, loss %.4f", self.site.name,
-                 round_number, result.steps, result.seconds, self.compute.describe(), result.mean_loss)
+        loader = self.data.train_loader(
+            training.batch_size, training.patch_size, self.site.seed(self.settings.seed, round_number)
+        )
+        result = train_steps(
+            model,
+            endless(loader),
+            training.local_steps,
+            optimizer,
+            self.compute,
+            proximal_mu=self.settings.strategy.proximal_mu if global_weights else 0.0,
+            global_weights=global_weights,
+        )
+        log.info(
+            "site %s round %d: %d steps in %.1fs on %s, loss %.4f",
+            self.site.name,
+            round_number,
+            result.steps,
+            result.seconds,
+            self.compute.describe(),
+            result.mean_loss,
+        )
         metrics = {
             "num-examples": float(len(self.data.split("train"))),
             "train-loss": result.mean_loss,
@@ -80,8 +95,9 @@ class SiteRound:
             trained = clip_update(weights, trained, privacy.clipping_norm)
         return trained, metrics
 
-    def score_and_train(self, weights: dict[str, torch.Tensor], round_number: int,
-                        score_incoming: bool) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    def score_and_train(
+        self, weights: dict[str, torch.Tensor], round_number: int, score_incoming: bool
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Score the incoming global model (when asked), then train from it.
 
         Scoring here spares a separate evaluate exchange per round (a process start and two polls
@@ -97,13 +113,15 @@ class SiteRound:
         val = self.data.split("val")
         if not val:
             return {"num-examples": 0.0, "dice": 0.0}
-        scores = evaluate_dice(self.model(weights), self.data.val_dataset(), self.compute,
-                               self.settings.training.patch_size)
+        scores = evaluate_dice(
+            self.model(weights), self.data.val_dataset(), self.compute, self.settings.training.patch_size
+        )
         return {"num-examples": float(len(val)), "dice": sum(scores) / len(scores)}
 
 
-def clip_update(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor],
-                bound: float) -> dict[str, torch.Tensor]:
+def clip_update(
+    before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], bound: float
+) -> dict[str, torch.Tensor]:
     """Scale the round's update (after - before) down to L2 norm ``bound`` over all tensors.
 
     This bounds what one site can move the global model, which the coordinator's Gaussian noise

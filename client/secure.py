@@ -40,8 +40,10 @@ def check_maskable(site: str, weights: dict[str, Any], settings: RunSettings) ->
     for name, tensor in weights.items():
         peak = float(tensor.abs().max()) if tensor.numel() else 0.0
         if peak > limit:
-            raise SiteDataError(f"site {site}: weight '{name}' reaches {peak:.3g}, beyond the secure "
-                                f"aggregation range +-{limit:g}; raise aggregation.clipping_range")
+            raise SiteDataError(
+                f"site {site}: weight '{name}' reaches {peak:.3g}, beyond the secure "
+                f"aggregation range +-{limit:g}; raise aggregation.clipping_range"
+            )
 
 
 class SiteClient(NumPyClient):
@@ -50,8 +52,7 @@ class SiteClient(NumPyClient):
     def __init__(self, context: Context) -> None:
         self.context = context
 
-    def fit(self, parameters: list[np.ndarray],
-            config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         import torch  # noqa: PLC0415  (lazy: see the module docstring)
 
         from client.local_round import SiteRound  # noqa: PLC0415
@@ -62,20 +63,23 @@ class SiteClient(NumPyClient):
             job = SiteRound.prepare(site, settings)
             names = job.parameter_names()
             if len(names) != len(parameters):
-                raise SiteDataError(f"site {site.name}: global model has {len(parameters)} tensors, "
-                                    f"the run's model {len(names)}")
+                raise SiteDataError(
+                    f"site {site.name}: global model has {len(parameters)} tensors, the run's model {len(names)}"
+                )
             weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters, strict=True)}
-            new_weights, metrics = job.score_and_train(weights, int(config["server-round"]),
-                                                       bool(config.get(EVALUATE_INCOMING, False)))
+            new_weights, metrics = job.score_and_train(
+                weights, int(config["server-round"]), bool(config.get(EVALUATE_INCOMING, False))
+            )
             check_maskable(site.name, new_weights, settings)
             cases = int(metrics["num-examples"])
             if cases > settings.aggregation.max_weight:
-                raise SiteDataError(f"site {site.name}: {cases} training cases exceed the secure "
-                                    f"aggregation max_weight {settings.aggregation.max_weight:g}")
+                raise SiteDataError(
+                    f"site {site.name}: {cases} training cases exceed the secure "
+                    f"aggregation max_weight {settings.aggregation.max_weight:g}"
+                )
         except InsiteError as error:  # becomes the error reply the coordinator reports
             reason = str(error)
-            raise InsiteError(reason if reason.startswith("site ") else
-                              f"site {site.name}: {reason}") from None
+            raise InsiteError(reason if reason.startswith("site ") else f"site {site.name}: {reason}") from None
         metrics[SITE_METRIC] = site.name
         return [t.numpy() for t in new_weights.values()], cases, metrics
 

@@ -27,8 +27,7 @@ class SiteContext:
     def from_node_config(cls, node_config: dict) -> SiteContext:
         missing = [key for key in REQUIRED if not node_config.get(key)]
         if missing:
-            raise ConfigError(f"SuperNode node-config lacks {missing}; "
-                              "start the site with 'insite site join'")
+            raise ConfigError(f"SuperNode node-config lacks {missing}; start the site with 'insite site join'")
         return cls(
             name=str(node_config["site-name"]),
             data_path=Path(str(node_config["data-path"])),
@@ -43,5 +42,7 @@ class SiteContext:
 
     def to_node_config(self) -> str:
         """The ``--node-config`` string for ``flower-supernode``."""
-        return (f'site-name="{self.name}" data-path="{self.data_path}" '
-                f'cache-path="{self.cache_path}" device="{self.device}" threads={self.threads}')
+        return (
+            f'site-name="{self.name}" data-path="{self.data_path}" '
+            f'cache-path="{self.cache_path}" device="{self.device}" threads={self.threads}'
+        )

@@ -40,10 +40,15 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float) -> torch.optim.
     return torch.optim.Adam(model.parameters(), lr=learning_rate)
 
 
-def train_steps(model: torch.nn.Module, batches: Iterator[dict], steps: int,
-                optimizer: torch.optim.Optimizer, compute: Compute,
-                proximal_mu: float = 0.0,
-                global_weights: list[torch.Tensor] | None = None) -> TrainResult:
+def train_steps(
+    model: torch.nn.Module,
+    batches: Iterator[dict],
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    compute: Compute,
+    proximal_mu: float = 0.0,
+    global_weights: list[torch.Tensor] | None = None,
+) -> TrainResult:
     """Run ``steps`` optimizer steps of DiceCE on ``batches``.
 
     With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` keeps a site's model
@@ -81,8 +86,7 @@ def train_steps(model: torch.nn.Module, batches: Iterator[dict], steps: int,
 
 
 @torch.no_grad()
-def evaluate_dice(model: torch.nn.Module, dataset: Dataset, compute: Compute,
-                  roi_size: int) -> list[float]:
+def evaluate_dice(model: torch.nn.Module, dataset: Dataset, compute: Compute, roi_size: int) -> list[float]:
     """Per-case foreground Dice of the argmax prediction over the whole volume.
 
     The sliding window uses the training patch size: windows much larger than the training
@@ -96,8 +100,7 @@ def evaluate_dice(model: torch.nn.Module, dataset: Dataset, compute: Compute,
         image = item["image"][None].to(compute.device)
         label = item["label"][None].to(compute.device)
         with compute.autocast():
-            logits = sliding_window_inference(image, (roi_size,) * 3, sw_batch_size=1,
-                                               predictor=model, overlap=0.25)
+            logits = sliding_window_inference(image, (roi_size,) * 3, sw_batch_size=1, predictor=model, overlap=0.25)
         classes = logits.shape[1]
         prediction = torch.nn.functional.one_hot(logits.argmax(1), classes).movedim(-1, 1)
         truth = torch.nn.functional.one_hot(label[:, 0].long(), classes).movedim(-1, 1)

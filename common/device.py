@@ -37,8 +37,7 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def select_compute(preference: Literal["auto", "cuda", "cpu"] = "auto",
-                   mixed_precision: bool = True) -> Compute:
+def select_compute(preference: Literal["auto", "cuda", "cpu"] = "auto", mixed_precision: bool = True) -> Compute:
     """Pick the device; a site asking for CUDA without one falls back to the CPU with a warning."""
     if preference in ("auto", "cuda") and torch.cuda.is_available():
         if not mixed_precision:

@@ -29,7 +29,10 @@ PublicKey = Ed25519PublicKey | ec.EllipticCurvePublicKey
 
 #: ECDSA curves accepted, with the SHA-2 that signs on each (as OpenSSH pairs them).
 CURVE_HASH: dict[str, type[hashes.HashAlgorithm]] = {
-    "secp256r1": hashes.SHA256, "secp384r1": hashes.SHA384, "secp521r1": hashes.SHA512}
+    "secp256r1": hashes.SHA256,
+    "secp384r1": hashes.SHA384,
+    "secp521r1": hashes.SHA512,
+}
 
 
 def fingerprint(key: PublicKey) -> str:
@@ -54,8 +57,9 @@ def load_private_key(path: Path) -> PrivateKey:
     except FileNotFoundError:
         raise ProvisioningError(f"{path}: private key not found") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ProvisioningError(f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o});"
-                                " it must be 0600")
+        raise ProvisioningError(
+            f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o}); it must be 0600"
+        )
     try:
         if data.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
             key = serialization.load_ssh_private_key(data, password=None)

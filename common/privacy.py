@@ -22,5 +22,4 @@ def gaussian_epsilon(noise_multiplier: float, rounds: int, delta: float) -> floa
         return 0.0
     if noise_multiplier <= 0:
         return math.inf
-    return min(rounds * a / (2 * noise_multiplier**2) + math.log(1 / delta) / (a - 1)
-               for a in ORDERS)
+    return min(rounds * a / (2 * noise_multiplier**2) + math.log(1 / delta) / (a - 1) for a in ORDERS)

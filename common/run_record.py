@@ -57,18 +57,22 @@ class Checkpoint:
     settings_digest: str
 
 
-def save_checkpoint(run_dir: Path, round_number: int, weights: dict[str, torch.Tensor],
-                    metrics: dict[str, Any], settings: RunSettings) -> Path:
+def save_checkpoint(
+    run_dir: Path, round_number: int, weights: dict[str, torch.Tensor], metrics: dict[str, Any], settings: RunSettings
+) -> Path:
     """Write round ``round_number``'s checkpoint; written again once the round's Dice is known."""
     path = checkpoint_path(run_dir, round_number)
     buffer = io.BytesIO()
-    torch.save({
-        "round": round_number,
-        "weights": weights,
-        "metrics": metrics,
-        "settings_digest": settings.digest(),
-        "settings": settings.canonical_json(),
-    }, buffer)
+    torch.save(
+        {
+            "round": round_number,
+            "weights": weights,
+            "metrics": metrics,
+            "settings_digest": settings.digest(),
+            "settings": settings.canonical_json(),
+        },
+        buffer,
+    )
     atomic_write(path, buffer.getvalue())
     return path
 
@@ -103,18 +107,21 @@ class RunRecord:
                 "--resume' (the demo's), or choose another folder"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / RUN_RECORD, {
-            "name": name,
-            "settings": settings.model_dump(mode="json"),
-            "settings_digest": settings.digest(),
-            "transport": transport,
-            "rounds_planned": settings.rounds,
-            "rounds_done": 0,
-            "sites": [],
-            "flower_runs": [],
-            "status": "created",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        write_json(
+            self.run_dir / RUN_RECORD,
+            {
+                "name": name,
+                "settings": settings.model_dump(mode="json"),
+                "settings_digest": settings.digest(),
+                "transport": transport,
+                "rounds_planned": settings.rounds,
+                "rounds_done": 0,
+                "sites": [],
+                "flower_runs": [],
+                "status": "created",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
         write_json(self.run_dir / METRICS, {"rounds": []})
 
     def read(self) -> dict[str, Any]:

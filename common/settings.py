@@ -53,12 +53,13 @@ class TrainingSettings(StrictModel):
     batch_size: int = Field(2, ge=1)
     learning_rate: float = Field(1e-3, gt=0, description="site learning rate in round 1")
     lr_schedule: Literal["cosine", "constant"] = Field(
-        "cosine", description="cosine: decay over the run's rounds to final_lr_fraction; with "
-        "non-IID sites a constant rate keeps the global model swinging between them")
+        "cosine",
+        description="cosine: decay over the run's rounds to final_lr_fraction; with "
+        "non-IID sites a constant rate keeps the global model swinging between them",
+    )
     final_lr_fraction: float = Field(0.1, gt=0, le=1)
     patch_size: int = Field(48, ge=16, description="edge of the cubic training crop, voxels")
     mixed_precision: bool = Field(True, description="CUDA AMP, or bf16 autocast on CPUs that support it")
-
 
     def learning_rate_at(self, round_number: int, rounds: int) -> float:
         """The sites' learning rate in global round ``round_number`` (1-based) of ``rounds``."""
@@ -89,15 +90,17 @@ class AggregationSettings(StrictModel):
     """
 
     mode: Literal["secagg+", "plain"] = "secagg+"
-    num_shares: float = Field(1.0, gt=0, description="key shares per site: a fraction of the "
-                              "sites (<= 1) or a count (> 2)")
-    reconstruction_threshold: float = Field(0.6, gt=0, description="shares needed to unmask: "
-                                            "a fraction of num_shares (<= 1) or a count")
-    clipping_range: float = Field(8.0, gt=0, description="|weight| beyond this cannot be masked; "
-                                  "a site refuses to send such a model")
+    num_shares: float = Field(
+        1.0, gt=0, description="key shares per site: a fraction of the sites (<= 1) or a count (> 2)"
+    )
+    reconstruction_threshold: float = Field(
+        0.6, gt=0, description="shares needed to unmask: a fraction of num_shares (<= 1) or a count"
+    )
+    clipping_range: float = Field(
+        8.0, gt=0, description="|weight| beyond this cannot be masked; a site refuses to send such a model"
+    )
     quantization_range: int = Field(2**22, gt=0)
-    max_weight: float = Field(1000.0, gt=0, description="largest training-case count a site may "
-                              "weigh in with")
+    max_weight: float = Field(1000.0, gt=0, description="largest training-case count a site may weigh in with")
 
 
 class PrivacySettings(StrictModel):
@@ -146,8 +149,9 @@ def load_run_settings(path: Path) -> RunSettings:
     return parse_run_settings(data.get("run", {}), str(path))
 
 
-def to_run_config(settings: RunSettings, run_dir: Path, round_offset: int = 0,
-                  initial_weights: Path | None = None) -> dict[str, str | int]:
+def to_run_config(
+    settings: RunSettings, run_dir: Path, round_offset: int = 0, initial_weights: Path | None = None
+) -> dict[str, str | int]:
     """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``."""
     return {
         "settings": settings.canonical_json(),

@@ -19,17 +19,19 @@ def to_arrays(model: torch.nn.Module) -> ArrayRecord:
     return ArrayRecord({k: v.detach().cpu() for k, v in model.state_dict().items()})
 
 
-def check_compatible(expected: dict[str, torch.Tensor], received: dict[str, torch.Tensor],
-                     source: str) -> None:
+def check_compatible(expected: dict[str, torch.Tensor], received: dict[str, torch.Tensor], source: str) -> None:
     missing = sorted(set(expected) - set(received))
     extra = sorted(set(received) - set(expected))
     if missing or extra:
-        raise FederationError(f"{source}: weights do not match the model "
-                              f"(missing {missing[:3]}, unexpected {extra[:3]})")
+        raise FederationError(
+            f"{source}: weights do not match the model (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
     for name, tensor in expected.items():
         if tuple(received[name].shape) != tuple(tensor.shape):
-            raise FederationError(f"{source}: tensor '{name}' has shape "
-                                  f"{tuple(received[name].shape)}, model expects {tuple(tensor.shape)}")
+            raise FederationError(
+                f"{source}: tensor '{name}' has shape "
+                f"{tuple(received[name].shape)}, model expects {tuple(tensor.shape)}"
+            )
 
 
 def load_arrays(model: torch.nn.Module, arrays: ArrayRecord, source: str) -> None:

@@ -23,12 +23,16 @@ NODE_KEY_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
 def create_site_key(private_key: Path, public_key: Path) -> None:
     """A site's node-authentication key pair, created on the site; only the .pub travels."""
     key = ec.generate_private_key(ec.SECP384R1())
-    write_secret(private_key, key.private_bytes(serialization.Encoding.PEM,
-                                                serialization.PrivateFormat.OpenSSH,
-                                                serialization.NoEncryption()))
+    write_secret(
+        private_key,
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
+    )
     public_key.parent.mkdir(parents=True, exist_ok=True)
-    public_key.write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                         serialization.PublicFormat.OpenSSH) + b"\n")
+    public_key.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n"
+    )
 
 
 def load_site_public_key(path: Path) -> ec.EllipticCurvePublicKey:
@@ -40,11 +44,13 @@ def load_site_public_key(path: Path) -> ec.EllipticCurvePublicKey:
     try:
         key = serialization.load_ssh_public_key(require_file(path, "site public key").read_bytes())
     except (ValueError, UnsupportedAlgorithm):
-        raise ProvisioningError(f"{path}: not an OpenSSH public key (expected the node.pub "
-                                "written by 'insite site keygen')") from None
+        raise ProvisioningError(
+            f"{path}: not an OpenSSH public key (expected the node.pub written by 'insite site keygen')"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, NODE_KEY_CURVES):
-        raise ProvisioningError(f"{path}: not an ECDSA key on P-256/384/521, the only keys "
-                                "Flower's node authentication accepts")
+        raise ProvisioningError(
+            f"{path}: not an ECDSA key on P-256/384/521, the only keys Flower's node authentication accepts"
+        )
     return key
 
 
@@ -53,8 +59,9 @@ def load_site_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
     try:
         key = serialization.load_ssh_private_key(require_file(path, "site private key").read_bytes(), None)
     except (ValueError, UnsupportedAlgorithm, TypeError):
-        raise ProvisioningError(f"{path}: not an unencrypted OpenSSH private key "
-                                "(create one with 'insite site keygen')") from None
+        raise ProvisioningError(
+            f"{path}: not an unencrypted OpenSSH private key (create one with 'insite site keygen')"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ProvisioningError(f"{path}: Flower's node authentication needs an ECDSA key")
     return key

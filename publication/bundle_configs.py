@@ -27,9 +27,15 @@ NETWORK_ID = "network_def"
 def network_def(settings: RunSettings) -> dict[str, Any]:
     """The same UNet as :func:`common.model.build_model`, as a MONAI config component."""
     model = settings.model
-    return {"_target_": "monai.networks.nets.UNet", "spatial_dims": 3, "in_channels": 1,
-            "out_channels": model.out_channels, "channels": list(model.channels),
-            "strides": list(model.strides), "num_res_units": model.num_res_units}
+    return {
+        "_target_": "monai.networks.nets.UNet",
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": model.out_channels,
+        "channels": list(model.channels),
+        "strides": list(model.strides),
+        "num_res_units": model.num_res_units,
+    }
 
 
 def roi_size(settings: RunSettings) -> int:
@@ -49,24 +55,39 @@ def inference_config(settings: RunSettings) -> dict[str, Any]:
         "datalist": "$sorted(glob.glob(@dataset_dir + '/*.nii*'))",
         NETWORK_ID: network_def(settings),
         "network": f"$@{NETWORK_ID}.to(@device)",
-        "preprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "LoadImaged", "keys": "image", "image_only": True},
-            {"_target_": "EnsureChannelFirstd", "keys": "image"},
-            {"_target_": "NormalizeIntensityd", "keys": "image"},
-            {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
-        ]},
-        "dataset": {"_target_": "Dataset", "data": "$[{'image': f} for f in @datalist]",
-                    "transform": "@preprocessing"},
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [roi, roi, roi],
-                    "sw_batch_size": 1, "overlap": 0.25},
-        "postprocessing": {"_target_": "Compose", "transforms": [
-            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir",
-             "output_postfix": "seg", "output_dtype": "$numpy.uint8", "resample": False,
-             "separate_folder": False},
-        ]},
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image", "image_only": True},
+                {"_target_": "EnsureChannelFirstd", "keys": "image"},
+                {"_target_": "NormalizeIntensityd", "keys": "image"},
+                {"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"},
+            ],
+        },
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': f} for f in @datalist]", "transform": "@preprocessing"},
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": [roi, roi, roi],
+            "sw_batch_size": 1,
+            "overlap": 0.25,
+        },
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+                {
+                    "_target_": "SaveImaged",
+                    "keys": "pred",
+                    "output_dir": "@output_dir",
+                    "output_postfix": "seg",
+                    "output_dtype": "$numpy.uint8",
+                    "resample": False,
+                    "separate_folder": False,
+                },
+            ],
+        },
         "predict": "$lambda item: @postprocessing("
-                   "{**item, 'pred': @inferer(item['image'][None].to(@device), @network)[0]})",
+        "{**item, 'pred': @inferer(item['image'][None].to(@device), @network)[0]})",
         "initialize": [
             "$torch.set_grad_enabled(False)",
             "$@network.load_state_dict(torch.load(@bundle_root + '/models/model.pt', "
@@ -77,8 +98,9 @@ def inference_config(settings: RunSettings) -> dict[str, Any]:
     }
 
 
-def metadata(manifest: Manifest, settings: RunSettings, record: dict[str, Any],
-             eval_metrics: dict[str, float]) -> dict[str, Any]:
+def metadata(
+    manifest: Manifest, settings: RunSettings, record: dict[str, Any], eval_metrics: dict[str, float]
+) -> dict[str, Any]:
     """``configs/metadata.json``, valid against MONAI's bundle schema 20240725."""
     project = manifest.project
     shape = [roi_size(settings)] * 3  # the network sees sliding-window patches of this size
@@ -87,8 +109,10 @@ def metadata(manifest: Manifest, settings: RunSettings, record: dict[str, Any],
     return {
         "schema": SCHEMA_URL,
         "version": project.version,
-        "changelog": {project.version: f"consensus model of federated run '{record['name']}', "
-                                       f"round {manifest.run.round}, exported by insite"},
+        "changelog": {
+            project.version: f"consensus model of federated run '{record['name']}', "
+            f"round {manifest.run.round}, exported by insite"
+        },
         "monai_version": monai.__version__,
         "pytorch_version": torch.__version__.split("+")[0],
         "numpy_version": numpy.__version__,
@@ -105,15 +129,30 @@ def metadata(manifest: Manifest, settings: RunSettings, record: dict[str, Any],
         "intended_use": project.intended_use,
         "references": [],
         "network_data_format": {
-            "inputs": {"image": {
-                "type": "image", "format": "magnitude", "modality": "unspecified",
-                "num_channels": 1, "spatial_shape": shape, "dtype": "float32", "value_range": [],
-                "is_patch_data": True, "channel_def": {"0": "image"},
-            }},
-            "outputs": {"pred": {
-                "type": "image", "format": "segmentation", "num_channels": settings.model.out_channels,
-                "spatial_shape": shape, "dtype": "float32", "value_range": [],
-                "is_patch_data": True, "channel_def": classes,
-            }},
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "unspecified",
+                    "num_channels": 1,
+                    "spatial_shape": shape,
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": True,
+                    "channel_def": {"0": "image"},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": settings.model.out_channels,
+                    "spatial_shape": shape,
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": True,
+                    "channel_def": classes,
+                }
+            },
         },
     }

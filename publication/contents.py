@@ -30,8 +30,9 @@ class DerivedFiles:
     licence: str
 
 
-def derive(manifest: Manifest, record: dict[str, Any], settings: RunSettings, checkpoint: Checkpoint,
-           approvers: dict[str, str]) -> DerivedFiles:
+def derive(
+    manifest: Manifest, record: dict[str, Any], settings: RunSettings, checkpoint: Checkpoint, approvers: dict[str, str]
+) -> DerivedFiles:
     summary = summarise_metrics(checkpoint.metrics, manifest.run.round)
     return DerivedFiles(
         metadata=metadata(manifest, settings, record, summary.eval_metrics()),

@@ -44,8 +44,7 @@ def chosen_round(run_dir: Path, selection: RoundSelection) -> int:
 
     Only closed rounds count (their checkpoint carries their scores); ties go to the later round.
     """
-    rows = [row for row in RunRecord(run_dir).rounds()
-            if checkpoint_path(run_dir, int(row["round"])).is_file()]
+    rows = [row for row in RunRecord(run_dir).rounds() if checkpoint_path(run_dir, int(row["round"])).is_file()]
     if not rows:
         raise ManifestError(f"{run_dir}: no scored round with a checkpoint; nothing to publish yet")
     if selection == "final":
@@ -58,9 +57,13 @@ def run_files(run_dir: Path, round_number: int) -> dict[str, list[Path]]:
     return {"architecture": [run_dir / RUN_RECORD], "weights": [checkpoint_path(run_dir, round_number)]}
 
 
-def draft_manifest(run_dir: Path, template: Path, out: Path,
-                   extra_files: Mapping[str, Sequence[Path]] | None = None,
-                   selection: RoundSelection = "final") -> LoadedManifest:
+def draft_manifest(
+    run_dir: Path,
+    template: Path,
+    out: Path,
+    extra_files: Mapping[str, Sequence[Path]] | None = None,
+    selection: RoundSelection = "final",
+) -> LoadedManifest:
     """Write a manifest for ``run_dir`` at ``out`` and return it parsed (so it is known valid)."""
     terms = load_template(template)
     run = RunRecord(run_dir)
@@ -83,20 +86,29 @@ def draft_manifest(run_dir: Path, template: Path, out: Path,
             log.info("template asset '%s' left out: no files given", asset.kind)
             continue
         entry = asset.model_dump(mode="python", exclude_none=True, exclude_defaults=True)
-        entry.update(kind=asset.kind, access=asset.access, files=[
-            {"path": _relative(path, out.parent), "sha256": sha256_file(path)} for path in paths])
+        entry.update(
+            kind=asset.kind,
+            access=asset.access,
+            files=[{"path": _relative(path, out.parent), "sha256": sha256_file(path)} for path in paths],
+        )
         assets.append(entry)
     document = {
         "schema": SCHEMA,
         "project": terms.project.model_dump(mode="python"),
-        "run": {"name": record["name"], "settings_digest": settings.digest(),
-                "round": round_number, "selection": selection},
+        "run": {
+            "name": record["name"],
+            "settings_digest": settings.digest(),
+            "round": round_number,
+            "selection": selection,
+        },
         "answers": terms.answers.model_dump(mode="python"),
         "assets": assets,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_HEADER.format(run=document["run"]["name"], name=out.name)
-                   + tomli_w.dumps(document, multiline_strings=True), encoding="utf-8")
+    out.write_text(
+        _HEADER.format(run=document["run"]["name"], name=out.name) + tomli_w.dumps(document, multiline_strings=True),
+        encoding="utf-8",
+    )
     return load_manifest(out)
 
 

@@ -73,18 +73,23 @@ def _run_binding(loaded: LoadedManifest, run_dir: Path) -> list[Refusal]:
     return refusals
 
 
-def check_export(run_dir: Path, loaded: LoadedManifest, approval_set: ApprovalSet, keys_dir: Path,
-                 today: date) -> list[Refusal]:
+def check_export(
+    run_dir: Path, loaded: LoadedManifest, approval_set: ApprovalSet, keys_dir: Path, today: date
+) -> list[Refusal]:
     """Every reason to refuse exporting ``run_dir`` under this manifest and these approvals."""
     manifest = loaded.manifest
     run = RunRecord(run_dir)
     record, settings = run.read(), run.settings()
     if manifest.run.name != record["name"] or manifest.run.settings_digest != settings.digest():
-        return [Refusal("manifest", f"is for run '{manifest.run.name}', not for {run_dir} "
-                                    f"('{record['name']}')")]
+        return [Refusal("manifest", f"is for run '{manifest.run.name}', not for {run_dir} ('{record['name']}')")]
     if len(manifest.project.label_classes) != settings.model.out_channels:
-        return [Refusal("manifest", f"project.label_classes names {len(manifest.project.label_classes)} "
-                                    f"classes, the model has {settings.model.out_channels}")]
+        return [
+            Refusal(
+                "manifest",
+                f"project.label_classes names {len(manifest.project.label_classes)} "
+                f"classes, the model has {settings.model.out_channels}",
+            )
+        ]
     refusals = file_refusals(manifest, lambda _asset, file: loaded.resolve(file))
     if refusals:
         return refusals
@@ -133,9 +138,14 @@ def _quiet_monai() -> Iterator[None]:
 def _torchscript(bundle: Path) -> None:
     """models/model.ts via MONAI's own ``ckpt_export`` (configs embedded, as MONAI expects)."""
     with _quiet_monai():
-        ckpt_export(net_id=NETWORK_ID, filepath=str(bundle / layout.TORCHSCRIPT),
-                    ckpt_file=str(bundle / layout.MODEL), meta_file=str(bundle / layout.METADATA),
-                    config_file=str(bundle / layout.INFERENCE), bundle_root=str(bundle))
+        ckpt_export(
+            net_id=NETWORK_ID,
+            filepath=str(bundle / layout.TORCHSCRIPT),
+            ckpt_file=str(bundle / layout.MODEL),
+            meta_file=str(bundle / layout.METADATA),
+            config_file=str(bundle / layout.INFERENCE),
+            bundle_root=str(bundle),
+        )
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -147,8 +157,9 @@ def _write_sums(out: Path) -> None:
     (out / layout.SUMS).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def export_run(run_dir: Path, manifest_path: Path, approvals_path: Path, keys_dir: Path, out: Path,
-               today: date | None = None) -> ExportResult:
+def export_run(
+    run_dir: Path, manifest_path: Path, approvals_path: Path, keys_dir: Path, out: Path, today: date | None = None
+) -> ExportResult:
     """Export ``run_dir``'s consensus model to ``out`` under the manifest; raise ExportError if refused."""
     today = today or date.today()
     if out.exists():
@@ -174,13 +185,15 @@ def export_run(run_dir: Path, manifest_path: Path, approvals_path: Path, keys_di
         (staging / layout.MANIFEST).write_bytes(loaded.raw)
         kept = [a for a in approval_set.approvals if a.site in contributors]
         (staging / layout.APPROVALS).write_text(
-            ApprovalSet(manifest_sha256=approval_set.manifest_sha256, approvals=kept)
-            .model_dump_json(indent=1) + "\n", encoding="utf-8")
+            ApprovalSet(manifest_sha256=approval_set.manifest_sha256, approvals=kept).model_dump_json(indent=1) + "\n",
+            encoding="utf-8",
+        )
         (staging / layout.KEYS).mkdir()
         for site in contributors:
             (staging / layout.KEYS / f"{site}.pub").write_bytes(public_pem(keys[site]))
-        _write_bundle(loaded, run_dir, staging / layout.BUNDLE,
-                      {site: fingerprint(keys[site]) for site in contributors})
+        _write_bundle(
+            loaded, run_dir, staging / layout.BUNDLE, {site: fingerprint(keys[site]) for site in contributors}
+        )
         _write_sums(staging)
         report = verify_export(staging, keys_dir, today)
         if not report.ok:

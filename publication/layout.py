@@ -34,8 +34,7 @@ CARD = "docs/README.md"
 LICENSE = "LICENSE"
 
 SCHEMA_FILE = Path(__file__).with_name("monai-bundle-meta-schema-20240725.json")
-SCHEMA_URL = ("https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/"
-              "meta_schema_20240725.json")
+SCHEMA_URL = "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20240725.json"
 
 
 def asset_copy(out: Path, asset: Asset, file: AssetFile) -> Path:

@@ -42,8 +42,7 @@ def public_key_path(private_key: Path) -> Path:
 def create_key(private_key: Path) -> Path:
     """Create a new Ed25519 key pair; returns the public key's path. Never overwrites a key."""
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_secret(private_key, pem)
     public = public_key_path(private_key)
     public.write_bytes(public_pem(key.public_key()))

@@ -118,8 +118,7 @@ def parse_sums(text: str) -> dict[str, str]:
 
 
 def listed_files(out: Path) -> list[str]:
-    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
-                  if p.is_file() and p.name != layout.SUMS)
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != layout.SUMS)
 
 
 class _Verifier:
@@ -137,9 +136,16 @@ class _Verifier:
     def run(self) -> VerifyReport:
         report = VerifyReport(self.out)
         steps: list[tuple[str, Callable[[], str]]] = [
-            ("checksums", self.checksums), ("manifest", self.manifest), ("assets", self.assets),
-            ("run record", self.run_record), ("approvals", self.approvals), ("policy", self.policy),
-            ("metadata", self.metadata), ("model", self.model), ("bundle files", self.bundle_files)]
+            ("checksums", self.checksums),
+            ("manifest", self.manifest),
+            ("assets", self.assets),
+            ("run record", self.run_record),
+            ("approvals", self.approvals),
+            ("policy", self.policy),
+            ("metadata", self.metadata),
+            ("model", self.model),
+            ("bundle files", self.bundle_files),
+        ]
         for name, step in steps:
             try:
                 report.checks.append(Check(name, True, step()))
@@ -226,8 +232,11 @@ class _Verifier:
         return f"all {len(manifest.assets)} assets may be published"
 
     def metadata(self) -> str:
-        missing = [name for name in (layout.LICENSE, layout.METADATA, layout.MODEL, layout.INFERENCE,
-                                     layout.CARD) if not (self.bundle / name).is_file()]
+        missing = [
+            name
+            for name in (layout.LICENSE, layout.METADATA, layout.MODEL, layout.INFERENCE, layout.CARD)
+            if not (self.bundle / name).is_file()
+        ]
         if missing:
             raise _Failed(f"bundle lacks {', '.join(missing)}")
         meta = _read_json(self.bundle / layout.METADATA)
@@ -254,8 +263,10 @@ class _Verifier:
         self.checkpoint = checkpoint
         _same_weights(_load_weights(self.bundle / layout.MODEL), checkpoint, layout.MODEL)
         _same_weights(_load_torchscript(self.bundle / layout.TORCHSCRIPT), checkpoint, layout.TORCHSCRIPT)
-        return (f"{layout.MODEL} and the parameters of {layout.TORCHSCRIPT} = approved "
-                f"round-{checkpoint.round} weights ({len(checkpoint.weights)} tensors)")
+        return (
+            f"{layout.MODEL} and the parameters of {layout.TORCHSCRIPT} = approved "
+            f"round-{checkpoint.round} weights ({len(checkpoint.weights)} tensors)"
+        )
 
     def bundle_files(self) -> str:
         loaded = self._need_manifest()
@@ -276,10 +287,14 @@ class _Verifier:
             if (self.bundle / name).read_text(encoding="utf-8") != text:
                 problems.append(name)
         if problems:
-            raise _Failed(f"{', '.join(problems)}: not what the approved manifest, run record and "
-                          "checkpoint produce (edited after export)")
-        return (f"{layout.INFERENCE}, {layout.METADATA} (but tool versions), {layout.CARD} and "
-                f"{layout.LICENSE} match what the approved inputs produce")
+            raise _Failed(
+                f"{', '.join(problems)}: not what the approved manifest, run record and "
+                "checkpoint produce (edited after export)"
+            )
+        return (
+            f"{layout.INFERENCE}, {layout.METADATA} (but tool versions), {layout.CARD} and "
+            f"{layout.LICENSE} match what the approved inputs produce"
+        )
 
 
 def _same_weights(found: dict[str, torch.Tensor], checkpoint: Checkpoint, name: str) -> None:

@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 app = ServerApp()
 
 
-def starting_point(settings: RunSettings, checkpoint: str,
-                   record: RunRecord) -> tuple[ArrayRecord, dict | None]:
+def starting_point(settings: RunSettings, checkpoint: str, record: RunRecord) -> tuple[ArrayRecord, dict | None]:
     """A fresh model from the run's seed, or the checkpoint a resumed run continues from.
 
     The second item is the checkpoint's round row when that round was never scored (the run
@@ -47,16 +46,18 @@ def main(grid: Grid, context: Context) -> None:
     if not (run_dir / "run.json").exists():
         record.create(f"flower-run-{context.run_id}", settings, transport={})
     secure = settings.aggregation.mode == "secagg+"
-    transport = {**record.read().get("transport", {}), "secure_aggregation": secure,
-                 "dp_epsilon": None}
-    record.update(status="running", flower_runs=record.read()["flower_runs"] + [context.run_id],
-                  aggregation=settings.aggregation.mode, transport=transport)
+    transport = {**record.read().get("transport", {}), "secure_aggregation": secure, "dp_epsilon": None}
+    record.update(
+        status="running",
+        flower_runs=record.read()["flower_runs"] + [context.run_id],
+        aggregation=settings.aggregation.mode,
+        transport=transport,
+    )
     try:
         arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
         training = SecureTraining(grid, context, settings) if secure else None
         try:
-            RoundLoop(grid, build_strategy(settings), settings, record, offset,
-                      secure=training).run(arrays, pending)
+            RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training).run(arrays, pending)
         finally:
             if training is not None:
                 training.close()

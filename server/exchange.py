@@ -54,8 +54,14 @@ def node_names(grid: Grid) -> dict[int, str]:
     return {node.node_id: node.name or f"node {node.node_id}" for node in grid.get_nodes()}
 
 
-def exchange(grid: Grid, messages: Iterable[Message], deadline: Deadline, what: str,
-             names: Mapping[int, str], poll_s: float = DEFAULT_POLL_S) -> Exchange:
+def exchange(
+    grid: Grid,
+    messages: Iterable[Message],
+    deadline: Deadline,
+    what: str,
+    names: Mapping[int, str],
+    poll_s: float = DEFAULT_POLL_S,
+) -> Exchange:
     """Send ``messages``, collect replies until all answered or ``deadline`` says stop."""
     started = time.monotonic()
     messages = list(messages)
@@ -89,8 +95,7 @@ def exchange(grid: Grid, messages: Iterable[Message], deadline: Deadline, what: 
         node = destination[message_id]
         name = names.get(node, f"node {node}")
         if quorum_at is not None and waited < deadline.limit_s:
-            reason = (f"no {what} reply {deadline.grace_s:.0f} s after the quorum had answered "
-                      "(dropped as a straggler)")
+            reason = f"no {what} reply {deadline.grace_s:.0f} s after the quorum had answered (dropped as a straggler)"
         else:
             reason = f"no {what} reply within {deadline.limit_s:.0f} s"
         outcome.failures[name] = reason

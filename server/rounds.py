@@ -42,8 +42,15 @@ def site_of(reply: Message) -> str:
 class RoundLoop:
     """Runs ``settings.rounds - round_offset`` rounds; global round = offset + local round."""
 
-    def __init__(self, grid: Grid, strategy: Strategy, settings: RunSettings, record: RunRecord,
-                 round_offset: int = 0, secure: SecureTraining | None = None) -> None:
+    def __init__(
+        self,
+        grid: Grid,
+        strategy: Strategy,
+        settings: RunSettings,
+        record: RunRecord,
+        round_offset: int = 0,
+        secure: SecureTraining | None = None,
+    ) -> None:
         self.grid = grid
         self.secure = secure
         self.strategy = strategy
@@ -53,10 +60,8 @@ class RoundLoop:
 
     def _exchange(self, messages: Iterable[Message], what: str, round_number: int) -> Exchange:
         messages = list(messages)
-        deadline = Deadline(self.settings.round_timeout_s, self.settings.round_timeout_s,
-                            self.settings.min_sites)
-        outcome = exchange(self.grid, messages, deadline, f"round {round_number} {what}",
-                           node_names(self.grid))
+        deadline = Deadline(self.settings.round_timeout_s, self.settings.round_timeout_s, self.settings.min_sites)
+        outcome = exchange(self.grid, messages, deadline, f"round {round_number} {what}", node_names(self.grid))
         self._require_quorum(outcome, what, round_number, len(messages))
         return outcome
 
@@ -79,15 +84,17 @@ class RoundLoop:
             arrays, pending = self.one_round(local_round, arrays, pending)
         if pending is not None:
             evaluation = self._exchange(
-                self.strategy.configure_evaluate(self.settings.rounds - self.round_offset, arrays,
-                                                 ConfigRecord(), self.grid),
-                "evaluation", pending["round"])
+                self.strategy.configure_evaluate(
+                    self.settings.rounds - self.round_offset, arrays, ConfigRecord(), self.grid
+                ),
+                "evaluation",
+                pending["round"],
+            )
             pending["eval_exchange_s"] = evaluation.seconds
             self._close(pending, arrays, evaluation, "")
         return arrays
 
-    def one_round(self, local_round: int, arrays: ArrayRecord,
-                  pending: dict | None) -> tuple[ArrayRecord, dict]:
+    def one_round(self, local_round: int, arrays: ArrayRecord, pending: dict | None) -> tuple[ArrayRecord, dict]:
         """Train and aggregate one round; close the previous one; checkpoint this one."""
         round_number = self.round_offset + local_round
         started = time.monotonic()
@@ -102,11 +109,12 @@ class RoundLoop:
             self._close(pending, arrays, train, INCOMING_PREFIX)
         new_arrays, _ = self.strategy.aggregate_train(local_round, train.replies)
         if new_arrays is None:
-            raise FederationError(f"round {round_number}: the strategy produced no model from "
-                                  f"{len(train.replies)} replies (inconsistent tensors?)")
+            raise FederationError(
+                f"round {round_number}: the strategy produced no model from "
+                f"{len(train.replies)} replies (inconsistent tensors?)"
+            )
         row = self._train_row(round_number, train, time.monotonic() - started)
-        save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(),
-                        row, self.settings)
+        save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(), row, self.settings)
         if self.settings.privacy.differential_privacy:
             self._account_privacy(round_number)
         return new_arrays, row
@@ -115,31 +123,42 @@ class RoundLoop:
         """Record the epsilon spent so far (every global round so far was one DP release)."""
         privacy = self.settings.privacy
         epsilon = gaussian_epsilon(privacy.noise_multiplier, rounds_released, privacy.delta)
-        transport = {**self.record.read().get("transport", {}), "dp_epsilon": epsilon,
-                     "dp_delta": privacy.delta}
-        self.record.update(transport=transport, privacy={
-            "epsilon": epsilon, "delta": privacy.delta, "rounds": rounds_released,
-            "noise_multiplier": privacy.noise_multiplier, "clipping_norm": privacy.clipping_norm,
-            "unit": "site (all of a site's data)", "accounting": "RDP, full participation"})
+        transport = {**self.record.read().get("transport", {}), "dp_epsilon": epsilon, "dp_delta": privacy.delta}
+        self.record.update(
+            transport=transport,
+            privacy={
+                "epsilon": epsilon,
+                "delta": privacy.delta,
+                "rounds": rounds_released,
+                "noise_multiplier": privacy.noise_multiplier,
+                "clipping_norm": privacy.clipping_norm,
+                "unit": "site (all of a site's data)",
+                "accounting": "RDP, full participation",
+            },
+        )
 
     def _close(self, row: dict, weights: ArrayRecord, scored: Exchange, prefix: str) -> None:
         """Add the sites' Dice of the round's model (``weights``) to its row; checkpoint and record it."""
         for reply in scored.replies:
             metrics = reply.content["metrics"]
-            row["sites"].setdefault(site_of(reply), {}).update({
-                "num_val": float(metrics[f"{prefix}num-examples"]),
-                "dice": float(metrics[f"{prefix}dice"])})
+            row["sites"].setdefault(site_of(reply), {}).update(
+                {"num_val": float(metrics[f"{prefix}num-examples"]), "dice": float(metrics[f"{prefix}dice"])}
+            )
         row["failures"].update(scored.failures)
         evaluated = [s for s in row["sites"].values() if "dice" in s and s.get("num_val", 0) > 0]
         cases = sum(s["num_val"] for s in evaluated)
         row["global_dice"] = sum(s["dice"] * s["num_val"] for s in evaluated) / cases if cases else 0.0
         # The checkpoint first: a crash before the metrics row leaves the round unscored in
         # metrics.json, and a resume scores it again; never a row without its checkpoint's Dice.
-        save_checkpoint(self.record.run_dir, row["round"], weights.to_torch_state_dict(), row,
-                        self.settings)
+        save_checkpoint(self.record.run_dir, row["round"], weights.to_torch_state_dict(), row, self.settings)
         self.record.append_round(row)
-        log.info("round %d/%d: global Dice %.3f in %.1f s", row["round"], self.settings.rounds,
-                 row["global_dice"], row["wall_s"])
+        log.info(
+            "round %d/%d: global Dice %.3f in %.1f s",
+            row["round"],
+            self.settings.rounds,
+            row["global_dice"],
+            row["wall_s"],
+        )
 
     @staticmethod
     def _train_row(round_number: int, train: Exchange, wall: float) -> dict:

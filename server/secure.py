@@ -70,14 +70,15 @@ class _SelectAndCapture(Strategy):
         self.aggregate: Parameters | None = None
         self.site_metrics: dict[int, dict[str, Scalar]] = {}
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
         client_manager.wait_for(self.min_sites, timeout=int(self.wait_seconds))
-        return [(proxy, FitIns(parameters, dict(self.config)))
-                for proxy in client_manager.all().values()]
+        return [(proxy, FitIns(parameters, dict(self.config))) for proxy in client_manager.all().values()]
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list[Any]) -> tuple[Parameters | None, dict[str, Scalar]]:
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
         # Every FitRes carries the same reconstructed mean; only the metrics are per site.
         self.aggregate = results[0][1].parameters if results else None
         self.site_metrics = {proxy.node_id: dict(res.metrics) for proxy, res in results}
@@ -86,12 +87,14 @@ class _SelectAndCapture(Strategy):
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         return None
 
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
         return []
 
-    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
-                           failures: list[Any]) -> tuple[float | None, dict[str, Scalar]]:
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
+    ) -> tuple[float | None, dict[str, Scalar]]:
         return None, {}
 
     def evaluate(self, server_round: int, parameters: Parameters) -> None:
@@ -119,6 +122,7 @@ def _watch(stage: str):
         if not ok:
             self.halted_at = stage.removesuffix("_stage").replace("_", " ")
         return ok
+
     return run_stage
 
 
@@ -140,10 +144,8 @@ class _PromptGrid:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
-        outcome = exchange(self._grid, messages, self._deadline, "secure aggregation stage",
-                           node_names(self._grid))
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        outcome = exchange(self._grid, messages, self._deadline, "secure aggregation stage", node_names(self._grid))
         return [*outcome.replies, *outcome.errors]
 
 
@@ -160,8 +162,7 @@ class SecureTraining:
 
     def __init__(self, grid: Grid, context: Context, settings: RunSettings) -> None:
         secure = settings.aggregation
-        self.grid = _PromptGrid(grid, Deadline(settings.round_timeout_s, settings.round_timeout_s,
-                                               settings.min_sites))
+        self.grid = _PromptGrid(grid, Deadline(settings.round_timeout_s, settings.round_timeout_s, settings.min_sites))
         self.settings = settings
         self.strategy = _SelectAndCapture(settings.min_sites, settings.round_timeout_s)
         self.manager = SimpleClientManager()
@@ -169,8 +170,11 @@ class SecureTraining:
         self.workflow = _WatchedWorkflow(
             num_shares=_count_or_fraction(secure.num_shares),
             reconstruction_threshold=_count_or_fraction(secure.reconstruction_threshold),
-            max_weight=secure.max_weight, clipping_range=secure.clipping_range,
-            quantization_range=secure.quantization_range, timeout=settings.round_timeout_s)
+            max_weight=secure.max_weight,
+            clipping_range=secure.clipping_range,
+            quantization_range=secure.quantization_range,
+            timeout=settings.round_timeout_s,
+        )
         self._thread, self._stop, ready = start_update_client_manager_thread(grid, self.manager)
         ready.wait()
 
@@ -185,14 +189,17 @@ class SecureTraining:
         self.strategy.aggregate = None
         self.legacy.state.array_records[MAIN_PARAMS_RECORD] = arrays
         self.legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
-            {Key.CURRENT_ROUND: round_number, Key.START_TIME: started})
+            {Key.CURRENT_ROUND: round_number, Key.START_TIME: started}
+        )
         self.workflow(self.grid, self.legacy)
         failures = {_site_named(reason, n): reason for n, reason in enumerate(self.workflow.failures)}
         if self.strategy.aggregate is None:
             stage = self.workflow.halted_at or "aggregation"
             reasons = "; ".join(self.workflow.failures) or "too few sites took part"
-            raise FederationError(f"round {round_number}: secure aggregation halted at the {stage} "
-                                  f"stage ({reasons}); the global model was not updated")
+            raise FederationError(
+                f"round {round_number}: secure aggregation halted at the {stage} "
+                f"stage ({reasons}); the global model was not updated"
+            )
         mean = _named(arrays, parameters_to_ndarrays(self.strategy.aggregate))
         replies = [_reply(node, mean, metrics) for node, metrics in self.strategy.site_metrics.items()]
         return Exchange(replies, failures, seconds=time.monotonic() - started)
@@ -213,15 +220,17 @@ def _named(template: ArrayRecord, arrays: list[np.ndarray]) -> ArrayRecord:
     """Put the reconstructed lists back under the model's tensor names and dtypes."""
     reference = template.to_numpy_ndarrays()
     if len(arrays) != len(reference):
-        raise FederationError(f"secure aggregation returned {len(arrays)} tensors, "
-                              f"the model has {len(reference)}")
-    return ArrayRecord({name: Array(np.asarray(a, dtype=r.dtype).reshape(r.shape))
-                        for name, a, r in zip(template.keys(), arrays, reference, strict=True)})
+        raise FederationError(f"secure aggregation returned {len(arrays)} tensors, the model has {len(reference)}")
+    return ArrayRecord(
+        {
+            name: Array(np.asarray(a, dtype=r.dtype).reshape(r.shape))
+            for name, a, r in zip(template.keys(), arrays, reference, strict=True)
+        }
+    )
 
 
 def _reply(node: int, mean: ArrayRecord, metrics: dict[str, Scalar]) -> Message:
     site = str(metrics.get(SITE_METRIC, f"node {node}"))
     numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != SITE_METRIC}
-    content = RecordDict({"arrays": mean, "metrics": MetricRecord(numbers),
-                          "site": ConfigRecord({"name": site})})
+    content = RecordDict({"arrays": mean, "metrics": MetricRecord(numbers), "site": ConfigRecord({"name": site})})
     return Message(content, dst_node_id=node, message_type="train")

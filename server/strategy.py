@@ -28,8 +28,11 @@ def build_strategy(settings: RunSettings) -> Strategy:
     if not privacy.differential_privacy:
         return strategy
     return DifferentialPrivacyClientSideFixedClipping(
-        strategy, noise_multiplier=privacy.noise_multiplier, clipping_norm=privacy.clipping_norm,
-        num_sampled_clients=settings.min_sites)
+        strategy,
+        noise_multiplier=privacy.noise_multiplier,
+        clipping_norm=privacy.clipping_norm,
+        num_sampled_clients=settings.min_sites,
+    )
 
 
 def _base_strategy(settings: RunSettings) -> Strategy:
@@ -48,12 +51,11 @@ def _base_strategy(settings: RunSettings) -> Strategy:
         case "fedprox":
             return FedProx(**common, proximal_mu=options.proximal_mu)
         case "fedavgm":
-            return FedAvgM(**common, server_learning_rate=options.server_learning_rate,
-                           server_momentum=options.server_momentum)
+            return FedAvgM(
+                **common, server_learning_rate=options.server_learning_rate, server_momentum=options.server_momentum
+            )
         case "fedadam":
-            return FedAdam(**common, eta=options.eta, eta_l=settings.training.learning_rate,
-                           tau=options.tau)
+            return FedAdam(**common, eta=options.eta, eta_l=settings.training.learning_rate, tau=options.tau)
         case "fedyogi":
-            return FedYogi(**common, eta=options.eta, eta_l=settings.training.learning_rate,
-                           tau=options.tau)
+            return FedYogi(**common, eta=options.eta, eta_l=settings.training.learning_rate, tau=options.tau)
     raise AssertionError(f"unhandled strategy {options.name}")  # pydantic restricts the names

@@ -39,13 +39,17 @@ SPACING_TOLERANCE = 1e-3  # relative; slices further apart than this are not one
 @dataclass
 class IngestReport:
     cases: list[Case] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)      # series UID -> reason
-    missing_labels: list[str] = field(default_factory=list)    # series UIDs without any label
+    skipped: dict[str, str] = field(default_factory=dict)  # series UID -> reason
+    missing_labels: list[str] = field(default_factory=list)  # series UIDs without any label
 
     def as_dict(self) -> dict:
-        return {"cases": len(self.cases), "train": sum(c.split == "train" for c in self.cases),
-                "val": sum(c.split == "val" for c in self.cases), "skipped": self.skipped,
-                "missing_labels": self.missing_labels}
+        return {
+            "cases": len(self.cases),
+            "train": sum(c.split == "train" for c in self.cases),
+            "val": sum(c.split == "val" for c in self.cases),
+            "skipped": self.skipped,
+            "missing_labels": self.missing_labels,
+        }
 
 
 @dataclass
@@ -88,8 +92,9 @@ def _geometry(series: _Series) -> tuple[list[tuple[Path, Dataset]], np.ndarray]:
             raise ValueError("slices differ in orientation")
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
-    ordered = sorted(series.headers,
-                     key=lambda item: float(np.dot(normal, np.array(item[1].ImagePositionPatient, dtype=float))))
+    ordered = sorted(
+        series.headers, key=lambda item: float(np.dot(normal, np.array(item[1].ImagePositionPatient, dtype=float)))
+    )
     positions = np.array([np.array(h.ImagePositionPatient, dtype=float) for _, h in ordered])
     if len(ordered) < 2:
         raise ValueError("a single slice is not a volume")
@@ -98,8 +103,8 @@ def _geometry(series: _Series) -> tuple[list[tuple[Path, Dataset]], np.ndarray]:
         raise ValueError("slice positions repeat or are unevenly spaced (two stacks in one series?)")
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
     affine = np.eye(4)
-    affine[:3, 0] = row_dir * col_spacing          # +i (column index) runs along the row direction
-    affine[:3, 1] = col_dir * row_spacing          # +j (row index) runs along the column direction
+    affine[:3, 0] = row_dir * col_spacing  # +i (column index) runs along the row direction
+    affine[:3, 1] = col_dir * row_spacing  # +j (row index) runs along the column direction
     affine[:3, 2] = (positions[-1] - positions[0]) / (len(ordered) - 1)
     affine[:3, 3] = positions[0]
     return ordered, LPS_TO_RAS @ affine
@@ -158,9 +163,15 @@ def label_volumes(labels_dir: Path | None, key: SiteKey | None = None) -> dict[s
     return found
 
 
-def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_run: bool = False,
-           progress: Callable[[str], None] | None = None, val_fraction: float = 0.2,
-           key: SiteKey | None = None) -> IngestReport:
+def ingest(
+    source: Path,
+    data_path: Path,
+    labels_dir: Path | None = None,
+    dry_run: bool = False,
+    progress: Callable[[str], None] | None = None,
+    val_fraction: float = 0.2,
+    key: SiteKey | None = None,
+) -> IngestReport:
     """Turn every image series under ``source`` into a case in ``data_path``.
 
     ``val_fraction`` of the cases, spread evenly in case-ID order (pseudonym + series hash, so in
@@ -185,8 +196,11 @@ def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_ru
         try:
             ordered, affine = _geometry(item)
             image = _volume(ordered)
-            label = (_seg_label(segs[uid], ordered) if uid in segs
-                     else np.asarray(nib.load(label_volume).dataobj).astype(np.uint8))
+            label = (
+                _seg_label(segs[uid], ordered)
+                if uid in segs
+                else np.asarray(nib.load(label_volume).dataobj).astype(np.uint8)
+            )
             if label.shape != image.shape:
                 raise ValueError(f"label shape {label.shape} differs from image shape {image.shape}")
         except Exception as error:  # one bad series must not stop the others; it is reported
@@ -195,8 +209,9 @@ def ingest(source: Path, data_path: Path, labels_dir: Path | None = None, dry_ru
             continue
         case_id = _case_id(item)
         split = "val" if _held_out(len(report.cases), held_out) else "train"
-        case = Case(case_id, data_path / "images" / f"{case_id}.nii.gz",
-                    data_path / "labels" / f"{case_id}.nii.gz", split)
+        case = Case(
+            case_id, data_path / "images" / f"{case_id}.nii.gz", data_path / "labels" / f"{case_id}.nii.gz", split
+        )
         if not dry_run:
             case.image.parent.mkdir(parents=True, exist_ok=True)
             case.label.parent.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,7 @@ class QAReport:
         return not self.errors
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "cases": [vars(c) for c in self.cases],
-                "errors": self.errors, "warnings": self.warnings}
+        return {"ok": self.ok, "cases": [vars(c) for c in self.cases], "errors": self.errors, "warnings": self.warnings}
 
 
 def _case(case, report: QAReport, digests: dict[str, str]) -> None:
@@ -54,9 +53,16 @@ def _case(case, report: QAReport, digests: dict[str, str]) -> None:
     digests.setdefault(digest, case.case_id)
     values = np.asarray(label.dataobj)
     labels = sorted(int(v) for v in np.unique(values))
-    report.cases.append(CaseQA(case.case_id, case.split, tuple(int(s) for s in image.shape),
-                               tuple(round(float(z), 4) for z in image.header.get_zooms()[:3]),
-                               "".join(nib.aff2axcodes(image.affine)), labels))
+    report.cases.append(
+        CaseQA(
+            case.case_id,
+            case.split,
+            tuple(int(s) for s in image.shape),
+            tuple(round(float(z), 4) for z in image.header.get_zooms()[:3]),
+            "".join(nib.aff2axcodes(image.affine)),
+            labels,
+        )
+    )
     if image.shape != label.shape:
         report.errors.append(f"case {case.case_id}: label shape {label.shape} != image shape {image.shape}")
     elif not np.allclose(image.affine, label.affine, atol=1e-3):
@@ -82,8 +88,10 @@ def check_site_data(data_path: Path, min_cases: int = 2, site: str = "local") ->
         report.errors.append(f"only {len(cases)} case(s); at least {min_cases} needed")
     if not any(case.split == "val" for case in cases):
         report.warnings.append("no validation case: Dice cannot be reported")
-    for what, values in (("orientation", [c.orientation for c in report.cases]),
-                         ("spacing", [c.spacing for c in report.cases])):
+    for what, values in (
+        ("orientation", [c.orientation for c in report.cases]),
+        ("spacing", [c.spacing for c in report.cases]),
+    ):
         counts = Counter(values)
         if len(counts) > 1:
             report.warnings.append(f"{what} differs across cases: {dict(counts.most_common(4))}")

@@ -35,6 +35,7 @@ def insite(capsys, monkeypatch):
     In-process because every fresh ``insite`` process imports torch and MONAI: tens of seconds
     each on the shared 2-core test machine.
     """
+
     def run(*args: str | Path) -> CommandResult:
         monkeypatch.setattr(sys, "argv", ["insite", *map(str, args)])
         capsys.readouterr()

@@ -23,9 +23,9 @@ APP_ROOMS = ("common", "client", "server")
 COMPONENTS = {"serverapp": "server.app:app", "clientapp": "client.app:app"}
 #: The run-config keys ``flwr run --run-config`` may set (see common.settings.to_run_config).
 RUN_CONFIG = {
-    "settings": "",         # canonical JSON of common.settings.RunSettings; "" = defaults
-    "run-dir": "",          # coordinator-side folder for checkpoints and metrics
-    "round-offset": 0,      # rounds already done before this run (resume)
+    "settings": "",  # canonical JSON of common.settings.RunSettings; "" = defaults
+    "run-dir": "",  # coordinator-side folder for checkpoints and metrics
+    "round-offset": 0,  # rounds already done before this run (resume)
     "initial-weights": "",  # checkpoint to start from (resume); "" = fresh model
 }
 
@@ -37,11 +37,13 @@ def app_pyproject() -> dict:
     except metadata.PackageNotFoundError:
         version = "0.0.0"
     return {
-        "project": {"name": "insite-app", "version": version, "license": "Apache-2.0",
-                    "description": "insite federated app: the ServerApp, the ClientApp and the code "
-                                   "they import"},
-        "tool": {"flwr": {"app": {"publisher": "insite", "components": COMPONENTS,
-                                  "config": RUN_CONFIG}}},
+        "project": {
+            "name": "insite-app",
+            "version": version,
+            "license": "Apache-2.0",
+            "description": "insite federated app: the ServerApp, the ClientApp and the code they import",
+        },
+        "tool": {"flwr": {"app": {"publisher": "insite", "components": COMPONENTS, "config": RUN_CONFIG}}},
     }
 
 
@@ -98,6 +100,8 @@ def stage_app(target: Path, root: Path = PROJECT_ROOT) -> Path:
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, destination)
     (target / "pyproject.toml").write_text(tomli_w.dumps(app_pyproject()))
-    (target / "README.md").write_text("insite federated app: the ServerApp and ClientApp and the code "
-                                      "they import (staged by deploy/coordinator/app_bundle.py)\n")
+    (target / "README.md").write_text(
+        "insite federated app: the ServerApp and ClientApp and the code "
+        "they import (staged by deploy/coordinator/app_bundle.py)\n"
+    )
     return target

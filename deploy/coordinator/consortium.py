@@ -79,8 +79,10 @@ class CoordinatorDir:
 
     def settings(self) -> ConsortiumSettings:
         if not self.settings_path.is_file():
-            raise ProvisioningError(f"{self.settings_path}: not found; {self.root} is not a "
-                                    "provisioned consortium folder (run 'insite coord provision')")
+            raise ProvisioningError(
+                f"{self.settings_path}: not found; {self.root} is not a "
+                "provisioned consortium folder (run 'insite coord provision')"
+            )
         return load_consortium_settings(self.settings_path)
 
     def new_run_dir(self) -> Path:
@@ -106,8 +108,10 @@ def provision_consortium(coordinator: CoordinatorDir, config: Path, force: bool 
     files = coordinator.files
     if files.ca_cert.exists() or files.ca_key.exists():
         if not force:
-            raise ProvisioningError(f"{files.ca_cert}: a consortium CA exists already; every site "
-                                    "trusts it. Use --force to replace it (all sites need new kits)")
+            raise ProvisioningError(
+                f"{files.ca_cert}: a consortium CA exists already; every site "
+                "trusts it. Use --force to replace it (all sites need new kits)"
+            )
         for old in (files.ca_key, files.server_key):
             old.unlink(missing_ok=True)
     coordinator.root.mkdir(parents=True, exist_ok=True)
@@ -133,8 +137,9 @@ def renew(coordinator: CoordinatorDir, days: int | None = None) -> int:
 def _check_site_name(name: str) -> None:
     """Site names become file names here and labels in every report: no paths, no spaces."""
     if not re.fullmatch(SITE_NAME_PATTERN, name):
-        raise ConfigError(f"site name '{name}': use letters, digits, '.', '_' or '-' "
-                          "(at most 63, starting with a letter or digit)")
+        raise ConfigError(
+            f"site name '{name}': use letters, digits, '.', '_' or '-' (at most 63, starting with a letter or digit)"
+        )
 
 
 def register_site(coordinator: CoordinatorDir, name: str, public_key: Path) -> tuple[RegisteredSite, bool]:
@@ -150,21 +155,28 @@ def register_site(coordinator: CoordinatorDir, name: str, public_key: Path) -> t
         if site.name == name and site.fingerprint == key_print:
             return site, False
         if site.name == name:
-            raise ProvisioningError(f"site {name} is registered with another key ({site.fingerprint}, "
-                                    f"{site.public_key}); remove that file first to replace it")
+            raise ProvisioningError(
+                f"site {name} is registered with another key ({site.fingerprint}, "
+                f"{site.public_key}); remove that file first to replace it"
+            )
         if site.name != name and site.fingerprint == key_print:
             raise ProvisioningError(f"{public_key}: this key is already registered as site {site.name}")
     target = coordinator.files.site_public_key(name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH,
-                                        serialization.PublicFormat.OpenSSH) + b"\n")
+    target.write_bytes(key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
     return RegisteredSite(name, target, key_print), True
 
 
 def registered_sites(coordinator: CoordinatorDir) -> list[RegisteredSite]:
     folder = coordinator.root / "sites"
-    return [RegisteredSite(path.stem, path, fingerprint(load_site_public_key(path)))
-            for path in sorted(folder.glob("*.pub"))] if folder.is_dir() else []
+    return (
+        [
+            RegisteredSite(path.stem, path, fingerprint(load_site_public_key(path)))
+            for path in sorted(folder.glob("*.pub"))
+        ]
+        if folder.is_dir()
+        else []
+    )
 
 
 def write_kit(coordinator: CoordinatorDir, name: str, out: Path) -> list[Path]:
@@ -180,8 +192,9 @@ def write_kit(coordinator: CoordinatorDir, name: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ca.pem").write_bytes(coordinator.files.ca_cert.read_bytes())
     site_toml = out / "site.toml"
-    site_toml.write_text(_fill_template(SITE_TEMPLATE.read_text(encoding="utf-8"),
-                                        {"name": name, "superlink": settings.address}))
+    site_toml.write_text(
+        _fill_template(SITE_TEMPLATE.read_text(encoding="utf-8"), {"name": name, "superlink": settings.address})
+    )
     load_site_settings(site_toml)  # the kit must be valid as shipped
     readme = out / "README.md"
     readme.write_text(_kit_readme(name, settings, certificate_fingerprint(ca)))
@@ -192,8 +205,13 @@ def _fill_template(template: str, values: dict[str, str]) -> str:
     """Set string keys in a TOML template line by line, keeping its comments for the reader."""
     for key, value in values.items():
         setting = f"{key}{{}}={{}}{json.dumps(value)}"
-        template, found = re.subn(rf'^{key}(\s*)=(\s*)"[^"\n]*"', lambda m, line=setting: line.format(m[1], m[2]),
-                                  template, count=1, flags=re.MULTILINE)
+        template, found = re.subn(
+            rf'^{key}(\s*)=(\s*)"[^"\n]*"',
+            lambda m, line=setting: line.format(m[1], m[2]),
+            template,
+            count=1,
+            flags=re.MULTILINE,
+        )
         if not found:
             raise ConfigError(f"{SITE_TEMPLATE}: template has no '{key} = \"...\"' line")
     return template
@@ -239,15 +257,25 @@ def running_superlink(coordinator: CoordinatorDir) -> dict | None:
 def require_running(coordinator: CoordinatorDir) -> dict:
     state = running_superlink(coordinator)
     if state is None:
-        raise LaunchError(f"no SuperLink is running for {coordinator.root}; start it with "
-                          f"'insite coord launch --dir {coordinator.root}' (in another terminal)")
+        raise LaunchError(
+            f"no SuperLink is running for {coordinator.root}; start it with "
+            f"'insite coord launch --dir {coordinator.root}' (in another terminal)"
+        )
     return state
 
 
 def write_state(coordinator: CoordinatorDir, control_port: int, public_address: str) -> None:
-    coordinator.state_path.write_text(json.dumps({
-        "pid": os.getpid(), "control_port": control_port, "public_address": public_address,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+    coordinator.state_path.write_text(
+        json.dumps(
+            {
+                "pid": os.getpid(),
+                "control_port": control_port,
+                "public_address": public_address,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
+        + "\n"
+    )
 
 
 def control_client(coordinator: CoordinatorDir) -> SuperLink:

@@ -27,13 +27,18 @@ LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "insite consortium"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "insite consortium"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -67,15 +72,27 @@ def create_ca(files: ConsortiumFiles, name: str = "insite consortium CA", days: 
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(name)).issuer_name(_name(name))
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(_name(name))
+        .issuer_name(_name(name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(key, hashes.SHA384())
     )
     write_secret(files.ca_key, _pem_key(key))
@@ -87,8 +104,9 @@ def _load_ca(files: ConsortiumFiles) -> tuple[x509.Certificate, ec.EllipticCurve
         cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
         key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     except FileNotFoundError as error:
-        raise ProvisioningError(f"{error.filename}: consortium CA file missing; "
-                                "run 'insite coord provision' first") from None
+        raise ProvisioningError(
+            f"{error.filename}: consortium CA file missing; run 'insite coord provision' first"
+        ) from None
     except ValueError as error:
         raise ProvisioningError(f"{files.ca_cert}: not a valid CA certificate/key ({error})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -96,8 +114,7 @@ def _load_ca(files: ConsortiumFiles) -> tuple[x509.Certificate, ec.EllipticCurve
     return cert, key
 
 
-def issue_server_certificate(files: ConsortiumFiles, hostnames: list[str],
-                             days: int = SERVER_DAYS) -> None:
+def issue_server_certificate(files: ConsortiumFiles, hostnames: list[str], days: int = SERVER_DAYS) -> None:
     """The SuperLink's TLS certificate; ``hostnames`` become SANs (IP literals as IP SANs)."""
     ca_cert, ca_key = _load_ca(files)
     key = ec.generate_private_key(ec.SECP384R1())
@@ -110,8 +127,10 @@ def issue_server_certificate(files: ConsortiumFiles, hostnames: list[str],
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(hostnames[0])).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(_name(hostnames[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)

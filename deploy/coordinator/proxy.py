@@ -40,9 +40,18 @@ from deploy.host.processes import (
 # Listed, not prefix-matched, so a route a later Flower adds under /v1/fleet/ stays closed until
 # someone reads it; tests/security/test_proxy.py fails when this drifts from the installed Flower.
 FLEET_ROUTES = (
-    "register-node", "activate-node", "deactivate-node", "unregister-node",
-    "send-node-heartbeat", "pull-messages", "push-messages", "get-run", "get-fab",
-    "push-object", "pull-object", "confirm-message-received",
+    "register-node",
+    "activate-node",
+    "deactivate-node",
+    "unregister-node",
+    "send-node-heartbeat",
+    "pull-messages",
+    "push-messages",
+    "get-run",
+    "get-fab",
+    "push-object",
+    "pull-object",
+    "confirm-message-received",
 )
 FLEET_PREFIX = "/v1/fleet/"
 
@@ -88,12 +97,13 @@ def upstream_name(certificate: Path) -> str:
         cert = x509.load_pem_x509_certificate(certificate.read_bytes())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, x509.ExtensionNotFound) as error:
-        raise ProvisioningError(f"{certificate}: cannot read the SuperLink certificate's "
-                                f"names ({error})") from None
+        raise ProvisioningError(f"{certificate}: cannot read the SuperLink certificate's names ({error})") from None
     names = sans.get_values_for_type(x509.DNSName)
     if not names:
-        raise ProvisioningError(f"{certificate}: the SuperLink certificate has no DNS name; "
-                                "the proxy needs one (e.g. localhost) to verify it")
+        raise ProvisioningError(
+            f"{certificate}: the SuperLink certificate has no DNS name; "
+            "the proxy needs one (e.g. localhost) to verify it"
+        )
     return names[0]
 
 
@@ -174,12 +184,12 @@ http {{
 
 
 def _check_config(nginx: str, spec: ProxySpec) -> None:
-    done = subprocess.run([nginx, "-t", *_nginx_args(spec)], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=30)
+    done = subprocess.run(
+        [nginx, "-t", *_nginx_args(spec)], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30
+    )
     if done.returncode != 0:
         detail = " ".join(line for line in done.stderr.splitlines() if "emerg" in line or "crit" in line)
-        raise LaunchError(f"nginx refused the proxy configuration {spec.config_path}: "
-                          f"{detail or done.stderr.strip()}")
+        raise LaunchError(f"nginx refused the proxy configuration {spec.config_path}: {detail or done.stderr.strip()}")
 
 
 def _nginx_args(spec: ProxySpec) -> list[str]:

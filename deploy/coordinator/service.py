@@ -31,21 +31,24 @@ def serve_superlink(coordinator: CoordinatorDir, on_event: Callable[[str], None]
     settings = coordinator.settings()
     certificate = load_certificate(coordinator.files.server_cert, "SuperLink certificate")
     if days_left(certificate) < 0:
-        raise ProvisioningError(f"{coordinator.files.server_cert}: expired on "
-                                f"{certificate.not_valid_after_utc:%Y-%m-%d}; run 'insite coord renew'")
+        raise ProvisioningError(
+            f"{coordinator.files.server_cert}: expired on "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d}; run 'insite coord renew'"
+        )
     with ProcessSet(coordinator.logs, {}) as processes:
-        superlink = SuperLink(coordinator.root, coordinator.files, processes,
-                              host=settings.listen, port=settings.port)
+        superlink = SuperLink(coordinator.root, coordinator.files, processes, host=settings.listen, port=settings.port)
         superlink.start()
         sites = registered_sites(coordinator)
         for site in sites:
             superlink.register_key(site.name, site.public_key)
         write_state(coordinator, superlink.private_port, settings.address)
         try:
-            on_event(f"SuperLink ready: sites connect to {settings.address} (listening on "
-                     f"{settings.listen}:{settings.port}, Fleet API only); {len(sites)} site(s) "
-                     f"registered ({', '.join(s.name for s in sites) or 'none yet'}); logs in "
-                     f"{coordinator.logs}. Ctrl-C stops it.")
+            on_event(
+                f"SuperLink ready: sites connect to {settings.address} (listening on "
+                f"{settings.listen}:{settings.port}, Fleet API only); {len(sites)} site(s) "
+                f"registered ({', '.join(s.name for s in sites) or 'none yet'}); logs in "
+                f"{coordinator.logs}. Ctrl-C stops it."
+            )
             wait_until_stopped(processes)
         finally:
             coordinator.state_path.unlink(missing_ok=True)

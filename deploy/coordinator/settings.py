@@ -32,8 +32,7 @@ class ConsortiumSettings(StrictModel):
     def _host_port(cls, address: str) -> str:
         found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})", address)
         if not found or not 0 < int(found[2]) < 65536:
-            raise ValueError(f"'{address}' is not host:port (e.g. coordinator.example.org:9092, "
-                             "[2001:db8::1]:9092)")
+            raise ValueError(f"'{address}' is not host:port (e.g. coordinator.example.org:9092, [2001:db8::1]:9092)")
         return address
 
     @model_validator(mode="after")

@@ -45,8 +45,15 @@ class SuperLink:
     address (as Flower does out of the box).
     """
 
-    def __init__(self, workspace: Path, consortium: ConsortiumFiles, processes: ProcessSet,
-                 host: str = LOOPBACK, port: int | None = None, proxy: bool = True) -> None:
+    def __init__(
+        self,
+        workspace: Path,
+        consortium: ConsortiumFiles,
+        processes: ProcessSet,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        proxy: bool = True,
+    ) -> None:
         self.workspace = workspace
         self.consortium = consortium
         self.processes = processes
@@ -70,9 +77,11 @@ class SuperLink:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the SuperLink and, with ``proxy``, the public Fleet-only proxy in front of it."""
-        for path, what in ((self.consortium.ca_cert, "consortium CA certificate"),
-                           (self.consortium.server_cert, "SuperLink certificate"),
-                           (self.consortium.server_key, "SuperLink private key")):
+        for path, what in (
+            (self.consortium.ca_cert, "consortium CA certificate"),
+            (self.consortium.server_cert, "SuperLink certificate"),
+            (self.consortium.server_key, "SuperLink private key"),
+        ):
             require_file(path, what)
         if self.port is None:
             self.port = free_port(self.host)
@@ -80,31 +89,51 @@ class SuperLink:
         bind_host = LOOPBACK if self.proxy else self.host
         self.private_port = free_port(LOOPBACK) if self.proxy else self.port
         write_connection(self.flwr_home, self.control_address, self.consortium.ca_cert)
-        superlink = self.processes.start("superlink", [
-            flower_tool("flower-superlink"),
-            "--ssl-ca-certfile", str(self.consortium.ca_cert),
-            "--ssl-certfile", str(self.consortium.server_cert),
-            "--ssl-keyfile", str(self.consortium.server_key),
-            "--enable-supernode-auth",
-            "--disable-runtime-dependency-installation",
-            "--host", bind_host, "--port", str(self.private_port),
-        ])
+        superlink = self.processes.start(
+            "superlink",
+            [
+                flower_tool("flower-superlink"),
+                "--ssl-ca-certfile",
+                str(self.consortium.ca_cert),
+                "--ssl-certfile",
+                str(self.consortium.server_cert),
+                "--ssl-keyfile",
+                str(self.consortium.server_key),
+                "--enable-supernode-auth",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                bind_host,
+                "--port",
+                str(self.private_port),
+            ],
+        )
         wait_for_port(bind_host, self.private_port, superlink, timeout)
         if self.proxy:
-            start_proxy(self.processes, ProxySpec(
-                public_host=self.host, public_port=self.port, superlink_port=self.private_port,
-                certificate=self.consortium.server_cert, private_key=self.consortium.server_key,
-                ca_certificate=self.consortium.ca_cert, workdir=self.workspace / "proxy",
-                log_dir=self.processes.log_dir), timeout)
+            start_proxy(
+                self.processes,
+                ProxySpec(
+                    public_host=self.host,
+                    public_port=self.port,
+                    superlink_port=self.private_port,
+                    certificate=self.consortium.server_cert,
+                    private_key=self.consortium.server_key,
+                    ca_certificate=self.consortium.ca_cert,
+                    workdir=self.workspace / "proxy",
+                    log_dir=self.processes.log_dir,
+                ),
+                timeout,
+            )
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
         """Run the ``flwr`` CLI against this SuperLink; a failure names the command and its output."""
         argv = [flower_tool("flwr"), *args]
-        done = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            argv, env=self.env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
         if done.returncode != 0:
-            raise LaunchError(f"'flwr {' '.join(args[:2])}' failed ({done.returncode}): "
-                              f"{(done.stdout + done.stderr).strip()[-800:]}")
+            raise LaunchError(
+                f"'flwr {' '.join(args[:2])}' failed ({done.returncode}): {(done.stdout + done.stderr).strip()[-800:]}"
+            )
         return done.stdout
 
     def register_key(self, name: str, public_key: Path) -> None:
@@ -122,8 +151,7 @@ class SuperLink:
         app_dir = app_dir or self.project_app
         overrides = self.workspace / "run-config.toml"
         overrides.write_text(tomli_w.dumps(run_config))
-        output = self.flwr("run", str(app_dir), CONNECTION, "--run-config", str(overrides),
-                           "--format", "json")
+        output = self.flwr("run", str(app_dir), CONNECTION, "--run-config", str(overrides), "--format", "json")
         try:
             return int(json.loads(output)["run-id"])
         except (json.JSONDecodeError, KeyError, ValueError):
@@ -137,8 +165,7 @@ class SuperLink:
         except (json.JSONDecodeError, KeyError, IndexError):
             return "unknown"
 
-    def follow(self, run_id: int, run_dir: Path, on_round: Callable[[dict], None],
-               timeout: float) -> dict:
+    def follow(self, run_id: int, run_dir: Path, on_round: Callable[[dict], None], timeout: float) -> dict:
         """Report each closed round as it lands in ``rounds.jsonl``; return the final run record."""
         log_path = run_dir / "rounds.jsonl"
         seen = 0
@@ -161,8 +188,10 @@ class SuperLink:
                 status = self.flower_status(run_id)
                 if status.startswith("finished") and not status.endswith("completed"):
                     _raise_recorded_failure(run_dir, run_id)  # the ServerApp's reason, if it wrote one
-                    raise FederationError(f"run {run_id} ended '{status}' before completing; "
-                                          f"see 'flwr log {run_id}' and {self.processes.log_dir}")
+                    raise FederationError(
+                        f"run {run_id} ended '{status}' before completing; "
+                        f"see 'flwr log {run_id}' and {self.processes.log_dir}"
+                    )
             if time.monotonic() > deadline:
                 raise FederationError(f"run {run_id} did not finish within {timeout:.0f} s")
             time.sleep(0.5)

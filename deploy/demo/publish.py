@@ -33,6 +33,7 @@ from publication.verify import Check
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class PublishResult:
     """What the demo prints: per-asset outcomes, why it was refused, or the verified export."""
@@ -67,9 +68,15 @@ def ensure_key(private_key: Path) -> Path:
     return private_key
 
 
-def demo_publish(run_dir: Path, site_keys: Mapping[str, Path], out_dir: Path, *,
-                 consortium_keys: Path | None = None, template: Path = DEFAULT_TEMPLATE,
-                 today: date | None = None) -> PublishResult:
+def demo_publish(
+    run_dir: Path,
+    site_keys: Mapping[str, Path],
+    out_dir: Path,
+    *,
+    consortium_keys: Path | None = None,
+    template: Path = DEFAULT_TEMPLATE,
+    today: date | None = None,
+) -> PublishResult:
     """Draft, approve (every site in ``site_keys``), collect, export to ``out_dir/export``, verify.
 
     ``site_keys`` maps each site to its private key (the provisioned node key, or a path where an

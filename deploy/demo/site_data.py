@@ -53,10 +53,12 @@ class PreparedSite:
     warnings: tuple[str, ...]
 
     def summary(self) -> str:
-        return (f"{self.site}: {self.exported} raw DICOM files of {self.patients} patients -> "
-                f"{self.written} de-identified, {self.quarantined} quarantined, "
-                f"{self.files_with_residuals} holding an original identifier (residual scan) -> "
-                f"{self.train + self.val} cases ({self.train} train, {self.val} val)")
+        return (
+            f"{self.site}: {self.exported} raw DICOM files of {self.patients} patients -> "
+            f"{self.written} de-identified, {self.quarantined} quarantined, "
+            f"{self.files_with_residuals} holding an original identifier (residual scan) -> "
+            f"{self.train + self.val} cases ({self.train} train, {self.val} val)"
+        )
 
 
 class _Stages:
@@ -76,8 +78,9 @@ class _Stages:
         self.events.put((self.site, None, 0))
 
 
-def prepare_site(profile: ScannerProfile, site_dir: Path, cases: int, val_fraction: float, size: int,
-                 seed: int, events: queue.Queue) -> PreparedSite:
+def prepare_site(
+    profile: ScannerProfile, site_dir: Path, cases: int, val_fraction: float, size: int, seed: int, events: queue.Queue
+) -> PreparedSite:
     """Export, de-identify, ingest and check one site's data; raises SiteDataError naming the site.
 
     What an earlier preparation left in the site's folders is replaced; its key file is kept, so
@@ -86,30 +89,61 @@ def prepare_site(profile: ScannerProfile, site_dir: Path, cases: int, val_fracti
     export, deid_dir = site_dir / "pacs-export", site_dir / "deid"
     for derived in (export, deid_dir, site_dir / "deid-quarantine", site_dir / "data"):
         shutil.rmtree(derived, ignore_errors=True)  # a re-run starts clean; the key file stays
-    patients = write_site_dicom(profile, export, cases, size, seed,
-                                progress=_Stages(profile.name, events, {"": ("write raw DICOM export", cases)}))
+    patients = write_site_dicom(
+        profile,
+        export,
+        cases,
+        size,
+        seed,
+        progress=_Stages(profile.name, events, {"": ("write raw DICOM export", cases)}),
+    )
     files = len(source_files(export))
     # The sites already run in parallel, one process each: a worker pool per site would oversubscribe.
     settings = load_deid_settings(write_site_settings(site_dir)).model_copy(update={"workers": 1})
-    run = deidentify_tree(settings, export, deid_dir, site_dir / "deid-quarantine", progress=_Stages(
-        profile.name, events, {"deid": ("de-identify", files), "scan": ("residual scan", files)}))
+    run = deidentify_tree(
+        settings,
+        export,
+        deid_dir,
+        site_dir / "deid-quarantine",
+        progress=_Stages(profile.name, events, {"deid": ("de-identify", files), "scan": ("residual scan", files)}),
+    )
     audit = run.as_dict()
     deid_dir.mkdir(parents=True, exist_ok=True)
     (deid_dir / "deid-audit.json").write_text(json.dumps(audit, indent=1) + "\n", encoding="utf-8")
     _refuse_unclean(profile.name, audit, site_dir / "deid-quarantine")
-    ingested = ingest(deid_dir, site_dir / "data", val_fraction=val_fraction, progress=_Stages(
-        profile.name, events, {"read headers": ("ingest: read headers", audit["files"]["written"]),
-                               "convert": ("ingest: build volumes", cases)}))
-    problems = [*(f"series {uid} skipped: {why}" for uid, why in ingested.skipped.items()),
-                *(f"series {uid} has no label" for uid in ingested.missing_labels)]
+    ingested = ingest(
+        deid_dir,
+        site_dir / "data",
+        val_fraction=val_fraction,
+        progress=_Stages(
+            profile.name,
+            events,
+            {
+                "read headers": ("ingest: read headers", audit["files"]["written"]),
+                "convert": ("ingest: build volumes", cases),
+            },
+        ),
+    )
+    problems = [
+        *(f"series {uid} skipped: {why}" for uid, why in ingested.skipped.items()),
+        *(f"series {uid} has no label" for uid in ingested.missing_labels),
+    ]
     qa = check_site_data(site_dir / "data", min_cases=2, site=profile.name) if ingested.cases else None
     if problems or qa is None or not qa.ok:
         problems += qa.errors if qa else ["no case was ingested"]
         raise SiteDataError(f"site {profile.name}: ingest failed: {'; '.join(problems)}")
     counts = ingested.as_dict()
-    return PreparedSite(profile.name, len(patients), files, audit["files"]["written"],
-                    audit["files"]["quarantined"], audit["residual_scan"]["files_with_residuals"],
-                    counts["train"], counts["val"], tuple(qa.warnings))
+    return PreparedSite(
+        profile.name,
+        len(patients),
+        files,
+        audit["files"]["written"],
+        audit["files"]["quarantined"],
+        audit["residual_scan"]["files_with_residuals"],
+        counts["train"],
+        counts["val"],
+        tuple(qa.warnings),
+    )
 
 
 def _refuse_unclean(site: str, audit: dict, quarantine: Path) -> None:
@@ -117,29 +151,41 @@ def _refuse_unclean(site: str, audit: dict, quarantine: Path) -> None:
     problems = []
     if audit["files"]["quarantined"]:
         reasons = ", ".join(f"{n} {reason}" for reason, n in audit["quarantined_by_reason"].items())
-        problems.append(f"{audit['files']['quarantined']} of {audit['files']['in']} files quarantined "
-                        f"({reasons}; a reason per file in {quarantine})")
+        problems.append(
+            f"{audit['files']['quarantined']} of {audit['files']['in']} files quarantined "
+            f"({reasons}; a reason per file in {quarantine})"
+        )
     if audit["residual_scan"]["files_with_residuals"]:
-        problems.append(f"{audit['residual_scan']['files_with_residuals']} de-identified file(s) still "
-                        "hold an original identifier")
+        problems.append(
+            f"{audit['residual_scan']['files_with_residuals']} de-identified file(s) still hold an original identifier"
+        )
     if problems:
         raise SiteDataError(f"site {site}: de-identification failed: {'; '.join(problems)}")
 
 
-def prepare_sites(sites: dict[ScannerProfile, Path], cases: int, val_fraction: float, size: int,
-                  seed: int, on_event: Callable[[ProgressEvent], None]) -> list[PreparedSite]:
+def prepare_sites(
+    sites: dict[ScannerProfile, Path],
+    cases: int,
+    val_fraction: float,
+    size: int,
+    seed: int,
+    on_event: Callable[[ProgressEvent], None],
+) -> list[PreparedSite]:
     """Prepare every site in its own process; ``on_event`` receives their progress in this process.
 
     Processes are spawned (not forked) because the caller has torch loaded, whose thread pools do
     not survive a fork. A failing site stops the demo with that site's reason.
     """
     context = multiprocessing.get_context("spawn")
-    with context.Manager() as manager, ProcessPoolExecutor(
-            len(sites), mp_context=context, initializer=_one_thread) as pool:
+    with (
+        context.Manager() as manager,
+        ProcessPoolExecutor(len(sites), mp_context=context, initializer=_one_thread) as pool,
+    ):
         events = manager.Queue()
         futures: dict[Future, str] = {
             pool.submit(prepare_site, profile, folder, cases, val_fraction, size, seed, events): profile.name
-            for profile, folder in sites.items()}
+            for profile, folder in sites.items()
+        }
         pending = set(futures)
         while pending:
             _, pending = wait(pending, timeout=0.2)

@@ -58,26 +58,46 @@ class PlantedPatient:
     def identifiers(self) -> list[str]:
         """Every planted identifying value (names also by component)."""
         parts = [p for person in (self.name, self.physician, self.operator) for p in person.split("^")]
-        return [self.name, self.patient_id, self.other_id, self.birth_date, self.address,
-                self.telephone, self.institution, self.physician, self.operator, self.accession,
-                self.study_id, self.study_date, self.study_uid, *parts]
+        return [
+            self.name,
+            self.patient_id,
+            self.other_id,
+            self.birth_date,
+            self.address,
+            self.telephone,
+            self.institution,
+            self.physician,
+            self.operator,
+            self.accession,
+            self.study_id,
+            self.study_date,
+            self.study_uid,
+            *parts,
+        ]
 
 
 def random_patient(rng: random.Random) -> PlantedPatient:
     """A distinct fake patient; identifiers are long enough to be unambiguous in a search."""
+
     def person() -> str:
         return f"{rng.choice(_FAMILY)}{rng.randrange(100, 999)}^{rng.choice(_GIVEN)}{rng.randrange(100, 999)}"
 
     birth = dt.date(1940, 1, 1) + dt.timedelta(days=rng.randrange(0, 25000))
     study = dt.date(2015, 1, 1) + dt.timedelta(days=rng.randrange(0, 3000))
     return PlantedPatient(
-        name=person(), patient_id=f"MRN{rng.randrange(10**7, 10**8)}",
-        other_id=f"NHS{rng.randrange(10**8, 10**9)}", birth_date=birth.strftime("%Y%m%d"),
+        name=person(),
+        patient_id=f"MRN{rng.randrange(10**7, 10**8)}",
+        other_id=f"NHS{rng.randrange(10**8, 10**9)}",
+        birth_date=birth.strftime("%Y%m%d"),
         address=f"{rng.randrange(1, 300)} {rng.choice(_STREETS)} Townsville{rng.randrange(100, 999)}",
         telephone=f"+44 {rng.randrange(1000, 9999)} {rng.randrange(100000, 999999)}",
-        institution=f"St Elsewhere {rng.randrange(100, 999)} Hospital", physician=person(), operator=person(),
-        accession=f"ACC{rng.randrange(10**7, 10**8)}", study_id=f"STUDY{rng.randrange(10**5, 10**6)}",
-        study_date=study.strftime("%Y%m%d"), study_uid=generate_uid(),
+        institution=f"St Elsewhere {rng.randrange(100, 999)} Hospital",
+        physician=person(),
+        operator=person(),
+        accession=f"ACC{rng.randrange(10**7, 10**8)}",
+        study_id=f"STUDY{rng.randrange(10**5, 10**6)}",
+        study_date=study.strftime("%Y%m%d"),
+        study_uid=generate_uid(),
     )
 
 
@@ -113,10 +133,18 @@ def fitted_rescale(volume: np.ndarray) -> tuple[str, str]:
     return f"{slope:.9g}", f"{intercept:.9g}"
 
 
-def write_series(volume: np.ndarray, out_dir: Path, patient: PlantedPatient, *,
-                 modality: str = "CT", spacing: Sequence[float] = (1.0, 1.0, 1.0),
-                 origin: Sequence[float] = (0.0, 0.0, 0.0), series_number: int = 1,
-                 series_uid: str | None = None, rescale: tuple[str, str] | None = None) -> list[Path]:
+def write_series(
+    volume: np.ndarray,
+    out_dir: Path,
+    patient: PlantedPatient,
+    *,
+    modality: str = "CT",
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    series_number: int = 1,
+    series_uid: str | None = None,
+    rescale: tuple[str, str] | None = None,
+) -> list[Path]:
     """Write ``volume`` as one DICOM file per slice; returns the paths in slice order.
 
     ``volume`` is (slices, rows, columns) in modality units. Without ``rescale`` they are taken as
@@ -199,8 +227,9 @@ def write_series(volume: np.ndarray, out_dir: Path, patient: PlantedPatient, *,
     return paths
 
 
-def write_segmentation(label: np.ndarray, series_files: Sequence[Path], out_path: Path,
-                       names: dict[int, str] | None = None) -> Path:
+def write_segmentation(
+    label: np.ndarray, series_files: Sequence[Path], out_path: Path, names: dict[int, str] | None = None
+) -> Path:
     """Write a binary DICOM-SEG for ``label`` (same shape as the series' volume; 0 = background).
 
     One segment per label value present; ``names`` gives their labels (default "label N").
@@ -211,20 +240,32 @@ def write_segmentation(label: np.ndarray, series_files: Sequence[Path], out_path
         raise ValueError("label volume is empty: nothing to segment")
     descriptions = [
         hd.seg.SegmentDescription(
-            segment_number=number, segment_label=(names or {}).get(value, f"label {value}"),
-            segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+            segment_number=number,
+            segment_label=(names or {}).get(value, f"label {value}"),
+            segmented_property_category=codes.SCT.Tissue,
+            segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
         for number, value in enumerate(values, start=1)
     ]
     masks = np.zeros(label.shape, dtype=np.uint8)
     for number, value in enumerate(values, start=1):
         masks[label == value] = number
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=masks, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=100,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer="INSITE SYNTHETIC",
-        manufacturer_model_name="label tool", software_versions="1", device_serial_number="SN-ELSEWHERE-7",
-        content_creator_name=str(sources[0].OperatorsName), omit_empty_frames=False,
+        source_images=sources,
+        pixel_array=masks,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=generate_uid(),
+        series_number=100,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="INSITE SYNTHETIC",
+        manufacturer_model_name="label tool",
+        software_versions="1",
+        device_serial_number="SN-ELSEWHERE-7",
+        content_creator_name=str(sources[0].OperatorsName),
+        omit_empty_frames=False,
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(out_path)

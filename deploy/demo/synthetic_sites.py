@@ -53,10 +53,28 @@ class ScannerProfile:
 
 DEMO_SITES: tuple[ScannerProfile, ...] = (
     ScannerProfile("site-a", lesions=10, radius=(2, 5), contrast=0.8, noise=0.05, scale=1000.0),
-    ScannerProfile("site-b", lesions=3, radius=(7, 13), contrast=0.35, noise=0.12, rician=True,
-                   bias=(0.2, 0.4), blur=1.2, scale=1000.0),
-    ScannerProfile("site-c", lesions=6, radius=(4, 8), contrast=0.5, noise=0.10, gamma=2.0,
-                   scale=4096.0, offset=-1024.0, modality="CT"),
+    ScannerProfile(
+        "site-b",
+        lesions=3,
+        radius=(7, 13),
+        contrast=0.35,
+        noise=0.12,
+        rician=True,
+        bias=(0.2, 0.4),
+        blur=1.2,
+        scale=1000.0,
+    ),
+    ScannerProfile(
+        "site-c",
+        lesions=6,
+        radius=(4, 8),
+        contrast=0.5,
+        noise=0.10,
+        gamma=2.0,
+        scale=4096.0,
+        offset=-1024.0,
+        modality="CT",
+    ),
 )
 
 
@@ -73,12 +91,17 @@ def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generato
     return (1.0 + strength * field).astype(np.float32)
 
 
-def synthesize_case(profile: ScannerProfile, size: int,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def synthesize_case(profile: ScannerProfile, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One (image, label) pair of shape ``(size,)*3``: image float32 in raw units, label uint8 {0,1}."""
     _, seg = create_test_image_3d(
-        size, size, size, num_objs=profile.lesions, rad_max=profile.radius[1],
-        rad_min=profile.radius[0], noise_max=0.0, num_seg_classes=1,
+        size,
+        size,
+        size,
+        num_objs=profile.lesions,
+        rad_max=profile.radius[1],
+        rad_min=profile.radius[0],
+        noise_max=0.0,
+        num_seg_classes=1,
         random_state=np.random.RandomState(int(rng.integers(2**31))),
     )
     label = (seg > 0).astype(np.uint8)
@@ -102,17 +125,22 @@ def synthesize_case(profile: ScannerProfile, size: int,
     return image.astype(np.float32), label
 
 
-def _site_volumes(profile: ScannerProfile, count: int, size: int,
-                  seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _site_volumes(profile: ScannerProfile, count: int, size: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """The site's (image, label) pairs in order; the same seed gives the same volumes in any layout."""
     rng = np.random.default_rng(seed * 1000 + sum(profile.name.encode()))
     for _ in range(count):
         yield synthesize_case(profile, size, rng)
 
 
-def write_site(profile: ScannerProfile, data_path: Path, train_cases: int, val_cases: int,
-               size: int = 64, seed: int = 0,
-               progress: Callable[[], None] | None = None) -> list[Case]:
+def write_site(
+    profile: ScannerProfile,
+    data_path: Path,
+    train_cases: int,
+    val_cases: int,
+    size: int = 64,
+    seed: int = 0,
+    progress: Callable[[], None] | None = None,
+) -> list[Case]:
     """Write one site's volumes as NIfTI plus ``cases.json``; returns the cases written."""
     (data_path / "images").mkdir(parents=True, exist_ok=True)
     (data_path / "labels").mkdir(parents=True, exist_ok=True)
@@ -132,8 +160,14 @@ def write_site(profile: ScannerProfile, data_path: Path, train_cases: int, val_c
     return cases
 
 
-def write_site_dicom(profile: ScannerProfile, export: Path, cases: int, size: int = 64,
-                     seed: int = 0, progress: Callable[[], None] | None = None) -> list[PlantedPatient]:
+def write_site_dicom(
+    profile: ScannerProfile,
+    export: Path,
+    cases: int,
+    size: int = 64,
+    seed: int = 0,
+    progress: Callable[[], None] | None = None,
+) -> list[PlantedPatient]:
     """Write one site's volumes as a raw PACS export: DICOM series + DICOM-SEG, full of identifiers.
 
     Each case is a made-up patient (:func:`deploy.demo.synthetic_dicom.random_patient`) whose name, IDs,
@@ -148,10 +182,14 @@ def write_site_dicom(profile: ScannerProfile, export: Path, cases: int, size: in
         patient = random_patient(planted)
         folder = export / f"{patient.name.replace('^', '_')}_{patient.patient_id}" / patient.study_date
         # write_series takes (slices, rows, columns); ingest returns (columns, rows, slices).
-        slices = write_series(image.transpose(2, 1, 0), folder / "series1", patient,
-                              modality=profile.modality, rescale=fitted_rescale(image))
-        write_segmentation(label.transpose(2, 1, 0), slices, folder / "seg" / "label.dcm",
-                           names={1: "lesion"})
+        slices = write_series(
+            image.transpose(2, 1, 0),
+            folder / "series1",
+            patient,
+            modality=profile.modality,
+            rescale=fitted_rescale(image),
+        )
+        write_segmentation(label.transpose(2, 1, 0), slices, folder / "seg" / "label.dcm", names={1: "lesion"})
         patients.append(patient)
         if progress:
             progress()

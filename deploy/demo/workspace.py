@@ -100,19 +100,31 @@ def provision_demo(workspace: Workspace, site_names: list[str]) -> None:
         registered.write_bytes(site.public_key.read_bytes())
 
 
-def start_demo_site(superlink: SuperLink, site: DemoSite, workspace: Path,
-                    apps: list[Path] | None = None) -> None:
+def start_demo_site(superlink: SuperLink, site: DemoSite, workspace: Path, apps: list[Path] | None = None) -> None:
     """Approve ``apps`` as the site's administrator (default: the project's), start its SuperNode."""
     for app_dir in apps if apps is not None else [superlink.project_app]:
         approve_app(site.context.cache_path, fab_digest(app_dir), f"demo: {app_dir}")
-    start_supernode(superlink.processes, superlink.address, superlink.consortium.ca_cert,
-                    site.private_key, site.context, free_port(), workspace / "gate")
+    start_supernode(
+        superlink.processes,
+        superlink.address,
+        superlink.consortium.ca_cert,
+        site.private_key,
+        site.context,
+        free_port(),
+        workspace / "gate",
+    )
 
 
-def run_demo_federation(workspace: Workspace, settings: RunSettings, on_event: Callable[[str], None],
-                        on_round: Callable[[dict], None], round_offset: int = 0,
-                        initial_weights: Path | None = None, timeout: float = 4 * 3600,
-                        port: int | None = None) -> dict:
+def run_demo_federation(
+    workspace: Workspace,
+    settings: RunSettings,
+    on_event: Callable[[str], None],
+    on_round: Callable[[dict], None],
+    round_offset: int = 0,
+    initial_weights: Path | None = None,
+    timeout: float = 4 * 3600,
+    port: int | None = None,
+) -> dict:
     """Start SuperLink + SuperNodes, run the rounds, stop every process; returns the run record.
 
     ``port`` fixes the SuperLink's port (refused with a clear error if taken); default: a free one.
@@ -128,7 +140,6 @@ def run_demo_federation(workspace: Workspace, settings: RunSettings, on_event: C
             superlink.register_key(name, site.public_key)
             start_demo_site(superlink, site, workspace.root)
         on_event(f"started {len(names)} SuperNodes: {', '.join(names)} ({threads} thread(s) each)")
-        run_id = superlink.submit(to_run_config(settings, workspace.run_dir, round_offset,
-                                                initial_weights))
+        run_id = superlink.submit(to_run_config(settings, workspace.run_dir, round_offset, initial_weights))
         on_event(f"submitted Flower run {run_id}")
         return superlink.follow(run_id, workspace.run_dir, on_round, timeout)

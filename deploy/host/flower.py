@@ -19,18 +19,20 @@ CONNECTION = "insite"
 def flower_env(flwr_home: Path) -> dict[str, str]:
     """Environment for every Flower process started here."""
     env = dict(os.environ)
-    env.update({
-        "FLWR_HOME": str(flwr_home),
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        # glibc would hand large freed blocks back to the OS after every training step
-        # (measured: 9x more system time); keep them in the process instead.
-        "MALLOC_MMAP_MAX_": "0",
-        "MALLOC_TRIM_THRESHOLD_": "100000000000",
-        "PYTHONWARNINGS": "ignore",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-    })
+    env.update(
+        {
+            "FLWR_HOME": str(flwr_home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+            # glibc would hand large freed blocks back to the OS after every training step
+            # (measured: 9x more system time); keep them in the process instead.
+            "MALLOC_MMAP_MAX_": "0",
+            "MALLOC_TRIM_THRESHOLD_": "100000000000",
+            "PYTHONWARNINGS": "ignore",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
     return env
 
 
@@ -43,6 +45,5 @@ def flower_tool(name: str) -> str:
 def write_connection(flwr_home: Path, address: str, ca_cert: Path) -> None:
     """Make ``address`` the default ``flwr`` CLI connection (named ``insite``) under ``flwr_home``."""
     flwr_home.mkdir(parents=True, exist_ok=True)
-    config = {"superlink": {"default": CONNECTION, CONNECTION: {
-        "address": address, "root-certificates": str(ca_cert)}}}
+    config = {"superlink": {"default": CONNECTION, CONNECTION: {"address": address, "root-certificates": str(ca_cert)}}}
     (flwr_home / "config.toml").write_text(tomli_w.dumps(config))

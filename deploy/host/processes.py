@@ -61,8 +61,9 @@ def require_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError:
-            raise LaunchError(f"port {port} on {host} is already in use; choose another "
-                              "or stop what holds it") from None
+            raise LaunchError(
+                f"port {port} on {host} is already in use; choose another or stop what holds it"
+            ) from None
 
 
 def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float) -> None:
@@ -74,8 +75,7 @@ def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float)
             if probe.connect_ex((host, port)) == 0:
                 return
         time.sleep(0.2)
-    raise LaunchError(f"{process.name} did not open {host}:{port} within {timeout:.0f} s; "
-                      f"see {process.log_path}")
+    raise LaunchError(f"{process.name} did not open {host}:{port} within {timeout:.0f} s; see {process.log_path}")
 
 
 @dataclass
@@ -94,8 +94,7 @@ class ManagedProcess:
     def check_alive(self) -> None:
         code = self.popen.poll()
         if code is not None:
-            raise LaunchError(f"{self.name} exited with code {code}; last lines of "
-                              f"{self.log_path}:\n{self.tail()}")
+            raise LaunchError(f"{self.name} exited with code {code}; last lines of {self.log_path}:\n{self.tail()}")
 
     def stop(self, grace: float = 5.0) -> None:
         try:
@@ -134,9 +133,14 @@ class ProcessSet:
         log_path = self.log_dir / f"{name}.log"
         handle = open(log_path, "ab")
         try:
-            popen = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env={**self.env, **(extra_env or {})},
-                                     start_new_session=True)
+            popen = subprocess.Popen(
+                argv,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**self.env, **(extra_env or {})},
+                start_new_session=True,
+            )
         except FileNotFoundError:
             raise LaunchError(f"cannot start {name}: {argv[0]} not found (is the venv installed?)") from None
         finally:
@@ -161,8 +165,9 @@ class ProcessSet:
     def __enter__(self) -> ProcessSet:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.stop_all()
 
 

@@ -42,8 +42,9 @@ def fab_digest(path: Path) -> str:
         try:
             return hashlib.sha256(build_fab_from_disk(path)).hexdigest()
         except ValueError as error:  # Flower's invalid-config and path-depth errors
-            raise AppApprovalError(f"{path}: Flower cannot build an app bundle from it: "
-                                   f"{' '.join(str(error).split())}") from None
+            raise AppApprovalError(
+                f"{path}: Flower cannot build an app bundle from it: {' '.join(str(error).split())}"
+            ) from None
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as bundle:
             if FAB_MANIFEST in bundle.namelist():
@@ -79,8 +80,7 @@ def revoke(cache: Path, digest: str) -> AppApproval:
     current = approvals(cache)
     kept = [a for a in current if a.digest != digest]
     if len(kept) == len(current):
-        raise AppApprovalError(f"{digest} is not approved at this site ({cache}); "
-                               "'insite site approved' lists what is")
+        raise AppApprovalError(f"{digest} is not approved at this site ({cache}); 'insite site approved' lists what is")
     write_approvals(cache, kept)
     return next(a for a in current if a.digest == digest)
 

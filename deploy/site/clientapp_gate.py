@@ -63,8 +63,10 @@ def check_app(digest: str, announced: str, node_config: Mapping[str, object]) ->
     except ApprovalListError as error:
         raise refuse(str(error)) from None
     if approvals is None:
-        raise refuse("no app is approved there yet; the site administrator approves one with "
-                     f"'insite site approve-app APP --cache {cache}'")
+        raise refuse(
+            "no app is approved there yet; the site administrator approves one with "
+            f"'insite site approve-app APP --cache {cache}'"
+        )
     if digest not in {a.digest for a in approvals}:
         raise refuse("not approved by the site administrator ('insite site approve-app')")
 
@@ -80,8 +82,14 @@ def gated(pull: Callable[[RuntimeHttpClient], TaskInput]) -> Callable[[RuntimeHt
         except AppRefused as refusal:
             cache = context.node_config.get("cache-path")
             if cache:
-                log_refusal(Path(str(cache)), site=context.node_config.get("site-name"),
-                            run=run.run_id, fab_id=run.fab_id, digest=digest, reason=str(refusal))
+                log_refusal(
+                    Path(str(cache)),
+                    site=context.node_config.get("site-name"),
+                    run=run.run_id,
+                    fab_id=run.fab_id,
+                    digest=digest,
+                    reason=str(refusal),
+                )
             error = Error(ErrorCode.INVALID_FAB, str(refusal))
             if cache:
                 _ledger_refusal(Path(str(cache)), run.run_id, error)
@@ -102,9 +110,13 @@ def _ledger_refusal(cache: Path, run_id: int, error: Error) -> None:
 
     from client.ledger import Ledger  # noqa: PLC0415
 
-    Ledger(cache).append(run=run_id, round_number=None, kind="refused",
-                         payload=error_to_proto(error).SerializeToString(),
-                         detail=f"error report instead of a result: {error.reason}")
+    Ledger(cache).append(
+        run=run_id,
+        round_number=None,
+        kind="refused",
+        payload=error_to_proto(error).SerializeToString(),
+        detail=f"error report instead of a result: {error.reason}",
+    )
 
 
 def main() -> None:
@@ -121,10 +133,11 @@ def install_gate(bin_dir: Path, path: str) -> dict[str, str]:
     """
     bin_dir.mkdir(parents=True, exist_ok=True)
     script = bin_dir / CLIENTAPP_COMMAND
-    script.write_text(f"#!{sys.executable}\n"
-                      "# insite: every ClientApp of this site passes the app-approval gate first\n"
-                      "from deploy.site.clientapp_gate import main\n"
-                      "main()\n")
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "# insite: every ClientApp of this site passes the app-approval gate first\n"
+        "from deploy.site.clientapp_gate import main\n"
+        "main()\n"
+    )
     script.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{path}"}
-

@@ -40,17 +40,26 @@ def check_site(settings: SiteSettings) -> tuple[int, int]:
 def serve_site(settings: SiteSettings, on_event: Callable[[str], None]) -> None:
     """This site's SuperNode, connected to the coordinator and behind the app-approval gate."""
     train, val = check_site(settings)
-    context = SiteContext(settings.name, settings.data_path, settings.cache_path,
-                          settings.device, settings.threads)
+    context = SiteContext(settings.name, settings.data_path, settings.cache_path, settings.device, settings.threads)
     flwr_home = settings.cache_path / "flwr-home"
     with ProcessSet(settings.cache_path / "logs", flower_env(flwr_home)) as processes:
-        supernode = start_supernode(processes, settings.superlink, settings.root_certificates,
-                                    settings.private_key, context, settings.node_port,
-                                    settings.cache_path / "gate")
-        on_event(f"site {settings.name}: {train} training and {val} validation case(s) checked; "
-                 f"SuperNode connecting to {settings.superlink}; log {supernode.log_path}. "
-                 "Ctrl-C stops it.")
+        supernode = start_supernode(
+            processes,
+            settings.superlink,
+            settings.root_certificates,
+            settings.private_key,
+            context,
+            settings.node_port,
+            settings.cache_path / "gate",
+        )
+        on_event(
+            f"site {settings.name}: {train} training and {val} validation case(s) checked; "
+            f"SuperNode connecting to {settings.superlink}; log {supernode.log_path}. "
+            "Ctrl-C stops it."
+        )
         if not approvals(settings.cache_path):
-            on_event("warning: no app is approved yet, so this site refuses every run until "
-                     f"'insite site approve-app APP --cache {settings.cache_path}'")
+            on_event(
+                "warning: no app is approved yet, so this site refuses every run until "
+                f"'insite site approve-app APP --cache {settings.cache_path}'"
+            )
         wait_until_stopped(processes)

@@ -23,12 +23,16 @@ class SiteSettings(StrictModel):
     private_key: Path
     device: Literal["auto", "cuda", "cpu"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads for training; 0 = all cores")
-    node_port: int = Field(9094, ge=1, le=65535, description="the SuperNode's local port for its "
-                           "ClientApp processes (127.0.0.1 only); distinct per site on one host")
+    node_port: int = Field(
+        9094,
+        ge=1,
+        le=65535,
+        description="the SuperNode's local port for its "
+        "ClientApp processes (127.0.0.1 only); distinct per site on one host",
+    )
 
 
 def load_site_settings(path: Path) -> SiteSettings:
     """Read ``site.toml``; relative paths are taken relative to the file's folder."""
     settings = validated(SiteSettings, read_table(path, "site"), str(path))
-    return settings.model_copy(update={
-        key: (path.parent / getattr(settings, key)).resolve() for key in PATH_SETTINGS})
+    return settings.model_copy(update={key: (path.parent / getattr(settings, key)).resolve() for key in PATH_SETTINGS})

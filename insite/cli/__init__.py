@@ -38,14 +38,15 @@ app = command_group(
     epilog=EXIT_CODES,
 )
 app.add_typer(site.app, name="site", help="Site administrator: prepare data, join the federation.")
-app.add_typer(coord.app, name="coord",
-              help="Consortium coordinator: provision, register sites, write kits, launch, run, resume.")
+app.add_typer(
+    coord.app, name="coord", help="Consortium coordinator: provision, register sites, write kits, launch, run, resume."
+)
 app.command(name="demo")(demo.demo)
-app.add_typer(manifest.app, name="manifest",
-              help="Researcher: draft, explain, approve and collect the shared-assets manifest.")
+app.add_typer(
+    manifest.app, name="manifest", help="Researcher: draft, explain, approve and collect the shared-assets manifest."
+)
 app.command(name="export")(publish.export)
 app.command(name="verify")(publish.verify)
-
 
 
 def main() -> None:

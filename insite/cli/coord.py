@@ -44,8 +44,12 @@ app = command_group()
 SHIPPED_CONSORTIUM = shipped("consortium.toml")
 SHIPPED_RUN_SETTINGS = shipped("federation.toml")
 
-DIR = typer.Option(Path("consortium"), "--dir", envvar="INSITE_CONSORTIUM",
-                   help="The consortium folder: CA, certificates, registered sites, runs.")
+DIR = typer.Option(
+    Path("consortium"),
+    "--dir",
+    envvar="INSITE_CONSORTIUM",
+    help="The consortium folder: CA, certificates, registered sites, runs.",
+)
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
 # A run's deadline: every round may use its whole timeout, plus start-up and the final scoring.
 RUN_SLACK_S = 600
@@ -53,12 +57,17 @@ RUN_SLACK_S = 600
 
 @app.command("provision")
 def provision_command(
-    config: Path = typer.Option(SHIPPED_CONSORTIUM, "--config",
-                                help="Consortium settings (TOML, \\[consortium] table): address, "
-                                     "extra hostnames, validity days."),
+    config: Path = typer.Option(
+        SHIPPED_CONSORTIUM,
+        "--config",
+        help="Consortium settings (TOML, \\[consortium] table): address, extra hostnames, validity days.",
+    ),
     directory: Path = DIR,
-    force: bool = typer.Option(False, "--force", help="Replace an existing CA. Every site trusts "
-                               "the old one: all of them need a new kit afterwards."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace an existing CA. Every site trusts the old one: all of them need a new kit afterwards.",
+    ),
 ) -> None:
     """Create the consortium CA and the coordinator's TLS certificate.
 
@@ -67,10 +76,12 @@ def provision_command(
     """
     coordinator = CoordinatorDir(directory.resolve())
     settings = provision_consortium(coordinator, config, force)
-    say(f"consortium '{settings.name}' provisioned in {coordinator.root}: CA valid "
-                  f"{settings.ca_days} days, coordinator certificate for {settings.address} valid "
-                  f"{settings.certificate_days} days.\nnext: 'insite coord kit NAME --out DIR' "
-                  "for each site, then 'insite coord register-site NAME node.pub'")
+    say(
+        f"consortium '{settings.name}' provisioned in {coordinator.root}: CA valid "
+        f"{settings.ca_days} days, coordinator certificate for {settings.address} valid "
+        f"{settings.certificate_days} days.\nnext: 'insite coord kit NAME --out DIR' "
+        "for each site, then 'insite coord register-site NAME node.pub'"
+    )
 
 
 @app.command("register-site")
@@ -85,8 +96,7 @@ def register_site_command(
     """
     coordinator = CoordinatorDir(directory.resolve())
     site, new = register_site(coordinator, name, public_key)
-    say(f"site {name} {'registered' if new else 'was already registered'}: "
-                  f"key {site.fingerprint}")
+    say(f"site {name} {'registered' if new else 'was already registered'}: key {site.fingerprint}")
     if new and running_superlink(coordinator) is not None:
         control_client(coordinator).register_key(name, site.public_key)
         say("registered with the running SuperLink as well")
@@ -123,8 +133,9 @@ def kit_command(
 
 @app.command("renew")
 def renew_command(
-    days: int = typer.Option(None, "--days", min=1, help="Validity of the new certificate "
-                             "(default: certificate_days from consortium.toml)."),
+    days: int = typer.Option(
+        None, "--days", min=1, help="Validity of the new certificate (default: certificate_days from consortium.toml)."
+    ),
     directory: Path = DIR,
 ) -> None:
     """Re-issue the coordinator's TLS certificate from the same CA, before it expires.
@@ -135,16 +146,20 @@ def renew_command(
     coordinator = CoordinatorDir(directory.resolve())
     valid = renew(coordinator, days)
     restart = " Restart 'insite coord launch' to use it." if running_superlink(coordinator) else ""
-    say(f"new coordinator certificate {coordinator.files.server_cert}, valid {valid} days."
-                  + restart)
+    say(f"new coordinator certificate {coordinator.files.server_cert}, valid {valid} days." + restart)
 
 
 def _certificate_status(path: Path, what: str, warn_days: int) -> dict:
     cert = load_certificate(path, what)
     left = days_left(cert)
-    return {"file": str(path), "expires": f"{cert.not_valid_after_utc:%Y-%m-%d}", "days_left": left,
-            "renew": left < warn_days, "names": certificate_names(cert),
-            "sha256": certificate_fingerprint(cert)}
+    return {
+        "file": str(path),
+        "expires": f"{cert.not_valid_after_utc:%Y-%m-%d}",
+        "days_left": left,
+        "renew": left < warn_days,
+        "names": certificate_names(cert),
+        "sha256": certificate_fingerprint(cert),
+    }
 
 
 @app.command("status")
@@ -154,11 +169,12 @@ def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
     settings = coordinator.settings()
     running = running_superlink(coordinator)
     status = {
-        "consortium": settings.name, "address": settings.address,
-        "ca": _certificate_status(coordinator.files.ca_cert, "consortium CA certificate",
-                                  settings.renew_before_days),
-        "coordinator_certificate": _certificate_status(coordinator.files.server_cert,
-                                                       "SuperLink certificate", settings.renew_before_days),
+        "consortium": settings.name,
+        "address": settings.address,
+        "ca": _certificate_status(coordinator.files.ca_cert, "consortium CA certificate", settings.renew_before_days),
+        "coordinator_certificate": _certificate_status(
+            coordinator.files.server_cert, "SuperLink certificate", settings.renew_before_days
+        ),
         "superlink": {"running": running is not None, "pid": running["pid"] if running else None},
         "sites": [{"name": s.name, "fingerprint": s.fingerprint} for s in registered_sites(coordinator)],
     }
@@ -170,8 +186,10 @@ def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
         cert = status[key]
         style = "red" if cert["renew"] else "green"
         hint = "  [red]renew now: 'insite coord renew'[/]" if cert["renew"] and key != "ca" else ""
-        say(f"{label}: expires {cert['expires']} ([{style}]{cert['days_left']} days[/])"
-                      f"  names: {', '.join(cert['names']) or '-'}{hint}")
+        say(
+            f"{label}: expires {cert['expires']} ([{style}]{cert['days_left']} days[/])"
+            f"  names: {', '.join(cert['names']) or '-'}{hint}"
+        )
     say("SuperLink: " + (f"running (pid {running['pid']})" if running else "not running"))
     say(f"registered sites: {', '.join(s['name'] for s in status['sites']) or 'none'}")
 
@@ -190,10 +208,10 @@ def launch_command(directory: Path = DIR) -> None:
 
 @app.command("run")
 def run_command(
-    config: Path = typer.Option(SHIPPED_RUN_SETTINGS, "--config",
-                                help="Run settings (TOML, \\[run] table)."),
-    run_dir: Path = typer.Option(None, "--run-dir", help="Where checkpoints and metrics go "
-                                 "(default: runs/<date-time> in the consortium folder)."),
+    config: Path = typer.Option(SHIPPED_RUN_SETTINGS, "--config", help="Run settings (TOML, \\[run] table)."),
+    run_dir: Path = typer.Option(
+        None, "--run-dir", help="Where checkpoints and metrics go (default: runs/<date-time> in the consortium folder)."
+    ),
     directory: Path = DIR,
 ) -> None:
     """Submit a federated run to the launched SuperLink and follow it round by round.
@@ -205,8 +223,7 @@ def run_command(
     coordinator = CoordinatorDir(directory.resolve())
     run_dir = (run_dir or coordinator.new_run_dir()).resolve()
     require_running(coordinator)  # before the run folder is created
-    RunRecord(run_dir).create(run_dir.name, settings,
-                              transport={"tls": True, "node_auth": True, "fleet_proxy": True})
+    RunRecord(run_dir).create(run_dir.name, settings, transport={"tls": True, "node_auth": True, "fleet_proxy": True})
     _submit_and_follow(coordinator, settings, run_dir)
 
 
@@ -226,8 +243,13 @@ def resume_command(
     _submit_and_follow(CoordinatorDir(directory.resolve()), settings, run_dir, done, checkpoint)
 
 
-def _submit_and_follow(coordinator: CoordinatorDir, settings: RunSettings, run_dir: Path,
-                       round_offset: int = 0, initial_weights: Path | None = None) -> None:
+def _submit_and_follow(
+    coordinator: CoordinatorDir,
+    settings: RunSettings,
+    run_dir: Path,
+    round_offset: int = 0,
+    initial_weights: Path | None = None,
+) -> None:
     started = time.monotonic()
     superlink = control_client(coordinator)
     run_id = superlink.submit(to_run_config(settings, run_dir, round_offset, initial_weights))

@@ -33,8 +33,9 @@ DEFAULT_CONFIG = shipped("federation.toml")
 def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: int) -> None:
     """Each site turns its raw DICOM export into training cases, as ``insite site`` commands would."""
     folders = {profile: workspace.site_dir(profile.name) for profile in DEMO_SITES}
-    with Progress(TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
         tasks = {p.name: progress.add_task(f"{p.name}: starting", total=None) for p in DEMO_SITES}
 
         def show(event: ProgressEvent) -> None:
@@ -48,22 +49,35 @@ def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: 
     for result in results:
         console.print(result.summary(), highlight=False)
     site = folders[DEMO_SITES[0]]
-    console.print(f"check it yourself: insite site scan {site / 'deid'} --original {site / 'pacs-export'} "
-                  f"--config {site / 'deid.toml'}", highlight=False, soft_wrap=True)
+    console.print(
+        f"check it yourself: insite site scan {site / 'deid'} --original {site / 'pacs-export'} "
+        f"--config {site / 'deid.toml'}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def demo(
     workspace: Path = typer.Option(Path("insite-demo"), help="Folder for sites, keys, logs and the run."),
     config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, \\[run] table)."),
     rounds: int = typer.Option(None, help="Override the number of rounds in the config."),
-    train_cases: int = typer.Option(48, min=1, help="Training volumes per site (with 16 the model "
-                                    "overfits: Dice stalls near 0.68 instead of passing 0.7)."),
-    val_cases: int = typer.Option(16, min=0, help="Held-out volumes per site (Dice is reported on "
-                                   "these; with 8 the figure swings by +-0.04 with the draw)."),
+    train_cases: int = typer.Option(
+        48,
+        min=1,
+        help="Training volumes per site (with 16 the model overfits: Dice stalls near 0.68 instead of passing 0.7).",
+    ),
+    val_cases: int = typer.Option(
+        16,
+        min=0,
+        help="Held-out volumes per site (Dice is reported on these; with 8 the figure swings by +-0.04 with the draw).",
+    ),
     size: int = typer.Option(48, help="Edge of each synthetic volume, voxels."),
     fresh: bool = typer.Option(True, help="Delete an existing demo workspace first."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the workspace's interrupted "
-                                "run from its last checkpoint (same sites, keys and settings)."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the workspace's interrupted run from its last checkpoint (same sites, keys and settings).",
+    ),
 ) -> None:
     """Run a three-site federation on this machine with synthetic data.
 
@@ -86,22 +100,42 @@ def demo(
     started = time.monotonic()
     _prepare_sites(space, train_cases, val_cases, size, settings.seed)
     provision_demo(space, [p.name for p in DEMO_SITES])
-    console.print(f"consortium provisioned in {space.consortium.root} (CA, SuperLink certificate, "
-                  f"{len(DEMO_SITES)} site keys)")
-    RunRecord(space.run_dir).create("demo", settings, transport={
-        "tls": True, "node_auth": True,
-        "secure_aggregation": settings.aggregation.mode == "secagg+", "dp_epsilon": None})
+    console.print(
+        f"consortium provisioned in {space.consortium.root} (CA, SuperLink certificate, {len(DEMO_SITES)} site keys)"
+    )
+    RunRecord(space.run_dir).create(
+        "demo",
+        settings,
+        transport={
+            "tls": True,
+            "node_auth": True,
+            "secure_aggregation": settings.aggregation.mode == "secagg+",
+            "dp_epsilon": None,
+        },
+    )
     record = _run_resumably(space, lambda: run_and_report(space, settings, started))
     _report_ledgers(space, record["sites"])
     _publish(space, record["sites"])
 
 
-def run_and_report(space: Workspace, settings: RunSettings, started: float, round_offset: int = 0,
-                   initial_weights: Path | None = None, port: int | None = None) -> dict:
+def run_and_report(
+    space: Workspace,
+    settings: RunSettings,
+    started: float,
+    round_offset: int = 0,
+    initial_weights: Path | None = None,
+    port: int | None = None,
+) -> dict:
     """Run the rounds with a line per round; then the table, ``dice.png`` and ``summary.json``."""
-    record = run_demo_federation(space, settings, on_event=lambda text: console.print(f"[dim]{text}[/]"),
-                                 on_round=round_printer(settings), round_offset=round_offset,
-                                 initial_weights=initial_weights, port=port)
+    record = run_demo_federation(
+        space,
+        settings,
+        on_event=lambda text: console.print(f"[dim]{text}[/]"),
+        on_round=round_printer(settings),
+        round_offset=round_offset,
+        initial_weights=initial_weights,
+        port=port,
+    )
     report_run(space.run_dir, settings, record, started)
     return record
 
@@ -111,8 +145,11 @@ def _run_resumably(space: Workspace, run: Callable[[], dict]) -> dict:
         return run()
     except KeyboardInterrupt:
         if latest_checkpoint(space.run_dir) is not None:
-            console.print(f"continue from the last checkpoint with 'insite demo --resume "
-                          f"--workspace {space.root}'", highlight=False, soft_wrap=True)
+            console.print(
+                f"continue from the last checkpoint with 'insite demo --resume --workspace {space.root}'",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise
 
 
@@ -123,18 +160,21 @@ def _report_ledgers(space: Workspace, sites: list[str]) -> None:
         entries, check = ledger.entries(), ledger.verify()
         sent = sum(entry.get("bytes", 0) for entry in entries)
         state = "intact" if check.intact else f"[bold red]NOT intact[/]: {check.problems[0]}"
-        console.print(f"{name} egress ledger: {len(entries)} replies, {sent / 1e6:.1f} MB, {state} "
-                      f"('insite site ledger show --cache {ledger.path.parent}')",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"{name} egress ledger: {len(entries)} replies, {sent / 1e6:.1f} MB, {state} "
+            f"('insite site ledger show --cache {ledger.path.parent}')",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _resume(space: Workspace) -> None:
     """The rounds that remain, from the last checkpoint; round numbers continue where they stopped."""
     settings, done, checkpoint = resume_point(space.run_dir)
-    console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} "
-                  f"from {checkpoint.name}")
-    record = _run_resumably(space, lambda: run_and_report(
-        space, settings, time.monotonic(), round_offset=done, initial_weights=checkpoint))
+    console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
+    record = _run_resumably(
+        space, lambda: run_and_report(space, settings, time.monotonic(), round_offset=done, initial_weights=checkpoint)
+    )
     _report_ledgers(space, record["sites"])
     _publish(space, record["sites"])
 
@@ -142,7 +182,11 @@ def _resume(space: Workspace) -> None:
 def _publish(space: Workspace, sites: list[str]) -> None:
     """Every site approves the drafted manifest with its node key; export and verify the bundle."""
     console.print("[bold]publishing the consensus model[/] (shared-assets manifest, site approvals)")
-    result = demo_publish(space.run_dir, {n: space.site(n, 1).private_key for n in sites},
-                          space.root / "publish", consortium_keys=space.consortium.root / "sites")
+    result = demo_publish(
+        space.run_dir,
+        {n: space.site(n, 1).private_key for n in sites},
+        space.root / "publish",
+        consortium_keys=space.consortium.root / "sites",
+    )
     for line in result.summary():
         console.print(line, highlight=False)

@@ -10,8 +10,10 @@ from rich.table import Table
 def round_line(row: dict, total_rounds: int) -> str:
     sites = "  ".join(f"{name} {m.get('dice', float('nan')):.3f}" for name, m in sorted(row["sites"].items()))
     failed = f"  [red]failed: {', '.join(row['failures'])}[/]" if row.get("failures") else ""
-    return (f"round {row['round']:>3}/{total_rounds}  global Dice [bold]{row['global_dice']:.3f}[/]"
-            f"  {sites}  ({row['wall_s']:.1f} s){failed}")
+    return (
+        f"round {row['round']:>3}/{total_rounds}  global Dice [bold]{row['global_dice']:.3f}[/]"
+        f"  {sites}  ({row['wall_s']:.1f} s){failed}"
+    )
 
 
 def rounds_table(rows: list[dict]) -> Table:
@@ -23,9 +25,12 @@ def rounds_table(rows: list[dict]) -> Table:
         table.add_column(name, justify="right")
     table.add_column("wall s", justify="right")
     for row in rows:
-        table.add_row(str(row["round"]), f"{row['global_dice']:.3f}",
-                      *[f"{row['sites'].get(n, {}).get('dice', float('nan')):.3f}" for n in sites],
-                      f"{row['wall_s']:.1f}")
+        table.add_row(
+            str(row["round"]),
+            f"{row['global_dice']:.3f}",
+            *[f"{row['sites'].get(n, {}).get('dice', float('nan')):.3f}" for n in sites],
+            f"{row['wall_s']:.1f}",
+        )
     return table
 
 
@@ -38,10 +43,17 @@ def plot_dice(rows: list[dict], path: Path) -> Path:
     rounds = [row["round"] for row in rows]
     figure, axes = plt.subplots(figsize=(7, 4.2))
     for name in sorted({n for row in rows for n in row["sites"]}):
-        axes.plot(rounds, [row["sites"].get(name, {}).get("dice", float("nan")) for row in rows],
-                  marker="o", label=name)
-    axes.plot(rounds, [row["global_dice"] for row in rows], color="black", linewidth=2.5,
-              marker="s", label="global (case-weighted)")
+        axes.plot(
+            rounds, [row["sites"].get(name, {}).get("dice", float("nan")) for row in rows], marker="o", label=name
+        )
+    axes.plot(
+        rounds,
+        [row["global_dice"] for row in rows],
+        color="black",
+        linewidth=2.5,
+        marker="s",
+        label="global (case-weighted)",
+    )
     axes.set_xlabel("round")
     axes.set_ylabel("Dice (held-out cases)")
     axes.set_ylim(0, 1)

@@ -20,9 +20,16 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")
 
 def _show(report: VerifyReport, as_json: bool) -> None:
     if as_json:
-        print(json.dumps({"folder": str(report.folder), "ok": report.ok,
-                          "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail}
-                                     for c in report.checks]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "folder": str(report.folder),
+                    "ok": report.ok,
+                    "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in report.checks],
+                },
+                indent=1,
+            )
+        )
         return
     table = Table("check", "result", "detail")
     for check in report.checks:

@@ -16,8 +16,12 @@ from rich.table import Column, Table
 from deploy.site.app_approval import approvals, approve_app, fab_digest, revoke
 from insite.cli.terminal import console
 
-CacheOption = typer.Option(..., "--cache", envvar="INSITE_SITE_CACHE",
-                           help="the site's cache folder (the SuperNode's cache-path); the approval list lives there")
+CacheOption = typer.Option(
+    ...,
+    "--cache",
+    envvar="INSITE_SITE_CACHE",
+    help="the site's cache folder (the SuperNode's cache-path); the approval list lives there",
+)
 
 
 def approve_app_command(
@@ -27,12 +31,12 @@ def approve_app_command(
 ) -> None:
     """Approve an app: this site's SuperNode will run the exact bundle with this digest, nothing else."""
     approval = approve_app(cache, fab_digest(path), note)
-    console.print(f"approved {approval.digest} ({path}) at {approval.approved_at}",
-                  highlight=False, soft_wrap=True)
+    console.print(f"approved {approval.digest} ({path}) at {approval.approved_at}", highlight=False, soft_wrap=True)
 
 
-def approved_command(cache: Path = CacheOption,
-             as_json: bool = typer.Option(False, "--json", help="print the list as JSON")) -> None:
+def approved_command(
+    cache: Path = CacheOption, as_json: bool = typer.Option(False, "--json", help="print the list as JSON")
+) -> None:
     """List the apps this site runs."""
     apps = approvals(cache)
     if as_json:
@@ -53,8 +57,7 @@ def revoke_app_command(
 ) -> None:
     """Revoke an approval: from its next message on, the site refuses that app."""
     approval = revoke(cache, digest)
-    console.print(f"revoked {approval.digest} (approved {approval.approved_at})",
-                  highlight=False, soft_wrap=True)
+    console.print(f"revoked {approval.digest} (approved {approval.approved_at})", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -32,11 +32,20 @@ from siteprep.deid.settings import DeidSettings, site_deid_settings, write_site_
 from siteprep.ingest import ingest as ingest_series
 from siteprep.qa import check_site_data
 
-ConfigOption = typer.Option(None, "--config", "-c", help="the site's de-identification settings (TOML, "
-                            "\\[deid] table; 'insite site init' writes one); default: the shipped "
-                            "PS3.15 profile, with --key-file")
-KeyFileOption = typer.Option(None, "--key-file", help="the site's pseudonymisation key (created 0600 on "
-                             "first use; keep it outside the output folder); overrides key_file of --config")
+ConfigOption = typer.Option(
+    None,
+    "--config",
+    "-c",
+    help="the site's de-identification settings (TOML, "
+    "\\[deid] table; 'insite site init' writes one); default: the shipped "
+    "PS3.15 profile, with --key-file",
+)
+KeyFileOption = typer.Option(
+    None,
+    "--key-file",
+    help="the site's pseudonymisation key (created 0600 on "
+    "first use; keep it outside the output folder); overrides key_file of --config",
+)
 JsonOption = typer.Option(False, "--json", help="print a machine-readable JSON summary instead of tables")
 DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; write nothing")
 
@@ -44,8 +53,15 @@ DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; 
 @contextmanager
 def _progress(totals: dict[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
     """A per-stage progress bar; ``advance(stage)`` moves that stage's bar by one."""
-    with Progress(TextColumn("{task.description:>14}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, disable=quiet, transient=False) as bars:
+    with Progress(
+        TextColumn("{task.description:>14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+        transient=False,
+    ) as bars:
         tasks = {stage: bars.add_task(stage, total=total) for stage, total in totals.items()}
         yield lambda stage: bars.advance(tasks[stage])
 
@@ -55,10 +71,15 @@ def _print_json(data: dict) -> None:
 
 
 def _scan_table(scan: dict) -> None:
-    verdict = ("[green]no original identifier found[/]" if scan["files_with_residuals"] == 0
-               else f"[bold red]{scan['files_with_residuals']} file(s) still hold an original identifier[/]")
-    console.print(f"residual-identifier scan: {scan['files_scanned']} files, "
-                  f"{scan['identifiers_searched']} identifying values searched: {verdict}")
+    verdict = (
+        "[green]no original identifier found[/]"
+        if scan["files_with_residuals"] == 0
+        else f"[bold red]{scan['files_with_residuals']} file(s) still hold an original identifier[/]"
+    )
+    console.print(
+        f"residual-identifier scan: {scan['files_scanned']} files, "
+        f"{scan['identifiers_searched']} identifying values searched: {verdict}"
+    )
     for finding in scan["findings"][:20]:
         console.print(f"  {finding['file']}: {finding['where']} ({finding['identifier']})", highlight=False)
 
@@ -90,12 +111,16 @@ def deid(
         _print_json(summary)
         return
     files = summary["files"]
-    console.print(f"{'would write' if dry_run else 'written'} {files['written']} of {files['in']} files "
-                  f"for {summary['subjects']} subject(s); quarantined {files['quarantined']}"
-                  f"{'' if dry_run else f' (in {quarantine})'}; {summary['files_per_second']} files/s")
+    console.print(
+        f"{'would write' if dry_run else 'written'} {files['written']} of {files['in']} files "
+        f"for {summary['subjects']} subject(s); quarantined {files['quarantined']}"
+        f"{'' if dry_run else f' (in {quarantine})'}; {summary['files_per_second']} files/s"
+    )
     if files["duplicates"]:
-        console.print(f"[yellow]{files['duplicates']} file(s) repeated a SOP instance already written; "
-                      "the later copy replaced the earlier one[/]")
+        console.print(
+            f"[yellow]{files['duplicates']} file(s) repeated a SOP instance already written; "
+            "the later copy replaced the earlier one[/]"
+        )
     if summary["quarantined_by_reason"]:
         table = Table("quarantine reason", "files")
         for reason, count in summary["quarantined_by_reason"].items():
@@ -119,8 +144,9 @@ def scan(
     settings = site_deid_settings(config, key_file)
     key = _read_only_key(settings)
     if key is None and not as_json:
-        console.print(f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match "
-                      "by chance[/]")
+        console.print(
+            f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match by chance[/]"
+        )
     totals = {"read originals": len(source_files(original)), "scan output": len(output_files(destination))}
     with _progress(totals, as_json) as advance:
         result = scan_tree(destination, original, Profile(settings.options), key, advance).as_dict()
@@ -128,25 +154,38 @@ def scan(
         _print_json(result)
     else:
         _scan_table(result)
-        console.print(f"{result['identifiers_set_aside_as_ambiguous']} identifying value(s) set aside: "
-                      "they also occur as retained words in the originals")
+        console.print(
+            f"{result['identifiers_set_aside_as_ambiguous']} identifying value(s) set aside: "
+            "they also occur as retained words in the originals"
+        )
     if result["files_with_residuals"]:
-        raise check_failed(f"scan: {result['files_with_residuals']} file(s) in {destination} hold an "
-                           "original identifier")
+        raise check_failed(
+            f"scan: {result['files_with_residuals']} file(s) in {destination} hold an original identifier"
+        )
 
 
 def ingest(
     source: Path = typer.Argument(..., help="de-identified DICOM folder (output of `insite site deid`)"),
     data_path: Path = typer.Argument(..., help="training folder to write (images/, labels/, cases.json)"),
-    labels: Path = typer.Option(None, help="folder of label volumes named <SeriesInstanceUID>.nii.gz "
-                                "(the de-identified UID, or the original one together with --config)"),
-    config: Path = typer.Option(None, "--config", "-c", help="the site's de-identification settings: its "
-                                "key maps label files named by the ORIGINAL SeriesInstanceUID (as "
-                                "annotated before de-identification) to the de-identified series"),
-    val_fraction: float = typer.Option(0.2, min=0.0, max=0.99, help="share of cases held out for "
-                                       "validation (Dice is reported on them), spread evenly"),
-    key_file: Path = typer.Option(None, "--key-file", help="the site's pseudonymisation key itself, "
-                                  "instead of --config"),
+    labels: Path = typer.Option(
+        None,
+        help="folder of label volumes named <SeriesInstanceUID>.nii.gz "
+        "(the de-identified UID, or the original one together with --config)",
+    ),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        "-c",
+        help="the site's de-identification settings: its "
+        "key maps label files named by the ORIGINAL SeriesInstanceUID (as "
+        "annotated before de-identification) to the de-identified series",
+    ),
+    val_fraction: float = typer.Option(
+        0.2, min=0.0, max=0.99, help="share of cases held out for validation (Dice is reported on them), spread evenly"
+    ),
+    key_file: Path = typer.Option(
+        None, "--key-file", help="the site's pseudonymisation key itself, instead of --config"
+    ),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
 ) -> None:
@@ -154,20 +193,25 @@ def ingest(
     key = _label_key(config, key_file) if config or key_file else None
     total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
     with _progress({"read headers": total, "convert": None}, as_json) as advance:
-        result = ingest_series(source, data_path, labels, dry_run=dry_run, progress=advance,
-                               val_fraction=val_fraction, key=key).as_dict()
+        result = ingest_series(
+            source, data_path, labels, dry_run=dry_run, progress=advance, val_fraction=val_fraction, key=key
+        ).as_dict()
     if as_json:
         _print_json(result)
         return
-    console.print(f"{'would write' if dry_run else 'wrote'} {result['cases']} case(s) "
-                  f"({result['train']} train, {result['val']} val) to {data_path}")
+    console.print(
+        f"{'would write' if dry_run else 'wrote'} {result['cases']} case(s) "
+        f"({result['train']} train, {result['val']} val) to {data_path}"
+    )
     for uid, reason in result["skipped"].items():
         console.print(f"  skipped series {uid}: {reason}", highlight=False)
     if result["missing_labels"]:
         console.print(f"  {len(result['missing_labels'])} series without a label (not ingested)")
         if labels and not (config or key_file):
-            console.print("  label files named by the original SeriesInstanceUID are matched only with "
-                          "--config or --key-file (the site's de-identification key)")
+            console.print(
+                "  label files named by the original SeriesInstanceUID are matched only with "
+                "--config or --key-file (the site's de-identification key)"
+            )
 
 
 def _label_key(config: Path | None, key_file: Path | None) -> SiteKey:
@@ -175,8 +219,10 @@ def _label_key(config: Path | None, key_file: Path | None) -> SiteKey:
     settings = site_deid_settings(config, key_file)
     key = _read_only_key(settings)
     if key is None:
-        raise SiteDataError(f"ingest: key file {settings.key_file} (from {config or '--key-file'}) does not "
-                            "exist; it is created by `insite site deid`")
+        raise SiteDataError(
+            f"ingest: key file {settings.key_file} (from {config or '--key-file'}) does not "
+            "exist; it is created by `insite site deid`"
+        )
     return key
 
 
@@ -196,8 +242,11 @@ def init(
     it never leaves the site. Then: 'insite site deid RAW OUT --config deid.toml'.
     """
     config = write_site_settings(directory.resolve())
-    console.print(f"wrote {config} (key file {config.parent / 'deid-key.json'}, made on first use);\n"
-                  f"next: insite site deid RAW OUT --config {config}", highlight=False)
+    console.print(
+        f"wrote {config} (key file {config.parent / 'deid-key.json'}, made on first use);\n"
+        f"next: insite site deid RAW OUT --config {config}",
+        highlight=False,
+    )
 
 
 def check(
@@ -212,9 +261,14 @@ def check(
     else:
         table = Table("case", "split", "shape", "spacing (mm)", "orientation", "label values")
         for case in result.cases:
-            table.add_row(case.case_id, case.split, "x".join(map(str, case.shape)),
-                          " ".join(f"{s:g}" for s in case.spacing), case.orientation,
-                          ",".join(map(str, case.label_values)))
+            table.add_row(
+                case.case_id,
+                case.split,
+                "x".join(map(str, case.shape)),
+                " ".join(f"{s:g}" for s in case.spacing),
+                case.orientation,
+                ",".join(map(str, case.label_values)),
+            )
         console.print(table)
         for warning in result.warnings:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)

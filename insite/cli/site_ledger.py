@@ -28,20 +28,26 @@ def verify(cache: Path = CacheOption) -> None:
     ledger = _ledger(cache)
     check = ledger.verify()
     if check.intact:
-        console.print(f"ledger intact: {check.entries} entries, chain and end verified ({ledger.path})",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"ledger intact: {check.entries} entries, chain and end verified ({ledger.path})",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
-    console.print(f"[bold red]ledger NOT intact[/] ({ledger.path}, {check.entries} entries):",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"[bold red]ledger NOT intact[/] ({ledger.path}, {check.entries} entries):", highlight=False, soft_wrap=True
+    )
     for problem in check.problems:
         console.print(f"  - {problem}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 @app.command()
-def show(cache: Path = CacheOption,
-         run: int = typer.Option(None, "--run", help="only this Flower run id"),
-         as_json: bool = typer.Option(False, "--json", help="print the entries as JSON lines")) -> None:
+def show(
+    cache: Path = CacheOption,
+    run: int = typer.Option(None, "--run", help="only this Flower run id"),
+    as_json: bool = typer.Option(False, "--json", help="print the entries as JSON lines"),
+) -> None:
     """List what left the site: when, for which run and round, how many bytes, and what it was."""
     entries = [e for e in _ledger(cache).entries() if run is None or e.get("run") == run]
     if as_json:
@@ -56,19 +62,28 @@ def show(cache: Path = CacheOption,
         if "unreadable" in entry:
             table.add_row("?", "", "", "", "unreadable line", "", str(entry["unreadable"])[:80])
             continue
-        table.add_row(str(entry["seq"]), entry["time"].replace("T", " ")[:23], str(entry["run"]),
-                      str(entry["round"] if entry["round"] is not None else "-"), entry["kind"],
-                      f"{entry['bytes']:,}", entry["detail"])
+        table.add_row(
+            str(entry["seq"]),
+            entry["time"].replace("T", " ")[:23],
+            str(entry["run"]),
+            str(entry["round"] if entry["round"] is not None else "-"),
+            entry["kind"],
+            f"{entry['bytes']:,}",
+            entry["detail"],
+        )
     console.print(table)
     total = sum(e.get("bytes", 0) for e in entries)
-    console.print(f"{len(entries)} messages, {total:,} bytes in total; 'insite site ledger verify' "
-                  "checks nothing was altered", highlight=False)
+    console.print(
+        f"{len(entries)} messages, {total:,} bytes in total; 'insite site ledger verify' checks nothing was altered",
+        highlight=False,
+    )
 
 
 def _ledger(cache: Path) -> Ledger:
     if not cache.is_dir():
-        raise ConfigError(f"{cache} is not a folder: give the site's cache folder (cache_path in "
-                          "site.toml, or $INSITE_SITE_CACHE)")
+        raise ConfigError(
+            f"{cache} is not a folder: give the site's cache folder (cache_path in site.toml, or $INSITE_SITE_CACHE)"
+        )
     return Ledger(cache)
 
 

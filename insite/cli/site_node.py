@@ -23,14 +23,17 @@ def keygen(
     """
     private, public = directory / "node.key", directory / "node.pub"
     create_site_key(private, public)
-    say(f"private key {private} (0600, stays here)\n"
-                  f"send to the coordinator: {public.resolve()}\n"
-                  f"fingerprint: {fingerprint(load_site_public_key(public))}")
+    say(
+        f"private key {private} (0600, stays here)\n"
+        f"send to the coordinator: {public.resolve()}\n"
+        f"fingerprint: {fingerprint(load_site_public_key(public))}"
+    )
 
 
 def join(
-    config: Path = typer.Option(Path("site.toml"), "--config",
-                                help="This site's settings (the site.toml from the coordinator's kit)."),
+    config: Path = typer.Option(
+        Path("site.toml"), "--config", help="This site's settings (the site.toml from the coordinator's kit)."
+    ),
 ) -> None:
     """Join the federation: start this site's SuperNode until Ctrl-C.
 

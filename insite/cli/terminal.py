@@ -24,8 +24,7 @@ NOT_A_TERMINAL_WIDTH = 10_000
 
 def _console(stderr: bool) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, soft_wrap=True,
-                   width=None if stream.isatty() else NOT_A_TERMINAL_WIDTH)
+    return Console(stderr=stderr, soft_wrap=True, width=None if stream.isatty() else NOT_A_TERMINAL_WIDTH)
 
 
 console = _console(stderr=False)
@@ -39,8 +38,9 @@ def say(text: str) -> None:
 
 def command_group(**options: Any) -> typer.Typer:
     """A Typer group with insite's conventions: help when called bare, no tracebacks, no completion."""
-    return typer.Typer(no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False,
-                       add_completion=False, **options)
+    return typer.Typer(
+        no_args_is_help=True, rich_markup_mode="rich", pretty_exceptions_enable=False, add_completion=False, **options
+    )
 
 
 def check_failed(problem: str) -> typer.Exit:

@@ -31,8 +31,9 @@ def manifest_digest(raw: bytes) -> str:
 
 def statement(site: str, digest: str) -> bytes:
     """The exact bytes a site signs."""
-    return json.dumps({"manifest_sha256": digest, "purpose": _PURPOSE, "site": site},
-                      sort_keys=True, separators=(",", ":")).encode()
+    return json.dumps(
+        {"manifest_sha256": digest, "purpose": _PURPOSE, "site": site}, sort_keys=True, separators=(",", ":")
+    ).encode()
 
 
 class ManifestApproval(StrictModel):
@@ -54,9 +55,13 @@ class ApprovalSet(StrictModel):
 
 def approve_manifest(site: str, raw_manifest: bytes, key: PrivateKey) -> ManifestApproval:
     digest = manifest_digest(raw_manifest)
-    return ManifestApproval(site=site, manifest_sha256=digest, key_fingerprint=fingerprint(key.public_key()),
-                    signature=sign(key, statement(site, digest)),
-                    signed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return ManifestApproval(
+        site=site,
+        manifest_sha256=digest,
+        key_fingerprint=fingerprint(key.public_key()),
+        signature=sign(key, statement(site, digest)),
+        signed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
 
 
 def approval_problem(approval: ManifestApproval, digest: str, keys: dict[str, PublicKey]) -> str | None:
@@ -65,8 +70,10 @@ def approval_problem(approval: ManifestApproval, digest: str, keys: dict[str, Pu
     if key is None:
         return f"no public key for site '{approval.site}' among the consortium's keys"
     if approval.manifest_sha256 != digest:
-        return (f"approval by '{approval.site}' is for another version of the manifest "
-                f"({approval.manifest_sha256[:12]}..., this one is {digest[:12]}...)")
+        return (
+            f"approval by '{approval.site}' is for another version of the manifest "
+            f"({approval.manifest_sha256[:12]}..., this one is {digest[:12]}...)"
+        )
     if not signature_valid(key, approval.signature, statement(approval.site, digest)):
         return f"signature by '{approval.site}' does not verify with its consortium key"
     return None
@@ -80,8 +87,7 @@ class ApprovalCheck:
     rejected: dict[str, str]
 
 
-def check_approvals(approvals: list[ManifestApproval], digest: str,
-                    keys: dict[str, PublicKey]) -> ApprovalCheck:
+def check_approvals(approvals: list[ManifestApproval], digest: str, keys: dict[str, PublicKey]) -> ApprovalCheck:
     valid: list[str] = []
     rejected: dict[str, str] = {}
     for approval in approvals:
@@ -93,8 +99,9 @@ def check_approvals(approvals: list[ManifestApproval], digest: str,
     return ApprovalCheck(tuple(sorted(set(valid))), rejected)
 
 
-def collect(approvals: list[ManifestApproval], digest: str,
-            keys: dict[str, PublicKey]) -> tuple[ApprovalSet, ApprovalCheck]:
+def collect(
+    approvals: list[ManifestApproval], digest: str, keys: dict[str, PublicKey]
+) -> tuple[ApprovalSet, ApprovalCheck]:
     """The coordinator's step: keep the valid approvals of this manifest, report the rest."""
     check = check_approvals(approvals, digest, keys)
     kept = {a.site: a for a in approvals if a.site in check.valid}

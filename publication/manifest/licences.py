@@ -15,21 +15,68 @@ import re
 
 from publication.manifest.schema import AssetTerms
 
-SOFTWARE_LICENCES = frozenset({
-    "0BSD", "AFL-3.0", "AGPL-3.0-only", "AGPL-3.0-or-later", "Apache-2.0", "Artistic-2.0",
-    "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Clear", "BSD-4-Clause", "BSL-1.0", "CECILL-2.1",
-    "ECL-2.0", "EPL-1.0", "EPL-2.0", "EUPL-1.2", "GPL-2.0-only", "GPL-2.0-or-later", "GPL-3.0-only",
-    "GPL-3.0-or-later", "ISC", "LGPL-2.1-only", "LGPL-2.1-or-later", "LGPL-3.0-only",
-    "LGPL-3.0-or-later", "MIT", "MIT-0", "MPL-2.0", "MS-PL", "NCSA", "OSL-3.0", "PostgreSQL",
-    "Unlicense", "UPL-1.0", "WTFPL", "Zlib",
-})
+SOFTWARE_LICENCES = frozenset(
+    {
+        "0BSD",
+        "AFL-3.0",
+        "AGPL-3.0-only",
+        "AGPL-3.0-or-later",
+        "Apache-2.0",
+        "Artistic-2.0",
+        "BSD-2-Clause",
+        "BSD-3-Clause",
+        "BSD-3-Clause-Clear",
+        "BSD-4-Clause",
+        "BSL-1.0",
+        "CECILL-2.1",
+        "ECL-2.0",
+        "EPL-1.0",
+        "EPL-2.0",
+        "EUPL-1.2",
+        "GPL-2.0-only",
+        "GPL-2.0-or-later",
+        "GPL-3.0-only",
+        "GPL-3.0-or-later",
+        "ISC",
+        "LGPL-2.1-only",
+        "LGPL-2.1-or-later",
+        "LGPL-3.0-only",
+        "LGPL-3.0-or-later",
+        "MIT",
+        "MIT-0",
+        "MPL-2.0",
+        "MS-PL",
+        "NCSA",
+        "OSL-3.0",
+        "PostgreSQL",
+        "Unlicense",
+        "UPL-1.0",
+        "WTFPL",
+        "Zlib",
+    }
+)
 
-CREATIVE_COMMONS = frozenset({
-    "CC0-1.0", "CC-BY-3.0", "CC-BY-4.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-3.0",
-    "CC-BY-NC-4.0", "CC-BY-NC-SA-3.0", "CC-BY-NC-SA-4.0", "CC-BY-ND-3.0", "CC-BY-ND-4.0",
-    "CC-BY-NC-ND-3.0", "CC-BY-NC-ND-4.0", "CDLA-Permissive-2.0", "CDLA-Sharing-1.0", "ODbL-1.0",
-    "PDDL-1.0",
-})
+CREATIVE_COMMONS = frozenset(
+    {
+        "CC0-1.0",
+        "CC-BY-3.0",
+        "CC-BY-4.0",
+        "CC-BY-SA-3.0",
+        "CC-BY-SA-4.0",
+        "CC-BY-NC-3.0",
+        "CC-BY-NC-4.0",
+        "CC-BY-NC-SA-3.0",
+        "CC-BY-NC-SA-4.0",
+        "CC-BY-ND-3.0",
+        "CC-BY-ND-4.0",
+        "CC-BY-NC-ND-3.0",
+        "CC-BY-NC-ND-4.0",
+        "CDLA-Permissive-2.0",
+        "CDLA-Sharing-1.0",
+        "ODbL-1.0",
+        "PDDL-1.0",
+    }
+)
 
 _LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.-]+$")
 _NON_CODE = {"weights", "training_data"}
@@ -54,8 +101,10 @@ def licence_problem(asset: AssetTerms) -> str | None:
         if licence in CREATIVE_COMMONS:
             return None
         if licence in SOFTWARE_LICENCES:
-            return (f"'{licence}' is a software licence; {asset.kind} needs a Creative Commons/data "
-                    "licence (e.g. CC-BY-4.0) or a LicenseRef-... text")
+            return (
+                f"'{licence}' is a software licence; {asset.kind} needs a Creative Commons/data "
+                "licence (e.g. CC-BY-4.0) or a LicenseRef-... text"
+            )
     elif licence in SOFTWARE_LICENCES or licence in CREATIVE_COMMONS:
         return None
     return f"'{licence}' is not a known SPDX identifier (nor a LicenseRef-... with its text)"

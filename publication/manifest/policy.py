@@ -41,14 +41,20 @@ def decisions(manifest: Manifest) -> list[Decision]:
 def _asset_refusals(asset: Asset, decision: Decision, today: date) -> Iterable[Refusal]:
     subject = f"asset '{asset.kind}'"
     if asset.kind == "training_data":
-        yield Refusal(subject, "a federated run never holds training data; each site publishes its "
-                               "de-identified data through its own channels")
+        yield Refusal(
+            subject,
+            "a federated run never holds training data; each site publishes its "
+            "de-identified data through its own channels",
+        )
     if decision.outcome >= PublicationOutcome.EXEMPTION:
         last = decision.path[-1]
         yield Refusal(subject, f"decision tree says '{decision.outcome.title}' ({last.consequence})")
     elif decision.outcome == PublicationOutcome.RESTRICTED and asset.access == "public":
-        yield Refusal(subject, "decision tree says 'publish with restrictions' but access is 'public'; "
-                               "set access to 'dua' or 'consortium'")
+        yield Refusal(
+            subject,
+            "decision tree says 'publish with restrictions' but access is 'public'; "
+            "set access to 'dua' or 'consortium'",
+        )
     problem = licence_problem(asset)
     if problem:
         yield Refusal(subject, problem)
@@ -87,8 +93,7 @@ def file_refusals(manifest: Manifest, locate: Callable[[Asset, AssetFile], Path]
             if not path.is_file():
                 refusals.append(Refusal(subject, f"not found at {path}"))
             elif sha256_file(path) != file.sha256:
-                refusals.append(Refusal(subject, "SHA-256 differs from the manifest: the file changed "
-                                                 "after approval"))
+                refusals.append(Refusal(subject, "SHA-256 differs from the manifest: the file changed after approval"))
     return refusals
 
 
@@ -100,7 +105,8 @@ def asset_refusals(manifest: Manifest, today: date) -> list[Refusal]:
     return refusals
 
 
-def policy_refusals(manifest: Manifest, contributors: Iterable[str], approvals: ApprovalCheck,
-                    today: date) -> list[Refusal]:
+def policy_refusals(
+    manifest: Manifest, contributors: Iterable[str], approvals: ApprovalCheck, today: date
+) -> list[Refusal]:
     """Everything the policy refuses about the manifest and its approvals (not the files)."""
     return asset_refusals(manifest, today) + approval_refusals(contributors, approvals)

@@ -78,7 +78,8 @@ class AssetTerms(StrictModel):
     kind: AssetKind
     description: str = ""
     role: Literal["training", "inference", "both"] | None = Field(
-        None, description="for kind 'code': which code this is")
+        None, description="for kind 'code': which code this is"
+    )
     licence: str | None = Field(None, description="SPDX identifier, or LicenseRef-... with licence_text")
     licence_text: str | None = None
     access: AccessLevel
@@ -124,8 +125,9 @@ class RunReference(StrictModel):
     name: str
     settings_digest: str = Field(pattern=r"^[0-9a-f]{64}$")
     round: int = Field(ge=1, description="the round whose checkpoint is the consensus model")
-    selection: RoundSelection = Field("final", description="why that round: the run's final "
-                                      "round, or the round with the best global Dice")
+    selection: RoundSelection = Field(
+        "final", description="why that round: the run's final round, or the round with the best global Dice"
+    )
 
 
 def _check_asset_order(assets: list[AssetTerms]) -> None:
@@ -133,8 +135,7 @@ def _check_asset_order(assets: list[AssetTerms]) -> None:
     if len(set(kinds)) != len(kinds):
         raise ValueError("each asset kind may appear once; merge the files of a kind into one entry")
     if kinds != sorted(kinds, key=RISK_ORDER.index):
-        raise ValueError(f"assets must follow seed 000's order of increasing risk {list(RISK_ORDER)}, "
-                         f"got {kinds}")
+        raise ValueError(f"assets must follow seed 000's order of increasing risk {list(RISK_ORDER)}, got {kinds}")
 
 
 class Template(StrictModel):

@@ -88,16 +88,28 @@ class _Walk:
 def _code_alternative(walk: _Walk, asset: AssetTerms, answers: Answers) -> None:
     """Seed 000, model-code tree: ask for an exemption; if refused, share the training code only."""
     if not answers.exemption_denied:
-        walk.step(_EXEMPTION_DENIED, "no (or not yet asked)",
-                  "request an exemption from the journal not to share the model code", PublicationOutcome.EXEMPTION)
+        walk.step(
+            _EXEMPTION_DENIED,
+            "no (or not yet asked)",
+            "request an exemption from the journal not to share the model code",
+            PublicationOutcome.EXEMPTION,
+        )
         return
     walk.step(_EXEMPTION_DENIED, "yes", "alternatives: share the training code only, or delay publication")
     if asset.kind == "code" and asset.role == "training":
-        walk.step(_TRAINING_ONLY, "yes", "may share the training code only, without model weights",
-                  PublicationOutcome.RESTRICTED)
+        walk.step(
+            _TRAINING_ONLY,
+            "yes",
+            "may share the training code only, without model weights",
+            PublicationOutcome.RESTRICTED,
+        )
     else:
-        walk.step(_TRAINING_ONLY, "no", "delay publication until commercialisation activities have concluded",
-                  PublicationOutcome.DO_NOT_PUBLISH)
+        walk.step(
+            _TRAINING_ONLY,
+            "no",
+            "delay publication until commercialisation activities have concluded",
+            PublicationOutcome.DO_NOT_PUBLISH,
+        )
 
 
 def _model_code_tree(asset: AssetTerms, answers: Answers) -> _Walk:
@@ -106,8 +118,9 @@ def _model_code_tree(asset: AssetTerms, answers: Answers) -> _Walk:
         walk.step(_COMMERCIALISE, "yes", "submit an Invention Disclosure Form and consider an exemption")
         _code_alternative(walk, asset, answers)
         return walk
-    walk.step(_COMMERCIALISE, "no", "may comply with the journal's request; attach a licence",
-              PublicationOutcome.PUBLISH)
+    walk.step(
+        _COMMERCIALISE, "no", "may comply with the journal's request; attach a licence", PublicationOutcome.PUBLISH
+    )
     if answers.funding == "requires":
         walk.step(_CODE_FUNDING, "requires", "must comply with the funder's requirements", PublicationOutcome.PUBLISH)
     elif answers.funding == "allows":
@@ -127,8 +140,12 @@ def _irb(walk: _Walk, answers: Answers, question: str) -> None:
     if answers.ethics == "allows":
         walk.step(question, "allows", "consistent with the approved protocol", PublicationOutcome.PUBLISH)
     elif answers.ethics == "allows_with_restrictions":
-        walk.step(question, "allows with restrictions",
-                  "may share if the IRB's stipulations are met", PublicationOutcome.RESTRICTED)
+        walk.step(
+            question,
+            "allows with restrictions",
+            "may share if the IRB's stipulations are met",
+            PublicationOutcome.RESTRICTED,
+        )
     else:
         walk.step(question, "does not allow", "request an exemption from sharing", PublicationOutcome.EXEMPTION)
 
@@ -145,23 +162,36 @@ def _data_tree(answers: Answers) -> _Walk:
     if answers.commercialise:
         walk.step(_COMMERCIALISE, "yes", "request an exemption from the journal not to share the data")
         if not answers.exemption_denied:
-            walk.step(_EXEMPTION_DENIED, "no (or not yet asked)", "request an exemption from the journal",
-                      PublicationOutcome.EXEMPTION)
+            walk.step(
+                _EXEMPTION_DENIED,
+                "no (or not yet asked)",
+                "request an exemption from the journal",
+                PublicationOutcome.EXEMPTION,
+            )
             return walk
         walk.step(_EXEMPTION_DENIED, "yes", "consider sharing a subset of the data")
         if not answers.subset_possible:
-            walk.step(_SUBSET, "no", "delay publication until commercialisation activities have concluded",
-                      PublicationOutcome.DO_NOT_PUBLISH)
+            walk.step(
+                _SUBSET,
+                "no",
+                "delay publication until commercialisation activities have concluded",
+                PublicationOutcome.DO_NOT_PUBLISH,
+            )
             return walk
         walk.step(_SUBSET, "yes", "may share a subset of the data", PublicationOutcome.RESTRICTED)
     else:
         walk.step(_COMMERCIALISE, "no", "may comply with the journal's request", PublicationOutcome.PUBLISH)
     if answers.funding == "restricts":
-        walk.step(_DATA_FUNDING, "no (restricts)",
-                  "request an exemption from sharing due to funding source restrictions", PublicationOutcome.EXEMPTION)
+        walk.step(
+            _DATA_FUNDING,
+            "no (restricts)",
+            "request an exemption from sharing due to funding source restrictions",
+            PublicationOutcome.EXEMPTION,
+        )
         return walk
-    walk.step(_DATA_FUNDING, f"yes ({answers.funding})", "consistent with the funding source",
-              PublicationOutcome.PUBLISH)
+    walk.step(
+        _DATA_FUNDING, f"yes ({answers.funding})", "consistent with the funding source", PublicationOutcome.PUBLISH
+    )
     _irb(walk, answers, _IRB)
     if not walk.done:
         _dua(walk, answers)

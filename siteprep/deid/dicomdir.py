@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 DICOMDIR_NAME = "DICOMDIR"
 # Type 1 keys of the PATIENT/STUDY/SERIES/IMAGE records (PS3.3 F.5): the profile may have emptied
 # them (Z), and a record cannot hold an empty Type 1 value, so the index gets the dummy instead.
-_RECORD_TYPE1 = {"StudyDate": "DA", "StudyTime": "TM", "StudyID": "SH", "SeriesNumber": "IS",
-                 "InstanceNumber": "IS", "Modality": "CS"}
+_RECORD_TYPE1 = {
+    "StudyDate": "DA",
+    "StudyTime": "TM",
+    "StudyID": "SH",
+    "SeriesNumber": "IS",
+    "InstanceNumber": "IS",
+    "Modality": "CS",
+}
 _DUMMY_FALLBACK = {"SH": "DEIDENTIFIED", "IS": "0", "CS": "OT", "TM": "000000"}
 
 
@@ -42,7 +48,7 @@ class RebuiltDicomdir:
 
     path: Path
     instances: dict[Path, Path]  # file-set member -> the written file it mirrors
-    not_indexed: int             # written files FileSet could not index (unsupported SOP class)
+    not_indexed: int  # written files FileSet could not index (unsupported SOP class)
 
 
 def referenced_files(dicomdir: Dataset) -> list[tuple[str, ...]]:
@@ -113,8 +119,11 @@ def rebuild_dicomdir(destination: Path, written: list[Path]) -> RebuiltDicomdir:
         dataset = dcmread(path, stop_before_pixels=True)
         if str(dataset.SOPInstanceUID) in by_uid:  # one instance written twice cannot be indexed twice
             not_indexed += 1
-            log.info("not indexed in the DICOMDIR: %s (SOP instance already indexed from %s)",
-                     path.name, by_uid[str(dataset.SOPInstanceUID)].name)
+            log.info(
+                "not indexed in the DICOMDIR: %s (SOP instance already indexed from %s)",
+                path.name,
+                by_uid[str(dataset.SOPInstanceUID)].name,
+            )
             continue
         try:
             file_set.add(_record_ready(dataset))

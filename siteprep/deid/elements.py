@@ -45,8 +45,13 @@ def raw_bytes(dataset: Dataset, tag: BaseTag) -> bytes | None:
 
 # Character sets (PS3.3 C.12.1.1.2) whose bytes one Python codec decodes; with code extensions
 # or any other set, pydicom decodes. ASCII is a subset of both codecs.
-SIMPLE_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO 2022 IR 6": "latin-1",
-                 "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+SIMPLE_CODECS = {
+    "": "latin-1",
+    "ISO_IR 6": "latin-1",
+    "ISO 2022 IR 6": "latin-1",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
 ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI"})  # PS3.5 6.2: default repertoire
 SINGLE_VALUED_TEXT = frozenset({"LT", "ST", "UT", "UR"})  # may contain a backslash
 TEXT_VR_CODECS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})  # PS3.5 6.1.2.3: use the character set

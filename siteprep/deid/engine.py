@@ -46,7 +46,7 @@ from siteprep.deid.keys import PatientIdentity, Pseudonym, SiteKey
 from siteprep.deid.profile import Action, Profile
 from siteprep.deid.values import TEXT_VRS, clean_text, dummy, parse_date, shift_multi
 
-CURVE_GROUPS = range(0x5000, 0x5020, 2)    # (50xx,xxxx) repeating group, PS3.15 Table E.1-1
+CURVE_GROUPS = range(0x5000, 0x5020, 2)  # (50xx,xxxx) repeating group, PS3.15 Table E.1-1
 OVERLAY_GROUPS = range(0x6000, 0x6020, 2)  # (60xx,3000) Overlay Data, (60xx,4000) Comments
 REMOVED_GROUPS = frozenset(CURVE_GROUPS) | frozenset(OVERLAY_GROUPS)
 METHOD_CODE_SEQUENCE = BaseTag(0x00120064)  # DeidentificationMethodCodeSequence
@@ -71,10 +71,24 @@ class DeidOutcome:
 
 FREE_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "UC", "PN"})
 # Code Sequence Macro attributes (PS3.3 Table 8.8-1): controlled vocabulary, not patient text.
-CODE_MACRO = frozenset(tag_for_keyword(k) for k in (
-    "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning", "LongCodeValue",
-    "URNCodeValue", "ContextIdentifier", "ContextUID", "MappingResource", "MappingResourceName",
-    "ContextGroupVersion", "ContextGroupLocalVersion", "ContextGroupExtensionCreatorUID"))
+CODE_MACRO = frozenset(
+    tag_for_keyword(k)
+    for k in (
+        "CodeValue",
+        "CodingSchemeDesignator",
+        "CodingSchemeVersion",
+        "CodeMeaning",
+        "LongCodeValue",
+        "URNCodeValue",
+        "ContextIdentifier",
+        "ContextUID",
+        "MappingResource",
+        "MappingResourceName",
+        "ContextGroupVersion",
+        "ContextGroupLocalVersion",
+        "ContextGroupExtensionCreatorUID",
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -92,19 +106,31 @@ class _Context:
 
 
 class _Walker:
-    def __init__(self, profile: Profile, key: SiteKey, pseudonym: Pseudonym,
-                 safe_private: frozenset[SafePrivateKey], identifiers: set[str]) -> None:
+    def __init__(
+        self,
+        profile: Profile,
+        key: SiteKey,
+        pseudonym: Pseudonym,
+        safe_private: frozenset[SafePrivateKey],
+        identifiers: set[str],
+    ) -> None:
         self.profile = profile
         self.key = key
         self.pseudonym = pseudonym
         self.safe_private = safe_private
         self.identifiers = identifiers
-        self.raw_needles = ([i.lower().encode("ascii") for i in identifiers]
-                            if all(i.isascii() for i in identifiers) else None)
+        self.raw_needles = (
+            [i.lower().encode("ascii") for i in identifiers] if all(i.isascii() for i in identifiers) else None
+        )
         self.counts: Counter = Counter()
         options = profile.options
-        self.date_action = (Action.KEEP if options.retain_longitudinal_full_dates
-                            else Action.CLEAN if options.retain_longitudinal_modified_dates else Action.EMPTY)
+        self.date_action = (
+            Action.KEEP
+            if options.retain_longitudinal_full_dates
+            else Action.CLEAN
+            if options.retain_longitudinal_modified_dates
+            else Action.EMPTY
+        )
 
     def walk(self, dataset: Dataset, context: _Context) -> None:
         codec = codec_for(dataset, context.codec)
@@ -122,8 +148,7 @@ class _Walker:
             else:
                 vr = raw_vr(dataset, tag)
                 action = self.profile.action_for(int(tag)) or self._unlisted(tag, vr)
-                if (action is Action.KEEP and context.free_text and vr in FREE_TEXT_VRS
-                        and int(tag) not in CODE_MACRO):
+                if action is Action.KEEP and context.free_text and vr in FREE_TEXT_VRS and int(tag) not in CODE_MACRO:
                     action = context.free_text
                 self._apply(dataset, tag, vr, action, context)
         self._drop_unused_private_creators(dataset)
@@ -157,8 +182,11 @@ class _Walker:
         elif action is Action.EMPTY:
             set_value(dataset, tag, vr, None, context.codec)
         elif action is Action.UID or (action is Action.DUMMY and vr == "UI"):
-            uids = [v if is_registered_uid(v) else self.key.uid(v)
-                    for v in string_values(dataset, tag, vr, context.codec) if v]
+            uids = [
+                v if is_registered_uid(v) else self.key.uid(v)
+                for v in string_values(dataset, tag, vr, context.codec)
+                if v
+            ]
             set_value(dataset, tag, "UI", uids, context.codec)
         elif action is Action.DUMMY:
             set_value(dataset, tag, vr, dummy(vr), context.codec)
@@ -199,8 +227,10 @@ class _Walker:
         if tag.element < 0x1000:  # private creators and reserved elements: kept only if used below
             return
         creator = dataset.get((tag.group, tag.element >> 8))
-        allowed = creator is not None and SafePrivateKey(
-            tag.group, str(creator.value).strip(), tag.element & 0xFF) in self.safe_private
+        allowed = (
+            creator is not None
+            and SafePrivateKey(tag.group, str(creator.value).strip(), tag.element & 0xFF) in self.safe_private
+        )
         if allowed:
             self._count(tag, Action.KEEP, "(private)")
             if raw_vr(dataset, tag) == "SQ":
@@ -222,8 +252,12 @@ class _Walker:
 
 def patient_identity(dataset: Dataset) -> PatientIdentity:
     codec = codec_for(dataset, SIMPLE_CODECS[""])
-    return PatientIdentity(*(first_string(dataset, keyword, codec).strip() for keyword in (
-        "PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")))
+    return PatientIdentity(
+        *(
+            first_string(dataset, keyword, codec).strip()
+            for keyword in ("PatientID", "IssuerOfPatientID", "PatientName", "PatientBirthDate", "StudyInstanceUID")
+        )
+    )
 
 
 def _date_differences(identifiers: set[str]) -> frozenset[int]:
@@ -277,8 +311,9 @@ def _set_method_codes(dataset: Dataset, codes: list[tuple[str, str]]) -> None:
         dataset.DeidentificationMethodCodeSequence = [_code_item(value, meaning) for value, meaning in codes]
         return
     value = _encoded_code_items(tuple(codes), implicit, little)
-    dataset._dict[METHOD_CODE_SEQUENCE] = RawDataElement(METHOD_CODE_SEQUENCE, "SQ", len(value), value, 0,
-                                                         implicit, little)
+    dataset._dict[METHOD_CODE_SEQUENCE] = RawDataElement(
+        METHOD_CODE_SEQUENCE, "SQ", len(value), value, 0, implicit, little
+    )
 
 
 def _record_method(dataset: Dataset, profile: Profile, pseudonym: Pseudonym, clean_pixel_data: bool) -> None:
@@ -289,9 +324,15 @@ def _record_method(dataset: Dataset, profile: Profile, pseudonym: Pseudonym, cle
     _set_text(dataset, "DeidentificationMethod", profile.description(clean_pixel_data))
     _set_method_codes(dataset, profile.method_codes(clean_pixel_data))
     options = profile.options
-    _set_text(dataset, "LongitudinalTemporalInformationModified",
-              "MODIFIED" if options.retain_longitudinal_modified_dates
-              else "UNMODIFIED" if options.retain_longitudinal_full_dates else "REMOVED")
+    _set_text(
+        dataset,
+        "LongitudinalTemporalInformationModified",
+        "MODIFIED"
+        if options.retain_longitudinal_modified_dates
+        else "UNMODIFIED"
+        if options.retain_longitudinal_full_dates
+        else "REMOVED",
+    )
 
 
 def _rebuild_file_meta(dataset: Dataset) -> None:
@@ -307,9 +348,13 @@ def _rebuild_file_meta(dataset: Dataset) -> None:
     dataset.file_meta = meta
 
 
-def deidentify_dataset(dataset: Dataset, profile: Profile, key: SiteKey,
-                       safe_private: frozenset[SafePrivateKey] = frozenset(),
-                       clean_pixel_data: bool = False) -> DeidOutcome:
+def deidentify_dataset(
+    dataset: Dataset,
+    profile: Profile,
+    key: SiteKey,
+    safe_private: frozenset[SafePrivateKey] = frozenset(),
+    clean_pixel_data: bool = False,
+) -> DeidOutcome:
     """De-identify ``dataset`` in place (a parsed file with file meta); pixel data is not touched."""
     identifiers = collect_identifiers(dataset, profile)
     pseudonym = key.pseudonym(patient_identity(dataset), _date_differences(identifiers))
@@ -319,6 +364,10 @@ def deidentify_dataset(dataset: Dataset, profile: Profile, key: SiteKey,
         _record_method(dataset, profile, pseudonym, clean_pixel_data)
         if SOP_INSTANCE_UID in dataset._dict and SOP_CLASS_UID in dataset._dict:
             _rebuild_file_meta(dataset)
-    actions = Counter({(name if isinstance(name, str) else keyword(name), action.value): count
-                       for (name, action), count in walker.counts.items()})
+    actions = Counter(
+        {
+            (name if isinstance(name, str) else keyword(name), action.value): count
+            for (name, action), count in walker.counts.items()
+        }
+    )
     return DeidOutcome(pseudonym.subject, identifiers, actions)

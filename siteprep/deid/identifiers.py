@@ -44,7 +44,8 @@ _NOT_IDENTIFYING = frozenset({0x00020012, 0x00020013})
 @cache
 def _identifying_keywords(profile: Profile) -> frozenset[int]:
     return frozenset(
-        tag for tag, action in profile.by_tag.items()
+        tag
+        for tag, action in profile.by_tag.items()
         if action is not Action.KEEP and _IDENTIFYING_KEYWORD.search(keyword(tag))
     )
 

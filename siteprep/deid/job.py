@@ -54,8 +54,7 @@ def member(path: Path) -> str:
 class FileJob:
     """De-identify single files with one run's settings, staging each output under ``staging``."""
 
-    def __init__(self, settings: DeidSettings, destination: Path, staging: Path, dry_run: bool,
-                 key: SiteKey) -> None:
+    def __init__(self, settings: DeidSettings, destination: Path, staging: Path, dry_run: bool, key: SiteKey) -> None:
         self.settings = settings
         self.destination, self.staging = destination, staging
         self.dry_run = dry_run
@@ -79,20 +78,33 @@ class FileJob:
             dataset = read_strictly(path)
             if peek(dataset.file_meta, "MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
                 # a source DICOMDIR is rebuilt after the run, never copied
-                return Prepared(dicomdir=(collect_identifiers(dataset, self.profile),
-                                          {member(path.parent.joinpath(*file_id))
-                                           for file_id in referenced_files(dataset)}))
+                return Prepared(
+                    dicomdir=(
+                        collect_identifiers(dataset, self.profile),
+                        {member(path.parent.joinpath(*file_id)) for file_id in referenced_files(dataset)},
+                    )
+                )
             if not peek(dataset, "SOPInstanceUID") or not peek(dataset, "SOPClassUID"):
                 raise Unsafe(Reason.MISSING_SOP_INSTANCE, "no SOPClassUID/SOPInstanceUID")
             clean_pixels = check_burned_in_risk(dataset, self.settings.pixels)
             if clean_pixels:
                 blank_outside_ultrasound_regions(dataset)
             outcome = deidentify_dataset(dataset, self.profile, self.key, self.safe_private, clean_pixels)
-        target = (self.destination / outcome.subject / str(peek(dataset, "StudyInstanceUID", "no-study"))
-                  / str(peek(dataset, "SeriesInstanceUID", "no-series")) / f"{peek(dataset, 'SOPInstanceUID')}.dcm")
+        target = (
+            self.destination
+            / outcome.subject
+            / str(peek(dataset, "StudyInstanceUID", "no-study"))
+            / str(peek(dataset, "SeriesInstanceUID", "no-series"))
+            / f"{peek(dataset, 'SOPInstanceUID')}.dcm"
+        )
         staged = None if self.dry_run else self._stage(dataset, index, target.parent)
-        return Prepared(target=target, staged=staged, identifiers=outcome.identifiers,
-                        subject=outcome.subject, actions=outcome.actions)
+        return Prepared(
+            target=target,
+            staged=staged,
+            identifiers=outcome.identifiers,
+            subject=outcome.subject,
+            actions=outcome.actions,
+        )
 
     def _stage(self, dataset: Dataset, index: int, folder: Path) -> Path:
         """The encoded file under a name of its own (``.tmp``: never taken for an output).

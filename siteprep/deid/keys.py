@@ -149,9 +149,13 @@ class SiteKey:
         entry = {
             "subject": self._new_subject(),
             "date_offset_days": self._new_offset(avoid_offsets),
-            "original": {"PatientID": identity.patient_id, "IssuerOfPatientID": identity.issuer,
-                         "PatientName": identity.name, "PatientBirthDate": identity.birth_date,
-                         "StudyInstanceUID": "" if identity.patient_id or identity.name else identity.study_uid},
+            "original": {
+                "PatientID": identity.patient_id,
+                "IssuerOfPatientID": identity.issuer,
+                "PatientName": identity.name,
+                "PatientBirthDate": identity.birth_date,
+                "StudyInstanceUID": "" if identity.patient_id or identity.name else identity.study_uid,
+            },
         }
         self._patients[handle] = entry
         self._save()
@@ -160,9 +164,14 @@ class SiteKey:
 
     def lend(self) -> KeyLoan:
         """What a worker process needs to act for this key (see :class:`BorrowedKey`)."""
-        return KeyLoan(self.prefix, self._secret, {
-            handle: {"subject": entry["subject"], "date_offset_days": entry["date_offset_days"]}
-            for handle, entry in self._patients.items()})
+        return KeyLoan(
+            self.prefix,
+            self._secret,
+            {
+                handle: {"subject": entry["subject"], "date_offset_days": entry["date_offset_days"]}
+                for handle, entry in self._patients.items()
+            },
+        )
 
     @staticmethod
     def _new_offset(avoid: frozenset[int]) -> int:

@@ -63,10 +63,15 @@ def _check_complete(dataset: Dataset) -> None:
         return
     tag = tags[-1]
     raw = dataset.get_item(tag)
-    if (isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
-            and raw.value is not None and len(raw.value) < raw.length):
-        raise Unsafe(Reason.TRUNCATED, f"element ({tag.group:04X},{tag.element:04X}) has "
-                                       f"{len(raw.value)} of {raw.length} bytes")
+    if (
+        isinstance(raw, RawDataElement)
+        and raw.length != UNDEFINED_LENGTH
+        and raw.value is not None
+        and len(raw.value) < raw.length
+    ):
+        raise Unsafe(
+            Reason.TRUNCATED, f"element ({tag.group:04X},{tag.element:04X}) has {len(raw.value)} of {raw.length} bytes"
+        )
     if raw_vr(dataset, tag) == "SQ" and dataset[tag].value:
         _check_complete(dataset[tag].value[-1])
 

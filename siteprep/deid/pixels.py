@@ -34,13 +34,13 @@ from siteprep.deid.settings import PixelSafety
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 CAPTURE_PREFIXES = (
-    "1.2.840.10008.5.1.4.1.1.7",       # Secondary Capture family (incl. multi-frame)
-    "1.2.840.10008.5.1.4.1.1.104.",    # Encapsulated PDF, CDA, STL, OBJ, MTL
-    "1.2.840.10008.5.1.4.1.1.88.67",   # X-Ray Radiation Dose SR
-    "1.2.840.10008.5.1.4.1.1.88.68",   # Radiopharmaceutical Radiation Dose SR
-    "1.2.840.10008.5.1.4.1.1.88.73",   # Patient Radiation Dose SR
-    "1.2.840.10008.5.1.4.1.1.88.74",   # Planned Imaging Agent Administration SR
-    "1.2.840.10008.5.1.4.1.1.88.75",   # Performed Imaging Agent Administration SR
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture family (incl. multi-frame)
+    "1.2.840.10008.5.1.4.1.1.104.",  # Encapsulated PDF, CDA, STL, OBJ, MTL
+    "1.2.840.10008.5.1.4.1.1.88.67",  # X-Ray Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.88.68",  # Radiopharmaceutical Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.88.73",  # Patient Radiation Dose SR
+    "1.2.840.10008.5.1.4.1.1.88.74",  # Planned Imaging Agent Administration SR
+    "1.2.840.10008.5.1.4.1.1.88.75",  # Performed Imaging Agent Administration SR
     "1.2.840.10008.5.1.4.1.1.77.1.1",  # VL Endoscopic Image (the ES modality's photographs)
     "1.2.840.10008.5.1.4.1.1.77.1.4",  # VL Photographic Image
 )
@@ -64,8 +64,12 @@ def _pixel_bytes(dataset: Dataset) -> bytes:
 
 def ultrasound_cleanable(dataset: Dataset, rules: PixelSafety) -> bool:
     """True when the site's US rule applies: US with calibrated regions to keep."""
-    return (rules.blank_outside_ultrasound_regions and peek(dataset, "Modality") == "US"
-            and bool(dataset.get("SequenceOfUltrasoundRegions")) and PIXEL_DATA in dataset._dict)
+    return (
+        rules.blank_outside_ultrasound_regions
+        and peek(dataset, "Modality") == "US"
+        and bool(dataset.get("SequenceOfUltrasoundRegions"))
+        and PIXEL_DATA in dataset._dict
+    )
 
 
 def _native_first_frame(dataset: Dataset) -> np.ndarray | None:
@@ -76,15 +80,21 @@ def _native_first_frame(dataset: Dataset) -> np.ndarray | None:
     """
     syntax = UID(dataset.file_meta.TransferSyntaxUID)
     bits = int(peek(dataset, "BitsAllocated", 0) or 0)
-    if (syntax.is_compressed or not syntax.is_little_endian or bits not in (8, 16, 32)
-            or int(peek(dataset, "SamplesPerPixel", 1) or 1) != 1 or PIXEL_DATA not in dataset._dict):
+    if (
+        syntax.is_compressed
+        or not syntax.is_little_endian
+        or bits not in (8, 16, 32)
+        or int(peek(dataset, "SamplesPerPixel", 1) or 1) != 1
+        or PIXEL_DATA not in dataset._dict
+    ):
         return None
     dtype = np.dtype(f"{'i' if peek(dataset, 'PixelRepresentation') == 1 else 'u'}{bits // 8}").newbyteorder("<")
     rows, columns = int(peek(dataset, "Rows")), int(peek(dataset, "Columns"))
     data = _pixel_bytes(dataset)
     if len(data) < rows * columns * dtype.itemsize:
-        raise Unsafe(Reason.TRUNCATED,
-                     f"pixel data holds {len(data)} bytes, one frame needs {rows * columns * dtype.itemsize}")
+        raise Unsafe(
+            Reason.TRUNCATED, f"pixel data holds {len(data)} bytes, one frame needs {rows * columns * dtype.itemsize}"
+        )
     return np.frombuffer(data, dtype=dtype, count=rows * columns).reshape(rows, columns)
 
 
@@ -109,8 +119,11 @@ _SIZ_FIRST_COMPONENT = 42  # SOC, SIZ, Lsiz, Rsiz, 8 image and tile sizes, Csiz 
 
 def _only_component(codestream: bytes) -> tuple[bool, int] | None:
     """(signed, precision) of a one-component JPEG 2000 codestream, from its SIZ segment, else None."""
-    if (codestream[:4] != b"\xff\x4f\xff\x51" or len(codestream) <= _SIZ_FIRST_COMPONENT
-            or int.from_bytes(codestream[_SIZ_FIRST_COMPONENT - 2:_SIZ_FIRST_COMPONENT], "big") != 1):
+    if (
+        codestream[:4] != b"\xff\x4f\xff\x51"
+        or len(codestream) <= _SIZ_FIRST_COMPONENT
+        or int.from_bytes(codestream[_SIZ_FIRST_COMPONENT - 2 : _SIZ_FIRST_COMPONENT], "big") != 1
+    ):
         return None
     ssiz = codestream[_SIZ_FIRST_COMPONENT]
     return bool(ssiz & 0x80), (ssiz & 0x7F) + 1
@@ -151,8 +164,11 @@ def _reduced_jpeg2000_sample(dataset: Dataset) -> np.ndarray | None:
     reinterpreted by pydicom, which only the full decode reproduces. Anything else, or any
     failure here, takes the full decode.
     """
-    if (str(dataset.file_meta.TransferSyntaxUID) not in _PLAIN_JPEG2000
-            or int(peek(dataset, "SamplesPerPixel", 1) or 1) != 1 or PIXEL_DATA not in dataset._dict):
+    if (
+        str(dataset.file_meta.TransferSyntaxUID) not in _PLAIN_JPEG2000
+        or int(peek(dataset, "SamplesPerPixel", 1) or 1) != 1
+        or PIXEL_DATA not in dataset._dict
+    ):
         return None
     try:
         frames = int(peek(dataset, "NumberOfFrames", 1) or 1)
@@ -205,8 +221,9 @@ def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
     conversion = first_string(dataset, "ConversionType").upper()
     if conversion in SCANNED_CONVERSIONS:
         raise Unsafe(Reason.SCANNED_OR_CAPTURED, f"ConversionType {conversion}")
-    image_type = ({v.upper() for v in string_values(dataset, IMAGE_TYPE, "CS", None)}
-                  if IMAGE_TYPE in dataset._dict else set())
+    image_type = (
+        {v.upper() for v in string_values(dataset, IMAGE_TYPE, "CS", None)} if IMAGE_TYPE in dataset._dict else set()
+    )
     if image_type & SCREEN_IMAGE_TYPES:
         raise Unsafe(Reason.SCANNED_OR_CAPTURED, f"ImageType {sorted(image_type & SCREEN_IMAGE_TYPES)}")
     if not _has_pixels(dataset):
@@ -221,8 +238,9 @@ def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
         levels = _distinct_levels(sample)
         spread = float(sample.std()) if sample.size else 0.0
         if levels < rules.min_distinct_levels or spread < rules.min_intensity_std:
-            raise Unsafe(Reason.LOW_INTENSITY_VARIANCE,
-                         f"{levels} grey levels, std {spread:.2f}: likely a picture of text")
+            raise Unsafe(
+                Reason.LOW_INTENSITY_VARIANCE, f"{levels} grey levels, std {spread:.2f}: likely a picture of text"
+            )
     return False
 
 
@@ -239,8 +257,10 @@ def blank_outside_ultrasound_regions(dataset: Dataset) -> None:
     rows, columns = frames.shape[frame_axis], frames.shape[frame_axis + 1]
     keep = np.zeros((rows, columns), dtype=bool)
     for region in dataset.SequenceOfUltrasoundRegions:
-        keep[region.RegionLocationMinY0:region.RegionLocationMaxY1 + 1,
-             region.RegionLocationMinX0:region.RegionLocationMaxX1 + 1] = True
+        keep[
+            region.RegionLocationMinY0 : region.RegionLocationMaxY1 + 1,
+            region.RegionLocationMinX0 : region.RegionLocationMaxX1 + 1,
+        ] = True
     shape = [1] * frames.ndim
     shape[frame_axis], shape[frame_axis + 1] = rows, columns
     cleaned = np.where(keep.reshape(shape), frames, 0).astype(frames.dtype)

@@ -55,8 +55,9 @@ def worker_count(requested: int | None, files: int) -> int:
     return max(1, min(cpus, files // MIN_FILES_PER_WORKER))
 
 
-def run_in_workers(files: list[Path], workers: int, spec: JobSpec, key: SiteKey,
-                   commit: Callable[[Path, Prepared], None]) -> None:
+def run_in_workers(
+    files: list[Path], workers: int, spec: JobSpec, key: SiteKey, commit: Callable[[Path, Prepared], None]
+) -> None:
     """Run every file's job in ``workers`` processes; ``commit`` each result in input order."""
     context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     processes: dict[Connection, multiprocessing.process.BaseProcess] = {}
@@ -77,8 +78,9 @@ def run_in_workers(files: list[Path], workers: int, spec: JobSpec, key: SiteKey,
                 process.join()
 
 
-def _schedule(files: list[Path], connections: list[Connection], key: SiteKey,
-              commit: Callable[[Path, Prepared], None]) -> None:
+def _schedule(
+    files: list[Path], connections: list[Connection], key: SiteKey, commit: Callable[[Path, Prepared], None]
+) -> None:
     chunks = _chunks(list(enumerate(files)))
     in_hand: dict[Connection, list[int]] = {}
     done: dict[int, Prepared] = {}
@@ -103,11 +105,12 @@ def _schedule(files: list[Path], connections: list[Connection], key: SiteKey,
 
 
 def _chunks(tasks: list[tuple[int, Path]]) -> Iterator[list[tuple[int, Path]]]:
-    return (tasks[start:start + CHUNK] for start in range(0, len(tasks), CHUNK))
+    return (tasks[start : start + CHUNK] for start in range(0, len(tasks), CHUNK))
 
 
-def _hand_out(connection: Connection, chunks: Iterator[list[tuple[int, Path]]],
-              in_hand: dict[Connection, list[int]]) -> None:
+def _hand_out(
+    connection: Connection, chunks: Iterator[list[tuple[int, Path]]], in_hand: dict[Connection, list[int]]
+) -> None:
     chunk = next(chunks, None)
     connection.send(chunk)  # None: no files left, the worker ends
     if chunk is not None:
@@ -116,6 +119,7 @@ def _hand_out(connection: Connection, chunks: Iterator[list[tuple[int, Path]]],
 
 def _work(connection: Connection, spec: JobSpec, loan: KeyLoan) -> None:
     """A worker: jobs until told there are none left; unknown patients are asked of the parent."""
+
     def ask(identity: PatientIdentity, avoid_offsets: frozenset[int]) -> Pseudonym:
         connection.send(("ask", identity, avoid_offsets))
         return connection.recv()

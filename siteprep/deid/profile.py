@@ -37,29 +37,36 @@ class Action(StrEnum):
 # is not known per element here, so the pick keeps any IOD valid: D (a dummy) satisfies Type 1,
 # Z (empty) Type 2, and X/Z/U* on a reference sequence keeps the items with their UIDs replaced,
 # which keeps references between de-identified instances intact.
-COMPOUND = MappingProxyType({
-    "X/Z": Action.EMPTY,
-    "X/D": Action.DUMMY,
-    "Z/D": Action.DUMMY,
-    "X/Z/D": Action.DUMMY,
-    "X/Z/U*": Action.UID,
-})
+COMPOUND = MappingProxyType(
+    {
+        "X/Z": Action.EMPTY,
+        "X/D": Action.DUMMY,
+        "Z/D": Action.DUMMY,
+        "X/Z/D": Action.DUMMY,
+        "X/Z/U*": Action.UID,
+    }
+)
 
 # DCM codes of CID 7050 "De-identification Method" for the profile and each option (PS3.16).
-METHOD_CODES = MappingProxyType({
-    "basic": ("113100", "Basic Application Confidentiality Profile"),
-    "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
-    "clean_graphics": ("113103", "Clean Graphics Option"),
-    "clean_structured_content": ("113104", "Clean Structured Content Option"),
-    "clean_descriptors": ("113105", "Clean Descriptors Option"),
-    "retain_longitudinal_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
-    "retain_longitudinal_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
-    "retain_device_identity": ("113109", "Retain Device Identity Option"),
-    "retain_uids": ("113110", "Retain UIDs Option"),
-    "retain_safe_private": ("113111", "Retain Safe Private Option"),
-    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
-})
+METHOD_CODES = MappingProxyType(
+    {
+        "basic": ("113100", "Basic Application Confidentiality Profile"),
+        "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
+        "clean_graphics": ("113103", "Clean Graphics Option"),
+        "clean_structured_content": ("113104", "Clean Structured Content Option"),
+        "clean_descriptors": ("113105", "Clean Descriptors Option"),
+        "retain_longitudinal_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+        "retain_longitudinal_modified_dates": (
+            "113107",
+            "Retain Longitudinal Temporal Information Modified Dates Option",
+        ),
+        "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+        "retain_device_identity": ("113109", "Retain Device Identity Option"),
+        "retain_uids": ("113110", "Retain UIDs Option"),
+        "retain_safe_private": ("113111", "Retain Safe Private Option"),
+        "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,12 @@ class RunReport:
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "dry_run": self.dry_run,
             "profile": self.profile,
-            "files": {"in": self.files_in, "written": self.written, "duplicates": self.duplicates,
-                      "quarantined": sum(self.quarantined.values())},
+            "files": {
+                "in": self.files_in,
+                "written": self.written,
+                "duplicates": self.duplicates,
+                "quarantined": sum(self.quarantined.values()),
+            },
             "quarantined_by_reason": dict(sorted(self.quarantined.items())),
             "subjects": len(self.subjects),
             "actions_per_attribute": {k: dict(sorted(v.items())) for k, v in sorted(self.actions.items())},
@@ -77,9 +81,10 @@ def _dicomdir_notes_for(report: RunReport) -> list[str]:
         return []
     if not report.dicomdir_rebuilt:
         return ["source DICOMDIR dropped: none of the files it indexed was written"]
-    return ["source DICOMDIR replaced by a rebuilt one" + (
-        f" ({report.dicomdir_not_indexed} written files not indexed)"
-        if report.dicomdir_not_indexed else "")]
+    return [
+        "source DICOMDIR replaced by a rebuilt one"
+        + (f" ({report.dicomdir_not_indexed} written files not indexed)" if report.dicomdir_not_indexed else "")
+    ]
 
 
 def _profile_summary(settings: DeidSettings, profile: Profile) -> dict:
@@ -110,8 +115,9 @@ def _check_layout(source: Path, destination: Path, quarantine: Path, key_file: P
 class _Runner:
     """One run's bookkeeping: commits each file's :class:`Prepared` in input order."""
 
-    def __init__(self, settings: DeidSettings, key_file: Path, source: Path, destination: Path,
-                 quarantine: Path, dry_run: bool) -> None:
+    def __init__(
+        self, settings: DeidSettings, key_file: Path, source: Path, destination: Path, quarantine: Path, dry_run: bool
+    ) -> None:
         self.settings = settings
         self.source, self.destination, self.quarantine = source, destination, quarantine
         self.dry_run = dry_run
@@ -125,6 +131,7 @@ class _Runner:
 
     def run(self, files: list[Path], progress: Callable[[str], None] | None) -> None:
         """Every file's job, in worker processes when the run is large enough (see worker_count)."""
+
         def commit(path: Path, prepared: Prepared) -> None:
             self.commit(path, prepared)
             if progress:
@@ -195,9 +202,14 @@ class _Runner:
         self.quarantine.mkdir(mode=0o700, parents=True, exist_ok=True)
         name = hashlib.sha256(str(path.relative_to(self.source)).encode()).hexdigest()[:20]
         shutil.copyfile(path, self.quarantine / f"{name}.dcm")
-        (self.quarantine / f"{name}.reason.json").write_text(json.dumps({
-            "source": str(path.relative_to(self.source)), "reason": unsafe.reason.value,
-            "detail": unsafe.detail}, indent=1) + "\n", encoding="utf-8")
+        (self.quarantine / f"{name}.reason.json").write_text(
+            json.dumps(
+                {"source": str(path.relative_to(self.source)), "reason": unsafe.reason.value, "detail": unsafe.detail},
+                indent=1,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 @contextmanager
@@ -221,9 +233,15 @@ def _staging_folder(destination: Path, dry_run: bool) -> Iterator[Path]:
             destination.rmdir()
 
 
-def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, quarantine: Path,
-                    dry_run: bool = False, scan: bool = True,
-                    progress: Callable[[str], None] | None = None) -> RunReport:
+def deidentify_tree(
+    settings: DeidSettings,
+    source: Path,
+    destination: Path,
+    quarantine: Path,
+    dry_run: bool = False,
+    scan: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> RunReport:
     """De-identify every file under ``source`` into ``destination``; return the audit report.
 
     ``progress`` is called once per file with the stage name ("deid" or "scan"). With ``scan``
@@ -245,7 +263,8 @@ def deidentify_tree(settings: DeidSettings, source: Path, destination: Path, qua
     runner.report.seconds = time.perf_counter() - started
     if scan and not dry_run:
         runner.report.residual_scan = scan_files(
-            destination, searches, (lambda: progress("scan")) if progress else None)
+            destination, searches, (lambda: progress("scan")) if progress else None
+        )
     return runner.report
 
 
@@ -268,5 +287,7 @@ def _rebuild_dicomdir(runner: _Runner, destination: Path) -> list[tuple[Path, se
     runner.report.dicomdir_rebuilt = True
     runner.report.dicomdir_not_indexed = rebuilt.not_indexed + len(runner.outputs) - len(indexed)
     everything = set(runner.dicomdir_identifiers).union(*runner.outputs.values())
-    return [(rebuilt.path, index_search(rebuilt.path, everything, runner.profile)),
-            *((member, runner.outputs[written]) for member, written in sorted(rebuilt.instances.items()))]
+    return [
+        (rebuilt.path, index_search(rebuilt.path, everything, runner.profile)),
+        *((member, runner.outputs[written]) for member, written in sorted(rebuilt.instances.items())),
+    ]

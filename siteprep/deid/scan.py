@@ -43,8 +43,8 @@ PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 @dataclass(frozen=True)
 class Finding:
     file: str
-    where: str        # "raw bytes" or the element path, e.g. "ContentSequence[0].TextValue"
-    identifier: str   # the identifier's shape only, e.g. "text of 11 characters"
+    where: str  # "raw bytes" or the element path, e.g. "ContentSequence[0].TextValue"
+    identifier: str  # the identifier's shape only, e.g. "text of 11 characters"
 
 
 @dataclass
@@ -56,15 +56,21 @@ class ScanReport:
     findings: list[Finding] = field(default_factory=list)
 
     def as_dict(self, limit: int = 200) -> dict:
-        return {"files_scanned": self.files_scanned, "identifiers_searched": self.identifiers,
-                "identifiers_set_aside_as_ambiguous": self.ambiguous,
-                "files_with_residuals": self.files_with_residuals,
-                "findings": [vars(f) for f in self.findings[:limit]]}
+        return {
+            "files_scanned": self.files_scanned,
+            "identifiers_searched": self.identifiers,
+            "identifiers_set_aside_as_ambiguous": self.ambiguous,
+            "files_with_residuals": self.files_with_residuals,
+            "findings": [vars(f) for f in self.findings[:limit]],
+        }
 
 
 def _shape(identifier: str) -> str:
-    kind = "UID" if identifier.replace(".", "").isdigit() and "." in identifier else (
-        "number" if identifier.isdigit() else "text")
+    kind = (
+        "UID"
+        if identifier.replace(".", "").isdigit() and "." in identifier
+        else ("number" if identifier.isdigit() else "text")
+    )
     return f"{kind} of {len(identifier)} characters"
 
 
@@ -80,13 +86,13 @@ class _Needle:
         self.dotted = "." in identifier and identifier.replace(".", "").isdigit()
 
     def _bounded(self, haystack, start: int, end: int) -> bool:
-        for char in (haystack[start - 1:start], haystack[end:end + 1]):
+        for char in (haystack[start - 1 : start], haystack[end : end + 1]):
             if char and (char.isalnum() or (self.dotted and char in (".", b"."))):
                 return False
         return True
 
     def found_in(self, haystack) -> bool:
-        for needle in (self.raw if isinstance(haystack, bytes) else (self.text,)):
+        for needle in self.raw if isinstance(haystack, bytes) else (self.text,):
             start = haystack.find(needle)
             while start != -1:
                 if self._bounded(haystack, start, start + len(needle)):
@@ -120,12 +126,14 @@ def scan_file(path: Path, search: list[_Needle], name: str) -> list[Finding]:
     handle = io.BytesIO(data)
     try:
         dcmread(handle, stop_before_pixels=True)
-        header = data[:handle.tell()].lower()
+        header = data[: handle.tell()].lower()
         dataset = dcmread(io.BytesIO(data))
     except Exception as error:
         everything = data.lower()
-        return [Finding(name, "file", f"output does not parse: {type(error).__name__}"),
-                *(Finding(name, "raw bytes", _shape(n.identifier)) for n in search if n.found_in(everything))]
+        return [
+            Finding(name, "file", f"output does not parse: {type(error).__name__}"),
+            *(Finding(name, "raw bytes", _shape(n.identifier)) for n in search if n.found_in(everything)),
+        ]
     in_header = [n for n in search if n.found_in(header)]
     findings = [Finding(name, "raw bytes", _shape(n.identifier)) for n in in_header]
     values = list(_decoded_values(dataset.file_meta, "file_meta.")) + list(_decoded_values(dataset))
@@ -143,9 +151,12 @@ def _retained_texts(dataset: Dataset, profile: Profile, out: set[str]) -> None:
         if element.VR == "SQ":
             for item in element.value or ():
                 _retained_texts(item, profile, out)
-        elif (not element.tag.is_private and profile.action_for(int(element.tag)) in (None, Action.KEEP)
-              and element.VR in TEXT_VRS
-              and isinstance(element.value, str)):
+        elif (
+            not element.tag.is_private
+            and profile.action_for(int(element.tag)) in (None, Action.KEEP)
+            and element.VR in TEXT_VRS
+            and isinstance(element.value, str)
+        ):
             out.add(element.value.strip())
 
 
@@ -168,8 +179,8 @@ class OriginalIdentifiers:
     """What the originals under a folder hold, for :func:`scan_tree`."""
 
     per_instance: dict[str, set[str]] = field(default_factory=dict)  # SOPInstanceUID -> identifiers
-    shared: set[str] = field(default_factory=set)     # every non-date identifier, tree-wide
-    every: set[str] = field(default_factory=set)      # all identifiers, dates too
+    shared: set[str] = field(default_factory=set)  # every non-date identifier, tree-wide
+    every: set[str] = field(default_factory=set)  # all identifiers, dates too
     ambiguous: set[str] = field(default_factory=set)  # set aside, see identifiers_from_tree
 
 
@@ -181,8 +192,9 @@ def _is_date(text: str) -> bool:
     return text[:8].isdigit() and (len(text) == 8 or text[8:].replace(".", "").lstrip("+-").isdigit())
 
 
-def identifiers_from_tree(source: Path, profile: Profile,
-                          progress: Callable[[], None] | None = None) -> OriginalIdentifiers:
+def identifiers_from_tree(
+    source: Path, profile: Profile, progress: Callable[[], None] | None = None
+) -> OriginalIdentifiers:
     """Identifying values of every file under ``source`` that pydicom can read at all.
 
     An identifying value that some original also carries as a word of an attribute the profile
@@ -228,8 +240,9 @@ def output_files(destination: Path) -> list[Path]:
     return sorted(files)
 
 
-def scan_files(destination: Path, files: Iterable[tuple[Path, Iterable[str]]],
-               progress: Callable[[], None] | None = None) -> ScanReport:
+def scan_files(
+    destination: Path, files: Iterable[tuple[Path, Iterable[str]]], progress: Callable[[], None] | None = None
+) -> ScanReport:
     """Search each output file (under ``destination``) for its identifiers."""
     report = ScanReport()
     searched: set[str] = set()
@@ -247,8 +260,13 @@ def scan_files(destination: Path, files: Iterable[tuple[Path, Iterable[str]]],
     return report
 
 
-def scan_tree(destination: Path, source: Path, profile: Profile, key: SiteKey | None = None,
-              progress: Callable[[str], None] | None = None) -> ScanReport:
+def scan_tree(
+    destination: Path,
+    source: Path,
+    profile: Profile,
+    key: SiteKey | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ScanReport:
     """``insite site scan DST --original SRC``: original identifiers against every output file.
 
     Every output file is searched for every name, ID, UID, address... of every original. Dates
@@ -260,7 +278,7 @@ def scan_tree(destination: Path, source: Path, profile: Profile, key: SiteKey | 
     chance matches are possible.
     """
     originals = identifiers_from_tree(source, profile, (lambda: progress("read originals")) if progress else None)
-    by_output_uid = ({key.uid(uid): found for uid, found in originals.per_instance.items()} if key else {})
+    by_output_uid = {key.uid(uid): found for uid, found in originals.per_instance.items()} if key else {}
 
     def searches():
         for path in output_files(destination):

@@ -40,8 +40,10 @@ class ProfileOptions(StrictModel):
     @model_validator(mode="after")
     def _one_temporal_option(self) -> ProfileOptions:
         if self.retain_longitudinal_full_dates and self.retain_longitudinal_modified_dates:
-            raise ValueError("retain_longitudinal_full_dates and retain_longitudinal_modified_dates "
-                             "exclude each other (PS3.15 E.3.6); enable one")
+            raise ValueError(
+                "retain_longitudinal_full_dates and retain_longitudinal_modified_dates "
+                "exclude each other (PS3.15 E.3.6); enable one"
+            )
         return self
 
     def enabled(self) -> list[str]:
@@ -70,14 +72,20 @@ class PixelSafety(StrictModel):
 class DeidSettings(StrictModel):
     """A site's de-identification settings; the key file never lives inside the output folder."""
 
-    key_file: Path | None = Field(None, description="the site's pseudonymisation key; the shipped "
-                                  "profile has none, a site's own settings ('insite site init') do")
+    key_file: Path | None = Field(
+        None,
+        description="the site's pseudonymisation key; the shipped "
+        "profile has none, a site's own settings ('insite site init') do",
+    )
     subject_prefix: str = Field("SUBJ", pattern=r"^[A-Z0-9]{1,8}$")
     options: ProfileOptions = ProfileOptions()
     safe_private: tuple[SafePrivate, ...] = ()
     pixels: PixelSafety = PixelSafety()
-    workers: int | None = Field(None, ge=1, description=(
-        "processes de-identifying in parallel; default one per CPU, for runs of 64+ files per process"))
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description=("processes de-identifying in parallel; default one per CPU, for runs of 64+ files per process"),
+    )
 
     @model_validator(mode="after")
     def _allow_list_needs_option(self) -> DeidSettings:
@@ -97,8 +105,7 @@ def load_deid_settings(path: Path) -> DeidSettings:
 def with_key_file(settings: DeidSettings, key_file: Path, base: Path) -> DeidSettings:
     """``settings`` using ``key_file`` (``~`` expanded, relative to ``base``)."""
     key_file = key_file.expanduser()
-    return settings.model_copy(update={"key_file": key_file if key_file.is_absolute()
-                                       else (base / key_file).resolve()})
+    return settings.model_copy(update={"key_file": key_file if key_file.is_absolute() else (base / key_file).resolve()})
 
 
 def site_deid_settings(config: Path | None, key_file: Path | None) -> DeidSettings:
@@ -115,7 +122,8 @@ def site_deid_settings(config: Path | None, key_file: Path | None) -> DeidSettin
             f"{config or 'the shipped profile'}: no key file named. The site's pseudonymisation key "
             "(pseudonyms, date offsets, UID secret) is needed: make the site's settings with 'insite "
             "site init' and pass --config deid.toml, or pass --key-file PATH (created on first use, "
-            "0600; keep it outside the output folder and back it up)")
+            "0600; keep it outside the output folder and back it up)"
+        )
     return settings
 
 
@@ -124,8 +132,13 @@ def write_site_settings(folder: Path, key_file: str = "deid-key.json") -> Path:
     config = folder / "deid.toml"
     if config.exists():
         raise ConfigError(f"{config}: exists already; edit it, or choose another folder")
-    text, found = re.subn(r"^# key_file = .*$", f"key_file = {json.dumps(key_file)}",
-                          SHIPPED_PROFILE.read_text(encoding="utf-8"), count=1, flags=re.MULTILINE)
+    text, found = re.subn(
+        r"^# key_file = .*$",
+        f"key_file = {json.dumps(key_file)}",
+        SHIPPED_PROFILE.read_text(encoding="utf-8"),
+        count=1,
+        flags=re.MULTILINE,
+    )
     if not found:
         raise ConfigError(f"{SHIPPED_PROFILE}: has no '# key_file = ...' line to fill in")
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,11 +14,31 @@ from functools import lru_cache
 
 DUMMY_DATE = "19000101"
 DUMMY = {
-    "AE": "DEIDENTIFIED", "AS": "000D", "CS": "DEIDENTIFIED", "DA": DUMMY_DATE,
-    "DT": DUMMY_DATE + "000000", "TM": "000000", "DS": "0", "IS": "0",
-    "LO": "DEIDENTIFIED", "LT": "DEIDENTIFIED", "SH": "DEIDENTIFIED", "ST": "DEIDENTIFIED",
-    "UC": "DEIDENTIFIED", "UT": "DEIDENTIFIED", "PN": "DEIDENTIFIED", "UR": "",
-    "FL": 0.0, "FD": 0.0, "SL": 0, "SS": 0, "UL": 0, "US": 0, "SV": 0, "UV": 0, "AT": 0,
+    "AE": "DEIDENTIFIED",
+    "AS": "000D",
+    "CS": "DEIDENTIFIED",
+    "DA": DUMMY_DATE,
+    "DT": DUMMY_DATE + "000000",
+    "TM": "000000",
+    "DS": "0",
+    "IS": "0",
+    "LO": "DEIDENTIFIED",
+    "LT": "DEIDENTIFIED",
+    "SH": "DEIDENTIFIED",
+    "ST": "DEIDENTIFIED",
+    "UC": "DEIDENTIFIED",
+    "UT": "DEIDENTIFIED",
+    "PN": "DEIDENTIFIED",
+    "UR": "",
+    "FL": 0.0,
+    "FD": 0.0,
+    "SL": 0,
+    "SS": 0,
+    "UL": 0,
+    "US": 0,
+    "SV": 0,
+    "UV": 0,
+    "AT": 0,
 }
 DUMMY_TEXTS = frozenset({"DEIDENTIFIED", DUMMY_DATE, DUMMY_DATE + "000000"})
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "AE", "PN", "CS", "UR"})
@@ -68,8 +88,8 @@ def shift_datetime(value: str, days: int) -> str:
     match = _DATETIME.match(value.strip())
     if match is None:
         return DUMMY["DT"]
-    digits, rest = match.group(1), value.strip()[len(match.group(1)):]
-    date_part = (digits[:8] + "0101"[len(digits[:8]) - 4:]) if len(digits) < 8 else digits[:8]
+    digits, rest = match.group(1), value.strip()[len(match.group(1)) :]
+    date_part = (digits[:8] + "0101"[len(digits[:8]) - 4 :]) if len(digits) < 8 else digits[:8]
     return shift_date(date_part, days) + digits[8:] + rest
 
 

@@ -38,8 +38,7 @@ ITEM, ITEM_DELIMITER, SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
 FILE_META_GROUP_LENGTH = BaseTag(0x00020000)
 # Version, SOP class and instance, transfer syntax, implementation class UID and version name
-_FILE_META_CHECKED = tuple(BaseTag(t) for t in (0x00020001, 0x00020002, 0x00020003, 0x00020010,
-                                                0x00020012, 0x00020013))
+_FILE_META_CHECKED = tuple(BaseTag(t) for t in (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013))
 
 
 class _Encoder:
@@ -48,9 +47,9 @@ class _Encoder:
     def __init__(self, implicit: bool, little: bool) -> None:
         self.implicit, self.little = implicit, little
         order = "<" if little else ">"
-        self.tag_and_length = struct.Struct(f"{order}HHL").pack      # implicit VR, items, delimiters
-        self.short_header = struct.Struct(f"{order}HH2sH").pack      # explicit VR, 16-bit length
-        self.long_header = struct.Struct(f"{order}HH2s2xL").pack     # explicit VR, 32-bit length
+        self.tag_and_length = struct.Struct(f"{order}HHL").pack  # implicit VR, items, delimiters
+        self.short_header = struct.Struct(f"{order}HH2sH").pack  # explicit VR, 16-bit length
+        self.long_header = struct.Struct(f"{order}HH2s2xL").pack  # explicit VR, 32-bit length
 
     def header(self, tag: int, vr: str, length: int) -> bytes:
         if self.implicit:
@@ -86,17 +85,17 @@ def _raw_value(raw: RawDataElement, encoder: _Encoder) -> bytes | None:
         value = b""
     if not isinstance(value, bytes) or raw.length == UNDEFINED_LENGTH:
         return None
-    if encoder.implicit or (raw.VR is not None and len(raw.VR) == 2
-                            and (raw.VR in _LONG_VRS or len(value) <= 0xFFFF)):
+    if encoder.implicit or (raw.VR is not None and len(raw.VR) == 2 and (raw.VR in _LONG_VRS or len(value) <= 0xFFFF)):
         return value
     return None
 
 
-def _encode_dataset(dataset: Dataset, encoder: _Encoder, parent_encoding: str | list[str],
-                    out: list[bytes]) -> None:
+def _encode_dataset(dataset: Dataset, encoder: _Encoder, parent_encoding: str | list[str], out: list[bytes]) -> None:
     """Append ``dataset``'s encoding to ``out``, as :func:`pydicom.filewriter.write_dataset`."""
-    if (dataset.original_encoding != (encoder.implicit, encoder.little)
-            or dataset.original_character_set != dataset._character_set):
+    if (
+        dataset.original_encoding != (encoder.implicit, encoder.little)
+        or dataset.original_character_set != dataset._character_set
+    ):
         # pydicom converts and re-encodes every element of such a dataset (and corrects VRs)
         out.append(encoder.by_pydicom(write_dataset, dataset, parent_encoding))
         return
@@ -130,12 +129,15 @@ def _encode_dataset(dataset: Dataset, encoder: _Encoder, parent_encoding: str | 
 
 def _plain_bytes(element: DataElement | RawDataElement) -> bool:
     """An OB/OW element holding bytes of a defined length: its value is written as it is."""
-    return (isinstance(element, DataElement) and element.VR in ("OB", "OW")
-            and isinstance(element.value, bytes) and not element.is_undefined_length)
+    return (
+        isinstance(element, DataElement)
+        and element.VR in ("OB", "OW")
+        and isinstance(element.value, bytes)
+        and not element.is_undefined_length
+    )
 
 
-def _encode_sequence(element: DataElement, encoder: _Encoder, encodings: str | list[str],
-                     out: list[bytes]) -> None:
+def _encode_sequence(element: DataElement, encoder: _Encoder, encodings: str | list[str], out: list[bytes]) -> None:
     """A sequence with its items, lengths filled in as pydicom does (undefined where marked)."""
     items: list[bytes] = []
     for item in element.value or ():
@@ -163,8 +165,12 @@ def _mark_pixel_data_length(dataset: Dataset, compressed: bool) -> None:
     keep, is left raw (and copied, or checked by pydicom); converting would only copy the pixels.
     """
     raw = dataset._dict.get(BaseTag(PIXEL_DATA))
-    if raw is None or (isinstance(raw, RawDataElement) and (raw.length == UNDEFINED_LENGTH) == compressed
-                       and raw.VR in (None, "OB", "OW") and not len(raw.value or b"") % 2):
+    if raw is None or (
+        isinstance(raw, RawDataElement)
+        and (raw.length == UNDEFINED_LENGTH) == compressed
+        and raw.VR in (None, "OB", "OW")
+        and not len(raw.value or b"") % 2
+    ):
         return
     dataset[PIXEL_DATA].is_undefined_length = compressed
 
@@ -191,8 +197,7 @@ def _file_meta(meta: FileMetaDataset) -> bytes:
     only when an element it checks is missing or empty.
     """
     elements = meta._dict
-    if (not all(_has_value(elements.get(tag)) for tag in _FILE_META_CHECKED)
-            or any(tag.group != 2 for tag in elements)):
+    if not all(_has_value(elements.get(tag)) for tag in _FILE_META_CHECKED) or any(tag.group != 2 for tag in elements):
         validate_file_meta(meta, enforce_standard=True)
     meta.pop(FILE_META_GROUP_LENGTH, None)  # recomputed below
     body: list[bytes] = []

@@ -17,6 +17,7 @@ from siteprep.deid.settings import DeidSettings, ProfileOptions
 def make_settings(tmp_path: Path):
     def make(**options) -> DeidSettings:
         return DeidSettings(key_file=tmp_path / "site-secret" / "key.json", options=ProfileOptions(**options))
+
     return make
 
 

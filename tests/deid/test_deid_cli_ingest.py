@@ -34,6 +34,7 @@ def cli():
         if ok:
             assert result.exit_code == 0, (result.stdout, result.exception)
         return result
+
     return invoke
 
 
@@ -47,9 +48,10 @@ def site(tmp_path_factory):
         patient = random_patient(rng)
         image = noise.normal(40, 300, SHAPE).astype(np.int16)
         label = np.zeros(SHAPE, dtype=np.uint8)
-        label[1:4, 3 + index:9, 5:12] = 1
-        files = write_series(image, root / "raw" / f"p{index}" / "ct", patient, spacing=(2.5, 0.7, 0.9),
-                             origin=(-10.0, 20.0, 30.0))
+        label[1:4, 3 + index : 9, 5:12] = 1
+        files = write_series(
+            image, root / "raw" / f"p{index}" / "ct", patient, spacing=(2.5, 0.7, 0.9), origin=(-10.0, 20.0, 30.0)
+        )
         write_segmentation(label, files, root / "raw" / f"p{index}" / "seg" / "seg.dcm")
         truth[patient.patient_id] = (image, label)
         if index == 0:
@@ -142,8 +144,9 @@ def test_label_volume_folder_labels_a_series_without_seg(cli, site, tmp_path):
     unlabeled = sorted((root / "raw" / "p0" / "unlabeled").glob("*.dcm"))
     uid = str(dcmread(unlabeled[0]).SeriesInstanceUID)
     _label_file(tmp_path / "labels", uid)
-    result = json.loads(cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path / "labels",
-                            "--json").stdout)
+    result = json.loads(
+        cli("ingest", root / "raw", tmp_path / "data", "--labels", tmp_path / "labels", "--json").stdout
+    )
     assert result["cases"] == 4 and not result["missing_labels"]
     _assert_unlabeled_series_got_label_2(cli, tmp_path / "data")
 
@@ -158,8 +161,11 @@ def test_label_named_by_the_original_uid_is_matched_through_the_key(cli, site, t
     without_key = cli("ingest", tmp_path / "out", tmp_path / "nokey", "--labels", tmp_path / "labels")
     assert "wrote 3 case(s)" in without_key.stdout and "--config" in without_key.stdout
 
-    result = json.loads(cli("ingest", tmp_path / "out", tmp_path / "data", "--labels", tmp_path / "labels",
-                            "--config", config, "--json").stdout)
+    result = json.loads(
+        cli(
+            "ingest", tmp_path / "out", tmp_path / "data", "--labels", tmp_path / "labels", "--config", config, "--json"
+        ).stdout
+    )
     assert result["cases"] == 4 and not result["missing_labels"]
     _assert_unlabeled_series_got_label_2(cli, tmp_path / "data")
     assert not list((tmp_path / "data").rglob(f"*{original_uid}*"))

@@ -15,8 +15,13 @@ def _summary(folder):
     rows = {}
     for path in folder.rglob("*.dcm"):
         ds = dcmread(path)
-        rows[str(ds.SOPInstanceUID)] = (str(ds.PatientID), str(ds.StudyDate), str(ds.StudyInstanceUID),
-                                       str(ds.SeriesInstanceUID), str(ds.FrameOfReferenceUID))
+        rows[str(ds.SOPInstanceUID)] = (
+            str(ds.PatientID),
+            str(ds.StudyDate),
+            str(ds.StudyInstanceUID),
+            str(ds.SeriesInstanceUID),
+            str(ds.FrameOfReferenceUID),
+        )
     return rows
 
 

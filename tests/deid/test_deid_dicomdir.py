@@ -54,7 +54,8 @@ def test_rebuilt_dicomdir_indexes_only_the_source_file_set(tmp_path, settings, p
 
     report = deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q")
     assert report.written == 12 and report.as_dict()["notes"] == [
-        "source DICOMDIR replaced by a rebuilt one (8 written files not indexed)"]
+        "source DICOMDIR replaced by a rebuilt one (8 written files not indexed)"
+    ]
     assert len(list(FileSet(dcmread(tmp_path / "out" / "DICOMDIR")))) == 4
     assert report.residual_scan.files_with_residuals == 0
 

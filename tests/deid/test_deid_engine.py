@@ -41,8 +41,9 @@ def test_series_study_and_frame_relationships_survive(tmp_path, settings, plante
         assert len(new) == len(old)
         assert not new & old and all(uid.startswith("2.25.") for uid in new)
     instances = {str(d.SOPInstanceUID) for d in outputs}
-    references = [d.ReferencedImageSequence[0].ReferencedSOPInstanceUID
-                  for d in outputs if "ReferencedImageSequence" in d]
+    references = [
+        d.ReferencedImageSequence[0].ReferencedSOPInstanceUID for d in outputs if "ReferencedImageSequence" in d
+    ]
     assert len(references) == 9 and set(references) <= instances  # references in sequences follow
     for ds in outputs:
         assert "RequestAttributesSequence" not in ds  # X in Table E.1-1
@@ -63,8 +64,15 @@ def test_method_attributes_and_dates(tmp_path, settings, planted_tree):
         assert ds.PatientName == ds.PatientID and str(ds.PatientID).startswith("SUBJ-")
         assert ds.StudyDate == ds.SeriesDate == ds.ContentDate  # one offset for all of a patient's dates
         assert "PatientBirthDate" not in ds or not ds.PatientBirthDate
-        for keyword in ("InstitutionAddress", "PatientAddress", "PatientTelephoneNumbers", "OtherPatientIDs",
-                        "ImageComments", "StudyDescription", "SeriesDescription"):
+        for keyword in (
+            "InstitutionAddress",
+            "PatientAddress",
+            "PatientTelephoneNumbers",
+            "OtherPatientIDs",
+            "ImageComments",
+            "StudyDescription",
+            "SeriesDescription",
+        ):
             assert keyword not in ds or not ds[keyword].value or ds[keyword].value == "DEIDENTIFIED", keyword
         assert not any(tag.is_private for tag in ds.keys())
 
@@ -99,8 +107,11 @@ def test_pixel_data_unchanged_and_output_valid(tmp_path, settings, planted_tree)
 
 def test_safe_private_allow_list_keeps_only_listed(tmp_path, planted_tree):
     source, _ = planted_tree
-    settings = DeidSettings(key_file=tmp_path / "k.json", options=ProfileOptions(retain_safe_private=True),
-                            safe_private=(SafePrivate(creator=PRIVATE_CREATOR, group=PRIVATE_GROUP, element=0x01),))
+    settings = DeidSettings(
+        key_file=tmp_path / "k.json",
+        options=ProfileOptions(retain_safe_private=True),
+        safe_private=(SafePrivate(creator=PRIVATE_CREATOR, group=PRIVATE_GROUP, element=0x01),),
+    )
     deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q")
     ds = _outputs(tmp_path / "out")[0]
     block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)
@@ -110,8 +121,12 @@ def test_safe_private_allow_list_keeps_only_listed(tmp_path, planted_tree):
 
 def test_retain_options_keep_what_they_name(tmp_path, planted_tree, make_settings):
     source, patients = planted_tree
-    settings = make_settings(retain_uids=True, retain_institution_identity=True,
-                             retain_longitudinal_modified_dates=False, retain_longitudinal_full_dates=True)
+    settings = make_settings(
+        retain_uids=True,
+        retain_institution_identity=True,
+        retain_longitudinal_modified_dates=False,
+        retain_longitudinal_full_dates=True,
+    )
     deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q")
     originals = _by_original_instance(source)
     for ds in _outputs(tmp_path / "out"):
@@ -125,8 +140,12 @@ def test_retain_options_keep_what_they_name(tmp_path, planted_tree, make_setting
 
 def test_device_and_patient_characteristics_options(tmp_path, planted_tree, make_settings):
     source, _ = planted_tree
-    deidentify_tree(make_settings(retain_device_identity=True, retain_patient_characteristics=True),
-                    source, tmp_path / "out", tmp_path / "q")
+    deidentify_tree(
+        make_settings(retain_device_identity=True, retain_patient_characteristics=True),
+        source,
+        tmp_path / "out",
+        tmp_path / "q",
+    )
     for ds in _outputs(tmp_path / "out"):
         assert ds.StationName == "ELSEWHERE-CT1" and ds.PatientSex == "O"
         assert {"113108", "113109"} <= {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
@@ -171,10 +190,13 @@ def test_dry_run_writes_nothing(tmp_path, settings, planted_tree):
     assert not (tmp_path / "out").exists() and not settings.key_file.exists()
 
 
-@pytest.mark.parametrize(("options", "expected"), [
-    ({}, {"DEIDENTIFIED"}),                                   # Content Sequence D: text dummied
-    ({"clean_structured_content": True}, None),                # C: text kept, identifiers cleaned
-])
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, {"DEIDENTIFIED"}),  # Content Sequence D: text dummied
+        ({"clean_structured_content": True}, None),  # C: text kept, identifiers cleaned
+    ],
+)
 def test_structured_report_text_follows_content_sequence_action(tmp_path, options, expected):
     path = get_testdata_file("test-SR.dcm")
     before = [e.value for e in dcmread(path).iterall() if e.keyword == "TextValue"]

@@ -32,8 +32,10 @@ def _run(tmp_path: Path, files: dict[str, bytes], settings: DeidSettings | None 
         (source / name).write_bytes(data)
     settings = settings or DeidSettings(key_file=tmp_path / "key.json")
     report = deidentify_tree(settings, source, tmp_path / "out", tmp_path / "quarantine")
-    reasons = {json.loads(p.read_text())["source"]: json.loads(p.read_text())["reason"]
-               for p in (tmp_path / "quarantine").glob("*.reason.json")}
+    reasons = {
+        json.loads(p.read_text())["source"]: json.loads(p.read_text())["reason"]
+        for p in (tmp_path / "quarantine").glob("*.reason.json")
+    }
     return report, reasons
 
 
@@ -61,9 +63,13 @@ def test_unparseable_files_are_quarantined(tmp_path, slice_file):
     }
     report, reasons = _run(tmp_path, files)
     assert report.written == 1
-    assert reasons == {"truncated.dcm": "truncated", "no_preamble.dcm": "not_dicom",
-                       "missing_ts.dcm": "missing_transfer_syntax", "contradictory_ts.dcm": "parse_warning",
-                       "notes/README": "not_dicom"}
+    assert reasons == {
+        "truncated.dcm": "truncated",
+        "no_preamble.dcm": "not_dicom",
+        "missing_ts.dcm": "missing_transfer_syntax",
+        "contradictory_ts.dcm": "parse_warning",
+        "notes/README": "not_dicom",
+    }
     assert sum(report.quarantined.values()) == 5
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 1
     assert len(list((tmp_path / "quarantine").glob("*.dcm"))) == 5
@@ -86,9 +92,14 @@ def test_burned_in_risks_are_quarantined(tmp_path, slice_file):
     }
     report, reasons = _run(tmp_path, files)
     assert report.written == 0
-    assert reasons == {"burned.dcm": "burned_in_annotation", "us.dcm": "risky_modality",
-                       "sc.dcm": "risky_sop_class", "scanned.dcm": "scanned_or_captured",
-                       "flat.dcm": "low_intensity_variance", "text.dcm": "low_intensity_variance"}
+    assert reasons == {
+        "burned.dcm": "burned_in_annotation",
+        "us.dcm": "risky_modality",
+        "sc.dcm": "risky_sop_class",
+        "scanned.dcm": "scanned_or_captured",
+        "flat.dcm": "low_intensity_variance",
+        "text.dcm": "low_intensity_variance",
+    }
 
 
 def test_ultrasound_cleaning_rule_blanks_outside_regions(tmp_path, slice_file):
@@ -96,8 +107,7 @@ def test_ultrasound_cleaning_rule_blanks_outside_regions(tmp_path, slice_file):
     region.RegionLocationMinX0, region.RegionLocationMinY0 = 4, 6
     region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 20, 25
     data = _modified(slice_file, Modality="US", SequenceOfUltrasoundRegions=[region])
-    settings = DeidSettings(key_file=tmp_path / "key.json",
-                            pixels=PixelSafety(blank_outside_ultrasound_regions=True))
+    settings = DeidSettings(key_file=tmp_path / "key.json", pixels=PixelSafety(blank_outside_ultrasound_regions=True))
     report, reasons = _run(tmp_path, {"us.dcm": data}, settings)
     assert report.written == 1 and not reasons
     (output,) = (tmp_path / "out").rglob("*.dcm")

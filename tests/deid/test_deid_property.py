@@ -18,15 +18,38 @@ from siteprep.deid.settings import DeidSettings, ProfileOptions
 # Public text attributes with different fates in Table E.1-1: kept (Manufacturer, SoftwareVersions,
 # CodeMeaning...), removed (ImageComments), dummied, cleaned under options, or not listed at all.
 CARRIERS = [  # never an attribute of the planted identity itself, which would overwrite it
-    "Manufacturer", "ManufacturerModelName", "SoftwareVersions", "ConvolutionKernel",
-    "SeriesDescription", "StudyDescription", "ProtocolName", "ImageComments",
-    "StationName", "AdditionalPatientHistory", "ContrastBolusAgent", "FilterType",
-    "PositionReferenceIndicator", "AcquisitionDeviceProcessingDescription", "DerivationDescription",
-    "TextValue", "CodeMeaning", "ContentLabel", "ContentDescription", "RequestedProcedureDescription",
-    "ReasonForTheRequestedProcedure", "PerformedProcedureStepDescription", "PatientComments",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SoftwareVersions",
+    "ConvolutionKernel",
+    "SeriesDescription",
+    "StudyDescription",
+    "ProtocolName",
+    "ImageComments",
+    "StationName",
+    "AdditionalPatientHistory",
+    "ContrastBolusAgent",
+    "FilterType",
+    "PositionReferenceIndicator",
+    "AcquisitionDeviceProcessingDescription",
+    "DerivationDescription",
+    "TextValue",
+    "CodeMeaning",
+    "ContentLabel",
+    "ContentDescription",
+    "RequestedProcedureDescription",
+    "ReasonForTheRequestedProcedure",
+    "PerformedProcedureStepDescription",
+    "PatientComments",
 ]
-NESTERS = ["RequestAttributesSequence", "AnatomicRegionSequence", "ReferencedStudySequence",
-           "ProcedureCodeSequence", "ContentSequence", "PerformedProtocolCodeSequence"]
+NESTERS = [
+    "RequestAttributesSequence",
+    "AnatomicRegionSequence",
+    "ReferencedStudySequence",
+    "ProcedureCodeSequence",
+    "ContentSequence",
+    "PerformedProtocolCodeSequence",
+]
 # A "Zq" prefix keeps generated names from being substrings of what the output legitimately
 # says ("MODIFI" in MODIFIED), which is no leak but would fail the plain substring check.
 LETTERS = st.text(alphabet=string.ascii_letters, min_size=4, max_size=10).map(lambda s: f"Zq{s}")

@@ -72,14 +72,17 @@ def _row(keyword: str):
     return next(row for row in load_table() if row.keyword == keyword)
 
 
-@pytest.mark.parametrize(("keyword", "expected"), [
-    ("PatientName", Action.EMPTY),                 # Z
-    ("StudyInstanceUID", Action.UID),              # U
-    ("InstitutionName", Action.DUMMY),             # X/Z/D -> D keeps any IOD valid
-    ("ReferencedImageSequence", Action.UID),       # X/Z/U* -> items kept, UIDs replaced
-    ("AcquisitionContextSequence", Action.EMPTY),  # X/Z
-    ("ImageComments", Action.REMOVE),              # X
-])
+@pytest.mark.parametrize(
+    ("keyword", "expected"),
+    [
+        ("PatientName", Action.EMPTY),  # Z
+        ("StudyInstanceUID", Action.UID),  # U
+        ("InstitutionName", Action.DUMMY),  # X/Z/D -> D keeps any IOD valid
+        ("ReferencedImageSequence", Action.UID),  # X/Z/U* -> items kept, UIDs replaced
+        ("AcquisitionContextSequence", Action.EMPTY),  # X/Z
+        ("ImageComments", Action.REMOVE),  # X
+    ],
+)
 def test_basic_profile_resolution(keyword, expected):
     assert resolve(_row(keyword), ProfileOptions(retain_longitudinal_modified_dates=False)) is expected
 
@@ -90,8 +93,13 @@ def test_options_override_basic_profile():
     assert resolve(_row("InstitutionName"), options) is Action.KEEP
     assert resolve(_row("StudyDescription"), options) is Action.CLEAN
     assert resolve(_row("StudyDate"), ProfileOptions()) is Action.CLEAN  # modified dates on by default
-    assert resolve(_row("StudyDate"), ProfileOptions(retain_longitudinal_modified_dates=False,
-                                                      retain_longitudinal_full_dates=True)) is Action.KEEP
+    assert (
+        resolve(
+            _row("StudyDate"),
+            ProfileOptions(retain_longitudinal_modified_dates=False, retain_longitudinal_full_dates=True),
+        )
+        is Action.KEEP
+    )
 
 
 def test_temporal_option_wins_over_device_identity():

@@ -21,10 +21,24 @@ from siteprep.ingest import _held_out
 
 SITE = DEMO_SITES[2]  # site-c: CT with negative values and a range wider than 12 bits
 CASES, SIZE, SEED = 3, 20, 7
-IDENTIFYING = ("PatientName", "PatientID", "OtherPatientIDs", "PatientBirthDate", "PatientAddress",
-               "PatientTelephoneNumbers", "InstitutionName", "ReferringPhysicianName", "OperatorsName",
-               "AccessionNumber", "StudyID", "StudyDate", "StudyInstanceUID", "SeriesInstanceUID",
-               "SOPInstanceUID", "FrameOfReferenceUID")
+IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "OtherPatientIDs",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "InstitutionName",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +84,7 @@ def test_ingested_cases_hold_the_synthetic_volumes(prepared, tmp_path):
     """Same voxels (to within half the fitted rescale step) and the very same labels, one series each."""
     site_dir, result, _ = prepared
     reference = write_site(SITE, tmp_path / "nifti", CASES, 0, SIZE, SEED)
-    expected = [(np.asarray(nib.load(c.image).dataobj), np.asarray(nib.load(c.label).dataobj))
-                for c in reference]
+    expected = [(np.asarray(nib.load(c.image).dataobj), np.asarray(nib.load(c.label).dataobj)) for c in reference]
     cases = discover_cases(SITE.name, site_dir / "data")
     assert len(cases) == CASES and [c.split for c in cases].count("val") == result.val == 1
     matched = set()
@@ -89,8 +102,13 @@ def test_ingested_cases_hold_the_synthetic_volumes(prepared, tmp_path):
 def test_progress_reports_every_stage_in_order(prepared):
     site_dir, result, events = prepared
     stages = [(label, total) for site, label, total in events if label is not None]
-    assert [label for label, _ in stages] == ["write raw DICOM export", "de-identify", "residual scan",
-                                              "ingest: read headers", "ingest: build volumes"]
+    assert [label for label, _ in stages] == [
+        "write raw DICOM export",
+        "de-identify",
+        "residual scan",
+        "ingest: read headers",
+        "ingest: build volumes",
+    ]
     assert all(site == SITE.name for site, _, _ in events)
     steps, current = {}, None
     for _, label, _ in events:
@@ -99,8 +117,10 @@ def test_progress_reports_every_stage_in_order(prepared):
     assert steps == {label: total for label, total in stages}
 
 
-@pytest.mark.parametrize(("count", "fraction", "held_out"), [(56, Fraction(8, 56), 8), (10, Fraction(1, 5), 2),
-                                                              (3, Fraction(1, 3), 1), (7, Fraction(0), 0)])
+@pytest.mark.parametrize(
+    ("count", "fraction", "held_out"),
+    [(56, Fraction(8, 56), 8), (10, Fraction(1, 5), 2), (3, Fraction(1, 3), 1), (7, Fraction(0), 0)],
+)
 def test_validation_share_is_exact_and_spread(count, fraction, held_out):
     picks = [n for n in range(count) if _held_out(n, fraction)]
     assert len(picks) == held_out
@@ -113,7 +133,9 @@ def test_sites_prepare_in_parallel_and_a_failure_names_its_site(tmp_path):
     sites = {DEMO_SITES[0]: tmp_path / "a", DEMO_SITES[2]: tmp_path / "c"}
     results = prepare_sites(sites, 2, 0.5, SIZE, SEED, events.append)
     assert [(r.site, r.train, r.val, r.files_with_residuals) for r in results] == [
-        ("site-a", 1, 1, 0), ("site-c", 1, 1, 0)]
+        ("site-a", 1, 1, 0),
+        ("site-c", 1, 1, 0),
+    ]
     assert {site for site, _, _ in events} == {"site-a", "site-c"}
     with pytest.raises(SiteDataError, match="site site-b: data preparation failed: ValueError"):
         prepare_sites({DEMO_SITES[1]: tmp_path / "b"}, 1, 0.0, SIZE, SEED, events.append)  # lesions > volume

@@ -38,8 +38,17 @@ EDGE = 32
 
 def sphere_volume(seed: int, edge: int = EDGE) -> tuple[np.ndarray, np.ndarray]:
     """Raw-unit image (scaled like a scanner would) and its 0/1 label."""
-    image, label = create_test_image_3d(edge, edge, edge, num_objs=4, rad_max=7, rad_min=3,
-                                        noise_max=0.1, num_seg_classes=1, random_state=np.random.RandomState(seed))
+    image, label = create_test_image_3d(
+        edge,
+        edge,
+        edge,
+        num_objs=4,
+        rad_max=7,
+        rad_min=3,
+        noise_max=0.1,
+        num_seg_classes=1,
+        random_state=np.random.RandomState(seed),
+    )
     return (image * 1000.0 - 200.0).astype(np.float32), label.astype(np.uint8)
 
 
@@ -61,11 +70,15 @@ def write_sphere_site(data: Path, first_seed: int, train: int = 3, val: int = 2)
 
 @pytest.fixture(scope="session")
 def run_settings() -> RunSettings:
-    return RunSettings(rounds=2, min_sites=len(SITES),
-                       model=ModelSettings(channels=(4, 8, 16), strides=(2, 2), num_res_units=1),
-                       training=TrainingSettings(patch_size=EDGE, local_steps=10, learning_rate=0.01,
-                                                 lr_schedule="constant", mixed_precision=False),
-                       aggregation=AggregationSettings(mode="plain"))
+    return RunSettings(
+        rounds=2,
+        min_sites=len(SITES),
+        model=ModelSettings(channels=(4, 8, 16), strides=(2, 2), num_res_units=1),
+        training=TrainingSettings(
+            patch_size=EDGE, local_steps=10, learning_rate=0.01, lr_schedule="constant", mixed_precision=False
+        ),
+        aggregation=AggregationSettings(mode="plain"),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -74,26 +87,41 @@ def site_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {site: write_sphere_site(root / site / "data", 10 * index) for index, site in enumerate(SITES)}
 
 
-def make_run(run_dir: Path, settings: RunSettings, site_folders: dict[str, Path],
-             sites: tuple[str, ...] = SITES) -> Path:
+def make_run(
+    run_dir: Path, settings: RunSettings, site_folders: dict[str, Path], sites: tuple[str, ...] = SITES
+) -> Path:
     """Run the project's ServerApp over an in-process Grid whose sites run the project's ClientApp."""
     run_config = to_run_config(settings, run_dir)
-    nodes = [SiteNode(node_id, site, Context(
-        run_id=1, node_id=node_id, state=RecordDict(), run_config=run_config,
-        node_config={"site-name": site, "data-path": str(site_folders[site]), "threads": 1,
-                     "cache-path": str(run_dir.parent / "site-caches" / site)}))
-        for node_id, site in enumerate(sites, start=101)]
+    nodes = [
+        SiteNode(
+            node_id,
+            site,
+            Context(
+                run_id=1,
+                node_id=node_id,
+                state=RecordDict(),
+                run_config=run_config,
+                node_config={
+                    "site-name": site,
+                    "data-path": str(site_folders[site]),
+                    "threads": 1,
+                    "cache-path": str(run_dir.parent / "site-caches" / site),
+                },
+            ),
+        )
+        for node_id, site in enumerate(sites, start=101)
+    ]
     grid = InProcessGrid(client_app, nodes)
     # As 'insite demo' and 'insite coord run' do before they submit the run.
     RunRecord(run_dir).create("demo", settings, transport={"tls": True, "node_auth": True})
-    server_main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
-                              run_config=run_config))
+    server_main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     return run_dir
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory, run_settings: RunSettings,
-                site_folders: dict[str, Path]) -> Path:
+def trained_run(
+    tmp_path_factory: pytest.TempPathFactory, run_settings: RunSettings, site_folders: dict[str, Path]
+) -> Path:
     """One trained run, made once; tests that change a run folder get a copy (``run_dir``)."""
     return make_run(tmp_path_factory.mktemp("trained") / "run", run_settings, site_folders)
 

@@ -19,41 +19,47 @@ def test_draft_explain_approve_collect_export_verify(run_dir, tmp_path, monkeypa
         shutil.copyfile(key.with_suffix(".pub"), keys / f"{site}.pub")
 
     manifest = tmp_path / "manifest.toml"
-    code, out, _ = insite("manifest", "draft", run_dir, "--out", manifest,
-                          "--template", "configs/manifest.toml", "--code", "publication/bundle_configs.py")
+    code, out, _ = insite(
+        "manifest",
+        "draft",
+        run_dir,
+        "--out",
+        manifest,
+        "--template",
+        "configs/manifest.toml",
+        "--code",
+        "publication/bundle_configs.py",
+    )
     assert code == 0 and manifest.is_file()
 
     code, out, _ = insite("manifest", "explain", manifest, "--json")
     explained = json.loads(out)
     assert [(d["asset"], d["outcome"]) for d in explained] == [
-        ("architecture", "may publish"), ("code", "may publish"), ("weights", "may publish")]
+        ("architecture", "may publish"),
+        ("code", "may publish"),
+        ("weights", "may publish"),
+    ]
     code, out, _ = insite("manifest", "explain", manifest)
     assert "[insite: weights are learned from the data]" in out
 
     for site in ("site-a", "site-b"):
-        code, _, _ = insite("manifest", "approve", manifest, "--site", site,
-                            "--key", tmp_path / site / "approval.key")
+        code, _, _ = insite("manifest", "approve", manifest, "--site", site, "--key", tmp_path / site / "approval.key")
         assert code == 0
     approvals = sorted(tmp_path.glob("manifest.*.approval.json"))
-    code, out, _ = insite("manifest", "collect", manifest, *approvals,
-                          "--run", run_dir, "--keys", keys, "--json")
+    code, out, _ = insite("manifest", "collect", manifest, *approvals, "--run", run_dir, "--keys", keys, "--json")
     assert json.loads(out)["missing"] == ["site-c"]
 
     out_dir = tmp_path / "export"
-    code, _, err = insite("export", run_dir, "--manifest", manifest, "--out", out_dir,
-                          "--keys", keys)
+    code, _, err = insite("export", run_dir, "--manifest", manifest, "--out", out_dir, "--keys", keys)
     assert code == 2 and "site 'site-c': has not approved this manifest" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
-    insite("manifest", "approve", manifest, "--site", "site-c",
-           "--key", tmp_path / "site-c" / "approval.key")
+    insite("manifest", "approve", manifest, "--site", "site-c", "--key", tmp_path / "site-c" / "approval.key")
     approvals = sorted(tmp_path.glob("manifest.*.approval.json"))
-    code, out, _ = insite("manifest", "collect", manifest, *approvals,
-                          "--run", run_dir, "--keys", keys, "--json")
+    code, out, _ = insite("manifest", "collect", manifest, *approvals, "--run", run_dir, "--keys", keys, "--json")
     assert json.loads(out)["missing"] == []
 
-    code, out, _ = insite("export", run_dir, "--manifest", manifest, "--out", out_dir,
-                          "--keys", keys, "--json")
+    code, out, _ = insite("export", run_dir, "--manifest", manifest, "--out", out_dir, "--keys", keys, "--json")
     assert code == 0 and json.loads(out)["ok"] is True
     assert (out_dir / "assets" / "code" / "bundle_configs.py").is_file()
 
@@ -66,8 +72,11 @@ def test_draft_explain_approve_collect_export_verify(run_dir, tmp_path, monkeypa
     assert code == 1 and report["ok"] is False
     assert [(c["name"], c["detail"]) for c in report["checks"] if not c["ok"]] == [
         ("checksums", "bundle/LICENSE: SHA-256 mismatch (file was modified)"),
-        ("bundle files", "LICENSE: not what the approved manifest, run record and checkpoint produce "
-                         "(edited after export)")]
+        (
+            "bundle files",
+            "LICENSE: not what the approved manifest, run record and checkpoint produce (edited after export)",
+        ),
+    ]
 
 
 def test_bad_manifest_is_one_line_exit_2(tmp_path, insite):

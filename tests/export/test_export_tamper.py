@@ -36,8 +36,16 @@ def failed(report) -> dict[str, str]:
 
 def test_published_export_passes_every_check(published):
     assert [c.name for c in published.checks] == [
-        "checksums", "manifest", "assets", "run record", "approvals", "policy", "metadata", "model",
-        "bundle files"]
+        "checksums",
+        "manifest",
+        "assets",
+        "run record",
+        "approvals",
+        "policy",
+        "metadata",
+        "model",
+        "bundle files",
+    ]
     assert all(c.ok for c in published.checks)
     assert published.summary()[-1] == f"verified MONAI bundle: {published.bundle}"
     assert set(published.outcomes.values()) == {"may publish"}
@@ -46,8 +54,14 @@ def test_published_export_passes_every_check(published):
 
 def test_one_byte_changed_in_any_file_is_named(published, tmp_path):
     names = listed_files(published.export)
-    assert {"bundle/models/model.pt", "bundle/configs/metadata.json", "manifest.toml", "approvals.json",
-            "assets/weights/round-0002.pt", "bundle/LICENSE"} <= set(names)
+    assert {
+        "bundle/models/model.pt",
+        "bundle/configs/metadata.json",
+        "manifest.toml",
+        "approvals.json",
+        "assets/weights/round-0002.pt",
+        "bundle/LICENSE",
+    } <= set(names)
     for name in names:
         target = tmp_path / name.replace("/", "_")
         shutil.copytree(published.export, target)
@@ -92,7 +106,8 @@ def test_swapped_weights_with_regenerated_sums_are_named(export_copy):
     torch.save(weights, path)
     _resum(export_copy)
     assert failed(verify_export(export_copy)) == {
-        "model": "models/model.pt differs from the approved checkpoint's weights"}
+        "model": "models/model.pt differs from the approved checkpoint's weights"
+    }
 
 
 def test_added_file_is_named(export_copy):
@@ -103,8 +118,12 @@ def test_added_file_is_named(export_copy):
 def test_removed_approval_is_named(export_copy):
     path = export_copy / "approvals.json"
     approvals = load_approval_set(path)
-    write_model(path, ApprovalSet(manifest_sha256=approvals.manifest_sha256,
-                                  approvals=[a for a in approvals.approvals if a.site != "site-b"]))
+    write_model(
+        path,
+        ApprovalSet(
+            manifest_sha256=approvals.manifest_sha256, approvals=[a for a in approvals.approvals if a.site != "site-b"]
+        ),
+    )
     problems = failed(verify_export(export_copy))
     assert problems["approvals"] == "site 'site-b': has not approved this manifest"
 
@@ -151,8 +170,14 @@ def test_export_refuses_training_data(run_dir, drafted, tmp_path):
     data = tmp_path / "cases.csv"
     data.write_text("case,label\n")
     document = tomllib.loads(manifest.read_text())
-    document["assets"].append({"kind": "training_data", "licence": "CC-BY-4.0", "access": "public",
-                               "files": [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}]})
+    document["assets"].append(
+        {
+            "kind": "training_data",
+            "licence": "CC-BY-4.0",
+            "access": "public",
+            "files": [{"path": str(data), "sha256": hashlib.sha256(data.read_bytes()).hexdigest()}],
+        }
+    )
     manifest.write_text(tomli_w.dumps(document))
     approvals = _collected(manifest, sites)  # even with every site's approval
     with pytest.raises(ExportError, match=r"asset 'training_data': a federated run never holds training data"):
@@ -265,14 +290,19 @@ def test_demo_publishes_with_provisioned_node_keys(run_dir, tmp_path):
 def test_purpose_restricted_licence_under_a_dua_is_exported(run_dir, tmp_path):
     """Seed 003's purpose-restricted terms for the weights, shared on request under a DUA."""
     text = DEFAULT_TEMPLATE.read_text().replace("dua_required = false", "dua_required = true")
-    text = text.replace('licence = "CC-BY-4.0"\naccess = "public"', (
-        'licence = "LicenseRef-insite-research-BY"\naccess = "dua"\nlicence_text = """\n'
-        "Permission to use these model weights for the purpose of medical imaging research is hereby\n"
-        'granted, provided that publications resulting from their use cite <this model>.\n"""'))
+    text = text.replace(
+        'licence = "CC-BY-4.0"\naccess = "public"',
+        (
+            'licence = "LicenseRef-insite-research-BY"\naccess = "dua"\nlicence_text = """\n'
+            "Permission to use these model weights for the purpose of medical imaging research is hereby\n"
+            'granted, provided that publications resulting from their use cite <this model>.\n"""'
+        ),
+    )
     template = tmp_path / "template.toml"
     template.write_text(text)
-    result = demo_publish(run_dir, {s: tmp_path / f"{s}.key" for s in ("site-a", "site-b", "site-c")},
-                          tmp_path / "pub", template=template)
+    result = demo_publish(
+        run_dir, {s: tmp_path / f"{s}.key" for s in ("site-a", "site-b", "site-c")}, tmp_path / "pub", template=template
+    )
     assert result.published, result.summary()
     assert result.outcomes["weights"] == "publish with restrictions"
     licence = (result.bundle / "LICENSE").read_text()

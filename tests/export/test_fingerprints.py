@@ -21,8 +21,10 @@ def ssh_keygen_fingerprint(public_key) -> str:
     return FINGERPRINT.search(done.stdout).group(0)
 
 
-@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs OpenSSH's ssh-keygen "
-                    "(Debian openssh-client, installed by `make system-deps`)")
+@pytest.mark.skipif(
+    shutil.which("ssh-keygen") is None,
+    reason="needs OpenSSH's ssh-keygen (Debian openssh-client, installed by `make system-deps`)",
+)
 def test_keygen_register_sites_approval_card_and_verify_show_one_fingerprint(run_dir, tmp_path, insite):
     config = tmp_path / "consortium.toml"
     config.write_text(f'[consortium]\naddress = "127.0.0.1:{free_port()}"\nlisten = "127.0.0.1"\n')

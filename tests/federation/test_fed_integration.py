@@ -23,10 +23,15 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
     for profile in DEMO_SITES:
         write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
     provision_demo(space, [p.name for p in DEMO_SITES])
-    settings = RunSettings.model_validate({
-        "rounds": 3, "min_sites": 3, "round_timeout_s": 300,
-        "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
-        "model": {"channels": [4, 8, 16], "strides": [2, 2]}})
+    settings = RunSettings.model_validate(
+        {
+            "rounds": 3,
+            "min_sites": 3,
+            "round_timeout_s": 300,
+            "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
+            "model": {"channels": [4, 8, 16], "strides": [2, 2]},
+        }
+    )
     RunRecord(space.run_dir).create("test", settings, transport={"tls": True})
 
     def stop_after_round_one(row):
@@ -44,8 +49,9 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
     # checkpointed round 2 (not yet scored) when it stopped: the resumed run scores it first.
     resumed_settings, done, checkpoint = resume_point(space.run_dir)
     assert done in (1, 2) and resumed_settings == settings
-    record = run_demo_federation(space, settings, lambda _: None, lambda _: None, round_offset=done,
-                       initial_weights=checkpoint, timeout=600)
+    record = run_demo_federation(
+        space, settings, lambda _: None, lambda _: None, round_offset=done, initial_weights=checkpoint, timeout=600
+    )
     assert record["status"] == "completed" and len(record["flower_runs"]) == 2
     rows = RunRecord(space.run_dir).rounds()
     assert [r["round"] for r in rows] == [1, 2, 3]

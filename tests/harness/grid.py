@@ -67,16 +67,20 @@ class InProcessGrid(Grid):
     def set_run(self, run_id: int) -> None:
         self.run_id = run_id
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
         return [node.node_id for node in self.nodes if node.node_id not in self.offline]
 
     def get_nodes(self) -> Iterable[NodeInfo]:
-        return [NodeInfo(node_id=node.node_id, name=node.name, status="online")
-                for node in self.nodes if node.node_id not in self.offline]
+        return [
+            NodeInfo(node_id=node.node_id, name=node.name, status="online")
+            for node in self.nodes
+            if node.node_id not in self.offline
+        ]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
@@ -100,8 +104,7 @@ class InProcessGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         ids = set(self.push_messages(messages))
         deadline = time.monotonic() + (timeout or 0.0)
         replies = list(self.pull_messages(ids))

@@ -20,15 +20,21 @@ THE WEIGHTS ARE PROVIDED "AS IS" AND THE AUTHOR DISCLAIMS ALL WARRANTIES."""
 
 def problem(kind: str, licence: str | None, text: str | None = None) -> str | None:
     role = "inference" if kind == "code" else None
-    return licence_problem(AssetTerms(kind=kind, role=role, access="public", licence=licence,
-                                      licence_text=text))
+    return licence_problem(AssetTerms(kind=kind, role=role, access="public", licence=licence, licence_text=text))
 
 
-@pytest.mark.parametrize(("kind", "licence"), [
-    ("architecture", "Apache-2.0"), ("code", "BSD-3-Clause"), ("code", "GPL-3.0-only"),
-    ("environment", "MIT"), ("weights", "CC-BY-4.0"), ("weights", "CC-BY-NC-SA-4.0"),
-    ("training_data", "CC0-1.0"),
-])
+@pytest.mark.parametrize(
+    ("kind", "licence"),
+    [
+        ("architecture", "Apache-2.0"),
+        ("code", "BSD-3-Clause"),
+        ("code", "GPL-3.0-only"),
+        ("environment", "MIT"),
+        ("weights", "CC-BY-4.0"),
+        ("weights", "CC-BY-NC-SA-4.0"),
+        ("training_data", "CC0-1.0"),
+    ],
+)
 def test_known_licences_pass(kind, licence):
     assert problem(kind, licence) is None
 

@@ -14,11 +14,14 @@ from deploy.host.processes import free_port
 @pytest.fixture()
 def consortium_config(tmp_path):
     """Writes a consortium.toml on loopback: sites use 127.0.0.1 and a free port."""
+
     def write(name: str = "consortium.toml", extra: str = "", port: int | None = None) -> Path:
         path = tmp_path / name
-        path.write_text(f'[consortium]\nname = "Test consortium"\naddress = "127.0.0.1:{port or free_port()}"\n'
-                        f'hostnames = ["coordinator.test"]\nlisten = "127.0.0.1"\n'
-                        f'certificate_days = 90\n{extra}')
+        path.write_text(
+            f'[consortium]\nname = "Test consortium"\naddress = "127.0.0.1:{port or free_port()}"\n'
+            f'hostnames = ["coordinator.test"]\nlisten = "127.0.0.1"\n'
+            f"certificate_days = 90\n{extra}"
+        )
         return path
 
     return write
@@ -39,13 +42,13 @@ def site_folder(tmp_path, insite, consortium):
 
     Returns the folder (its site.toml is ready for 'insite site join'); the site is registered.
     """
+
     def make(name: str, cases: tuple[int, int] = (1, 1), register: bool = True) -> Path:
         folder = tmp_path / name
         assert insite("coord", "kit", name, "--out", folder, "--dir", consortium).code == 0
         assert insite("site", "keygen", "--dir", folder / "keys").code == 0
         if register:
-            assert insite("coord", "register-site", name, folder / "keys" / "node.pub",
-                          "--dir", consortium).code == 0
+            assert insite("coord", "register-site", name, folder / "keys" / "node.pub", "--dir", consortium).code == 0
         profile = next(p for p in DEMO_SITES if p.name == name)
         write_site(profile, folder / "data", *cases, size=32)
         set_setting(folder / "site.toml", "node_port", str(free_port()))

@@ -18,38 +18,45 @@ def held_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def test_unknown_setting_is_named_in_every_config(tmp_path, insite, consortium_config, consortium,
-                                                  site_folder, edit_setting):
+def test_unknown_setting_is_named_in_every_config(
+    tmp_path, insite, consortium_config, consortium, site_folder, edit_setting
+):
     bad = consortium_config("bad.toml", extra="renew_befor_days = 3\n")
     insite("coord", "provision", "--config", bad, "--dir", tmp_path / "new").one_line_error(
-        str(bad), "unknown setting 'renew_befor_days'")
+        str(bad), "unknown setting 'renew_befor_days'"
+    )
     bad.write_text('[consortium]\naddress = "coordinator.example.org"\n')
     insite("coord", "provision", "--config", bad, "--dir", tmp_path / "new").one_line_error(
-        str(bad), "'address': Value error, 'coordinator.example.org' is not host:port")
+        str(bad), "'address': Value error, 'coordinator.example.org' is not host:port"
+    )
     run = tmp_path / "federation.toml"
     run.write_text("[run]\nrounds = 2\n[run.training]\nlocal_step = 5\n")
     insite("coord", "run", "--config", run, "--dir", consortium).one_line_error(
-        str(run), "unknown setting 'training.local_step'")
+        str(run), "unknown setting 'training.local_step'"
+    )
     site = site_folder("site-a")
     with open(site / "site.toml", "a") as settings:
         settings.write("gpu = true\n")
     insite("site", "join", "--config", site / "site.toml").one_line_error(
-        str(site / "site.toml"), "unknown setting 'gpu'")
+        str(site / "site.toml"), "unknown setting 'gpu'"
+    )
 
 
 def test_launch_names_a_missing_certificate_a_taken_port_and_a_missing_consortium(
-        tmp_path, insite, consortium, consortium_config):
+    tmp_path, insite, consortium, consortium_config
+):
     with held_port() as port:
         provisioned = tmp_path / "taken"
         config = consortium_config("taken.toml", port=port)
         assert insite("coord", "provision", "--config", config, "--dir", provisioned).code == 0
-        insite("coord", "launch", "--dir", provisioned).one_line_error(
-            f"port {port} on 127.0.0.1 is already in use")
+        insite("coord", "launch", "--dir", provisioned).one_line_error(f"port {port} on 127.0.0.1 is already in use")
     ConsortiumFiles(consortium).server_cert.unlink()
     insite("coord", "launch", "--dir", consortium).one_line_error(
-        str(ConsortiumFiles(consortium).server_cert), "SuperLink certificate not found")
+        str(ConsortiumFiles(consortium).server_cert), "SuperLink certificate not found"
+    )
     insite("coord", "launch", "--dir", tmp_path / "nowhere").one_line_error(
-        "consortium.toml: not found", "insite coord provision")
+        "consortium.toml: not found", "insite coord provision"
+    )
 
 
 def test_join_names_missing_key_missing_ca_empty_data_and_taken_port(insite, site_folder, edit_setting):

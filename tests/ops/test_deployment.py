@@ -48,9 +48,14 @@ class Foreground:
     def __init__(self, log: Path, *args: str | Path) -> None:
         self.log = log
         with open(log, "wb") as out:
-            self.popen = subprocess.Popen([INSITE, *map(str, args)], stdout=out, stderr=subprocess.STDOUT,
-                                          stdin=subprocess.DEVNULL, start_new_session=True,
-                                          env={**os.environ, "COLUMNS": "200"})
+            self.popen = subprocess.Popen(
+                [INSITE, *map(str, args)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "COLUMNS": "200"},
+            )
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -85,8 +90,7 @@ def _wait_for(condition, what: str, services: list[Foreground], timeout: float =
         time.sleep(1)
 
 
-def test_launch_join_run_interrupt_resume(tmp_path, insite, consortium, site_folder, services,
-                                          monkeypatch):
+def test_launch_join_run_interrupt_resume(tmp_path, insite, consortium, site_folder, services, monkeypatch):
     sites = {"site-a": site_folder("site-a", (2, 1)), "site-b": site_folder("site-b", (2, 1), register=False)}
     reviewed = stage_app(tmp_path / "reviewed-app")  # what 'coord run' ships, as the admins reviewed it
     for folder in sites.values():
@@ -111,12 +115,14 @@ def test_launch_join_run_interrupt_resume(tmp_path, insite, consortium, site_fol
         def on_round(row: dict) -> None:
             show(row)
             raise KeyboardInterrupt  # the coordinator presses Ctrl-C once round 1 is in
+
         return on_round
 
     monkeypatch.setattr(coord, "round_printer", interrupt_after_round_one)
     done = insite("coord", "run", "--config", config, "--run-dir", run_dir, "--dir", consortium)
-    assert done.code == 130 and "round   1/2" in done.out and "insite coord resume" in done.out, \
+    assert done.code == 130 and "round   1/2" in done.out and "insite coord resume" in done.out, (
         done.out + done.err + "".join(s.output() for s in services)
+    )
     monkeypatch.setattr(coord, "round_printer", printer)
     assert RunRecord(run_dir).rounds()[0]["round"] == 1 and latest_checkpoint(run_dir) is not None
 

@@ -49,8 +49,10 @@ def test_provision_keygen_register_kit_status(tmp_path, insite, consortium):
         assert not any(secret.strip() in content for secret in secrets)
     assert (kit / "ca.pem").read_bytes() == files.ca_cert.read_bytes()
     settings = load_site_settings(kit / "site.toml")
-    assert (settings.name, settings.superlink) == ("site-a", json.loads(insite(
-        "coord", "status", "--json", "--dir", consortium).out)["address"])
+    assert (settings.name, settings.superlink) == (
+        "site-a",
+        json.loads(insite("coord", "status", "--json", "--dir", consortium).out)["address"],
+    )
     assert settings.root_certificates == kit / "ca.pem"
     assert insite("coord", "kit", "site-a", "--out", kit, "--dir", consortium).code == 2  # not over a kit
 
@@ -79,7 +81,8 @@ def test_provision_keeps_an_existing_ca_unless_forced(insite, consortium, consor
     config = consortium_config("again.toml")
     ca = ConsortiumFiles(consortium).ca_cert.read_bytes()
     insite("coord", "provision", "--config", config, "--dir", consortium).one_line_error(
-        "a consortium CA exists already", "--force")
+        "a consortium CA exists already", "--force"
+    )
     assert ConsortiumFiles(consortium).ca_cert.read_bytes() == ca
     assert insite("coord", "provision", "--config", config, "--dir", consortium, "--force").code == 0
     assert ConsortiumFiles(consortium).ca_cert.read_bytes() != ca
@@ -94,23 +97,32 @@ def test_register_site_refuses_what_is_not_a_node_key(tmp_path, insite, consorti
         "rsa.pub": _openssh_public(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
         "ed25519.pub": _openssh_public(ed25519.Ed25519PrivateKey.generate()),
         "private.key": ec.generate_private_key(ec.SECP384R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()),
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        ),
     }
-    expected = {"rsa.pub": "not an ECDSA key", "ed25519.pub": "not an ECDSA key",
-                "private.key": "not an OpenSSH public key"}
+    expected = {
+        "rsa.pub": "not an ECDSA key",
+        "ed25519.pub": "not an ECDSA key",
+        "private.key": "not an OpenSSH public key",
+    }
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         insite("coord", "register-site", "site-x", tmp_path / name, "--dir", consortium).one_line_error(
-            str(tmp_path / name), expected[name])
+            str(tmp_path / name), expected[name]
+        )
     insite("coord", "register-site", "site-x", tmp_path / "absent.pub", "--dir", consortium).one_line_error(
-        str(tmp_path / "absent.pub"), "not found")
+        str(tmp_path / "absent.pub"), "not found"
+    )
     insite("coord", "register-site", "../evil", tmp_path / "rsa.pub", "--dir", consortium).one_line_error(
-        "site name '../evil'")
+        "site name '../evil'"
+    )
     for site in ("a", "b"):
         assert insite("site", "keygen", "--dir", tmp_path / site).code == 0
     assert insite("coord", "register-site", "site-a", tmp_path / "a" / "node.pub", "--dir", consortium).code == 0
     insite("coord", "register-site", "site-a", tmp_path / "b" / "node.pub", "--dir", consortium).one_line_error(
-        "site site-a is registered with another key")
+        "site site-a is registered with another key"
+    )
     insite("coord", "register-site", "site-b", tmp_path / "a" / "node.pub", "--dir", consortium).one_line_error(
-        "already registered as site site-a")
+        "already registered as site site-a"
+    )
     insite("site", "keygen", "--dir", tmp_path / "a").one_line_error("refusing to overwrite")

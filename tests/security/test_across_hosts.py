@@ -43,7 +43,9 @@ HOSTNAME = "coordinator.insite.test"
 CLONE_NEWNET = 0x40000000
 SITES = ("site-a", "site-b")
 SETTINGS = {
-    "rounds": 1, "min_sites": 2, "round_timeout_s": 300,
+    "rounds": 1,
+    "min_sites": 2,
+    "round_timeout_s": 300,
     "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
     "model": {"channels": [4, 8, 16], "strides": [2, 2]},
     "aggregation": {"mode": "secagg+", "max_weight": 8},
@@ -60,8 +62,11 @@ def _why_not() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.federation, pytest.mark.timeout(900),
-              pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")]
+pytestmark = [
+    pytest.mark.federation,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(_why_not() is not None, reason=_why_not() or ""),
+]
 
 
 def _ip(*args: str) -> None:
@@ -112,8 +117,7 @@ def network():
         addresses = {}
         for number, (site, namespace) in enumerate(names.items(), start=1):
             near, far = f"{tag}{site[-1]}c", f"{tag}{site[-1]}s"
-            _ip("link", "add", near, "netns", coordinator, "type", "veth", "peer", "name", far,
-                "netns", namespace)
+            _ip("link", "add", near, "netns", coordinator, "type", "veth", "peer", "name", far, "netns", namespace)
             coord_ip, site_ip = f"10.231.{number}.1", f"10.231.{number}.2"
             _ip("-n", coordinator, "addr", "add", f"{coord_ip}/24", "dev", near)
             _ip("-n", namespace, "addr", "add", f"{site_ip}/24", "dev", far)
@@ -136,7 +140,7 @@ def federation(network, tmp_path_factory):
     coordinator, namespaces, _ = network
     root = tmp_path_factory.mktemp("across-hosts")
     space = Workspace(root)
-    for profile in DEMO_SITES[:len(SITES)]:
+    for profile in DEMO_SITES[: len(SITES)]:
         write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
     provision_demo(space, list(SITES))
     # localhost first: the proxy checks the SuperLink on its loopback hop by the first DNS name.
@@ -149,10 +153,16 @@ def federation(network, tmp_path_factory):
             site: DemoSite = space.site(name, 1)
             fed.register_key(name, site.public_key)
             approve_app(site.context.cache_path, fab_digest(fed.project_app), "across-hosts test")
-            site_processes = SiteProcesses(namespaces[name], space.logs,
-                                           flower_env(space.site_dir(name) / "flwr-home"))
-            start_supernode(site_processes, f"{HOSTNAME}:{fed.port}", space.consortium.ca_cert,
-                            site.private_key, site.context, 9094, space.site_dir(name) / "gate")
+            site_processes = SiteProcesses(namespaces[name], space.logs, flower_env(space.site_dir(name) / "flwr-home"))
+            start_supernode(
+                site_processes,
+                f"{HOSTNAME}:{fed.port}",
+                space.consortium.ca_cert,
+                site.private_key,
+                site.context,
+                9094,
+                space.site_dir(name) / "gate",
+            )
             sites.append(site_processes)
         try:
             yield space, fed, network
@@ -187,16 +197,19 @@ def test_sites_cannot_reach_the_control_api(federation):
     space, fed, (coordinator, namespaces, addresses) = federation
     for site, namespace in namespaces.items():
         assert _connects(namespace, addresses[site], fed.port), "the probe cannot reach the proxy"
-        assert not _connects(namespace, addresses[site], fed.private_port), (
-            f"{site} reaches the SuperLink's own port")
+        assert not _connects(namespace, addresses[site], fed.private_port), f"{site} reaches the SuperLink's own port"
     runs_before = _runs(fed)
     home = space.root / "site-flwr-home"
     write_connection(home, f"{HOSTNAME}:{fed.port}", space.consortium.ca_cert)
     app = stage_app(space.root / "intruder-app")
     done = subprocess.run(
         ["ip", "netns", "exec", namespaces["site-a"], flower_tool("flwr"), "run", str(app), CONNECTION],
-        env={**fed.env, "FLWR_HOME": str(home)}, capture_output=True, text=True, timeout=120,
-        stdin=subprocess.DEVNULL)
+        env={**fed.env, "FLWR_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     output = done.stdout + done.stderr
     assert done.returncode != 0 and "403 Forbidden" in output, output[-1500:]
     assert _runs(fed) == runs_before

@@ -37,7 +37,9 @@ from deploy.site.clientapp_gate import AppRefused, check_app
 from insite import cli
 
 SETTINGS = {
-    "rounds": 1, "min_sites": 1, "round_timeout_s": 240,
+    "rounds": 1,
+    "min_sites": 1,
+    "round_timeout_s": 240,
     "training": {"local_steps": 1, "patch_size": 16, "batch_size": 1},
     "model": {"channels": [4, 8, 16], "strides": [2, 2]},
     "aggregation": {"mode": "plain"},
@@ -59,6 +61,7 @@ def _modified_copy(app_dir, target):
 
 # --- the digest ---------------------------------------------------------------------------------
 
+
 def test_digest_is_flowers_fab_hash(app_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     build(app=app_dir)  # `flwr build`: names the file after the FAB's SHA-256
@@ -78,12 +81,15 @@ def _zip_without_manifest(path):
         bundle.writestr("a.py", "")
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda path: None, "not found"),
-    (lambda path: path.mkdir(), "no pyproject.toml"),
-    (lambda path: path.write_text("hello"), "neither a Flower app folder nor a .fab"),
-    (_zip_without_manifest, "neither a Flower app folder nor a .fab"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda path: None, "not found"),
+        (lambda path: path.mkdir(), "no pyproject.toml"),
+        (lambda path: path.write_text("hello"), "neither a Flower app folder nor a .fab"),
+        (_zip_without_manifest, "neither a Flower app folder nor a .fab"),
+    ],
+)
 def test_bad_app_paths_are_named(tmp_path, make, reason):
     path = tmp_path / "thing"
     make(path)
@@ -93,6 +99,7 @@ def test_bad_app_paths_are_named(tmp_path, make, reason):
 
 
 # --- the gate's decision ------------------------------------------------------------------------
+
 
 def test_gate_refuses_unless_approved(tmp_path):
     good, other = "a" * 64, "b" * 64
@@ -117,8 +124,10 @@ def test_gate_refuses_unless_approved(tmp_path):
 
 def test_gate_leaves_the_app_packages_to_the_fab():
     """The gate runs in the process that imports the shipped app: it must not import their site copies."""
-    probe = ("import sys, deploy.site.clientapp_gate; "
-             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('common', 'client', 'server')))")
+    probe = (
+        "import sys, deploy.site.clientapp_gate; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('common', 'client', 'server')))"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -126,10 +135,10 @@ def test_gate_leaves_the_app_packages_to_the_fab():
 
 # --- the administrator's commands ---------------------------------------------------------------
 
+
 def test_approve_list_revoke_round_trip(app_dir, tmp_path):
     runner, cache = CliRunner(), tmp_path / "cache"
-    done = runner.invoke(cli.app, ["site", "approve-app", str(app_dir), "--cache", str(cache),
-                                   "--note", "release 0.1"])
+    done = runner.invoke(cli.app, ["site", "approve-app", str(app_dir), "--cache", str(cache), "--note", "release 0.1"])
     assert done.exit_code == 0, done.output
     digest = fab_digest(app_dir)
     assert digest in done.output
@@ -143,11 +152,14 @@ def test_approve_list_revoke_round_trip(app_dir, tmp_path):
     assert "no app is approved" in runner.invoke(cli.app, ["site", "approved", "--cache", str(cache)]).output
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["approve-app", "{tmp}/nowhere"], "nowhere: not found"),
-    (["approve-app", "{tmp}/notes.txt"], "neither a Flower app folder nor a .fab"),
-    (["revoke-app", "c" * 64], "is not approved at this site"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["approve-app", "{tmp}/nowhere"], "nowhere: not found"),
+        (["approve-app", "{tmp}/notes.txt"], "neither a Flower app folder nor a .fab"),
+        (["revoke-app", "c" * 64], "is not approved at this site"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, expected):
     (tmp_path / "notes.txt").write_text("not an app")
     argv = ["insite", "site", *(a.format(tmp=tmp_path) for a in args), "--cache", str(tmp_path / "cache")]
@@ -160,6 +172,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, e
 
 
 # --- on a real federation -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
@@ -197,8 +210,7 @@ def test_site_runs_the_approved_app_and_refuses_a_modified_one(federation, app_d
     [refusal] = [json.loads(line) for line in (cache / REFUSALS_FILE).read_text().splitlines()]
     assert refusal["digest"] == digest and refusal["site"] == "site-a"
     # Refused before it could read data: nothing was preprocessed; the refusal is in the ledger.
-    assert sorted(p.name for p in cache.iterdir()) == sorted(
-        [REFUSALS_FILE, APPROVALS_FILE, LEDGER_FILE, HEAD_FILE])
+    assert sorted(p.name for p in cache.iterdir()) == sorted([REFUSALS_FILE, APPROVALS_FILE, LEDGER_FILE, HEAD_FILE])
     [entry] = Ledger(cache).entries()
     assert entry["kind"] == "refused" and digest in entry["detail"]
 

@@ -46,9 +46,13 @@ def _weights() -> dict[str, torch.Tensor]:
 
 
 def _reply(weights: dict | None = None, metrics: dict | None = None, **records) -> RecordDict:
-    content = RecordDict({"arrays": ArrayRecord(weights if weights is not None else _weights()),
-                          "metrics": MetricRecord(metrics or {"num-examples": 4.0, "train-loss": 0.5}),
-                          "site": ConfigRecord({"name": SITE})})
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord(weights if weights is not None else _weights()),
+            "metrics": MetricRecord(metrics or {"num-examples": 4.0, "train-loss": 0.5}),
+            "site": ConfigRecord({"name": SITE}),
+        }
+    )
     for key, record in records.items():
         content[key] = record
     return content
@@ -63,8 +67,9 @@ def test_model_spec_comes_from_the_settings_not_the_message():
 
 def test_a_normal_round_reply_passes():
     check_reply(_reply(), MODEL, SITE)
-    evaluation = RecordDict({"metrics": MetricRecord({"dice": 0.7, "num-examples": 3.0}),
-                             "site": ConfigRecord({"name": SITE})})
+    evaluation = RecordDict(
+        {"metrics": MetricRecord({"dice": 0.7, "num-examples": 3.0}), "site": ConfigRecord({"name": SITE})}
+    )
     check_reply(evaluation, MODEL, SITE)
 
 
@@ -98,9 +103,22 @@ def _tampered(name: str) -> RecordDict:
     return _reply(weights)
 
 
-@pytest.mark.parametrize("name", [
-    "extra tensor", "missing tensor", "reshaped tensor", "float64 tensor", "nan", "per-case list",
-    "unknown metric", "infinite metric", "file path", "other site's name", "second array record"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "extra tensor",
+        "missing tensor",
+        "reshaped tensor",
+        "float64 tensor",
+        "nan",
+        "per-case list",
+        "unknown metric",
+        "infinite metric",
+        "file path",
+        "other site's name",
+        "second array record",
+    ],
+)
 def test_anything_else_is_refused(name):
     with pytest.raises(EgressRefused):
         check_reply(_tampered(name), MODEL, SITE)
@@ -108,12 +126,14 @@ def test_anything_else_is_refused(name):
 
 def test_the_legacy_layout_secaggplus_masks_is_checked_by_position():
     arrays = [t.numpy() for t in _weights().values()]
-    legacy = RecordDict({
-        "fitres.parameters": ArrayRecord({str(i): Array(a) for i, a in enumerate(arrays)}),
-        "fitres.metrics": ConfigRecord({"num-examples": 4.0, "site": SITE}),
-        "fitres.num_examples": MetricRecord({"num_examples": 4}),
-        "fitres.status": ConfigRecord({"code": 0, "message": "Success"}),
-    })
+    legacy = RecordDict(
+        {
+            "fitres.parameters": ArrayRecord({str(i): Array(a) for i, a in enumerate(arrays)}),
+            "fitres.metrics": ConfigRecord({"num-examples": 4.0, "site": SITE}),
+            "fitres.num_examples": MetricRecord({"num_examples": 4}),
+            "fitres.status": ConfigRecord({"code": 0, "message": "Success"}),
+        }
+    )
     check_reply(legacy, MODEL, SITE)
     legacy["fitres.parameters"] = ArrayRecord({str(i): Array(a) for i, a in enumerate(arrays[::-1])})
     with pytest.raises(EgressRefused, match="tensor 0"):
@@ -123,8 +143,7 @@ def test_the_legacy_layout_secaggplus_masks_is_checked_by_position():
     with pytest.raises(EgressRefused, match="'ids'"):
         check_reply(legacy, MODEL, SITE)
     with pytest.raises(EgressRefused, match="outside the protocol"):
-        check_reply(RecordDict({"secaggplus_configs": ConfigRecord({"pk1": b"k", "x": b"data"})}),
-                    MODEL, SITE)
+        check_reply(RecordDict({"secaggplus_configs": ConfigRecord({"pk1": b"k", "x": b"data"})}), MODEL, SITE)
 
 
 def test_allow_list_has_no_per_case_or_text_fields():
@@ -137,21 +156,42 @@ def site(tmp_path):
     data = tmp_path / "data"
     write_site(DEMO_SITES[0], data, train_cases=1, val_cases=1, size=16)
     context = SiteContext(SITE, data, tmp_path / "cache", "cpu", 1)
-    settings = RunSettings.model_validate({"model": MODEL.model_dump(),
-                                           "training": {"patch_size": 16, "batch_size": 1}})
+    settings = RunSettings.model_validate(
+        {"model": MODEL.model_dump(), "training": {"patch_size": 16, "batch_size": 1}}
+    )
     return context, settings
 
 
 def _call(context: SiteContext, settings: RunSettings, message_type: str) -> Message:
-    flower_context = Context(run_id=7, node_id=1, node_config={
-        "site-name": context.name, "data-path": str(context.data_path),
-        "cache-path": str(context.cache_path), "device": "cpu", "threads": 1},
-        state=RecordDict(), run_config=to_run_config(settings, context.cache_path / "run"))
+    flower_context = Context(
+        run_id=7,
+        node_id=1,
+        node_config={
+            "site-name": context.name,
+            "data-path": str(context.data_path),
+            "cache-path": str(context.cache_path),
+            "device": "cpu",
+            "threads": 1,
+        },
+        state=RecordDict(),
+        run_config=to_run_config(settings, context.cache_path / "run"),
+    )
     content = RecordDict({"arrays": ArrayRecord(_weights()), "config": ConfigRecord({})})
     # As the SuperLink delivers it (metadata set by the coordinator's side).
-    incoming = Message(metadata=Metadata(run_id=7, message_id="m1", src_node_id=0, dst_node_id=1,
-                                         reply_to_message_id="", group_id="3", created_at=time.time(),
-                                         ttl=600, message_type=message_type), content=content)
+    incoming = Message(
+        metadata=Metadata(
+            run_id=7,
+            message_id="m1",
+            src_node_id=0,
+            dst_node_id=1,
+            reply_to_message_id="",
+            group_id="3",
+            created_at=time.time(),
+            ttl=600,
+            message_type=message_type,
+        ),
+        content=content,
+    )
     return site_app(incoming, flower_context)
 
 
@@ -180,8 +220,13 @@ def test_the_site_app_refuses_and_ledgers_a_leaking_reply(site, monkeypatch):
 def _ledger_with(tmp_path, count=5) -> Ledger:
     ledger = Ledger(tmp_path)
     for number in range(count):
-        ledger.append(run=1, round_number=number, kind="train", payload=bytes([number]) * 10,
-                      detail=f"model weights, round {number}")
+        ledger.append(
+            run=1,
+            round_number=number,
+            kind="train",
+            payload=bytes([number]) * 10,
+            detail=f"model weights, round {number}",
+        )
     return ledger
 
 
@@ -204,13 +249,16 @@ def test_ledger_chain_and_private_file(tmp_path):
     assert ledger.path.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.parametrize("tamper, expected", [
-    ("edit", "was edited"),
-    ("delete", "deleted, inserted or moved"),
-    ("reorder", "deleted, inserted or moved"),
-    ("truncate", "removed from the end"),
-    ("garbage", "not a ledger entry"),
-])
+@pytest.mark.parametrize(
+    "tamper, expected",
+    [
+        ("edit", "was edited"),
+        ("delete", "deleted, inserted or moved"),
+        ("reorder", "deleted, inserted or moved"),
+        ("truncate", "removed from the end"),
+        ("garbage", "not a ledger entry"),
+    ],
+)
 def test_ledger_verify_detects_tampering(tmp_path, tamper, expected):
     ledger = _ledger_with(tmp_path)
     lines = _lines(ledger)

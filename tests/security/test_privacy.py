@@ -19,8 +19,11 @@ from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from server.rounds import RoundLoop
 from server.strategy import build_strategy
 
-TINY = {"training": {"local_steps": 2, "patch_size": 16, "batch_size": 1, "learning_rate": 0.05},
-        "model": {"channels": [4, 8, 16], "strides": [2, 2]}, "min_sites": 2}
+TINY = {
+    "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1, "learning_rate": 0.05},
+    "model": {"channels": [4, 8, 16], "strides": [2, 2]},
+    "min_sites": 2,
+}
 
 
 def _settings(dp: bool, **privacy) -> RunSettings:
@@ -47,9 +50,19 @@ def test_site_clips_its_update_only_under_dp(tmp_path, dp):
 
 
 def _replies(arrays: dict[str, np.ndarray], sites: int) -> list[Message]:
-    return [Message(RecordDict({"arrays": ArrayRecord({k: Array(v.copy()) for k, v in arrays.items()}),
-                                "metrics": MetricRecord({"num-examples": 4.0})}),
-                    dst_node_id=n + 1, message_type="train") for n in range(sites)]
+    return [
+        Message(
+            RecordDict(
+                {
+                    "arrays": ArrayRecord({k: Array(v.copy()) for k, v in arrays.items()}),
+                    "metrics": MetricRecord({"num-examples": 4.0}),
+                }
+            ),
+            dst_node_id=n + 1,
+            message_type="train",
+        )
+        for n in range(sites)
+    ]
 
 
 @pytest.mark.parametrize("dp", [False, True])

@@ -33,8 +33,11 @@ from deploy.host.flower import CONNECTION, flower_tool, write_connection
 from deploy.host.processes import ProcessSet, free_port
 from deploy.node_keys import create_site_key
 
-pytestmark = [pytest.mark.federation, pytest.mark.timeout(600),
-              pytest.mark.skipif(nginx_path() is None, reason=f"nginx not installed; {INSTALL_HINT}")]
+pytestmark = [
+    pytest.mark.federation,
+    pytest.mark.timeout(600),
+    pytest.mark.skipif(nginx_path() is None, reason=f"nginx not installed; {INSTALL_HINT}"),
+]
 
 SITE = "site-a"
 NODE_WAIT_S = 90
@@ -91,17 +94,27 @@ def node_attempts(coordinator):
     site_key = str(space.site(SITE, 1).private_key)
     intruders = {
         "unregistered": ["--root-certificates", ca],
-        "foreign-key": ["--root-certificates", ca, "--auth-supernode-private-key",
-                        str(root / "foreign" / "node.key")],
-        "foreign-ca": ["--root-certificates", str(other.ca_cert),
-                       "--auth-supernode-private-key", site_key],
+        "foreign-key": ["--root-certificates", ca, "--auth-supernode-private-key", str(root / "foreign" / "node.key")],
+        "foreign-ca": ["--root-certificates", str(other.ca_cert), "--auth-supernode-private-key", site_key],
         "plaintext": ["--insecure"],
     }
     start_demo_site(fed, space.site(SITE, 1), space.root)
-    started = {name: fed.processes.start(f"intruder-{name}", [
-        flower_tool("flower-supernode"), "--superlink", fed.address, *args,
-        "--node-config", 'data-path="/nonexistent"', "--port", str(free_port())])
-        for name, args in intruders.items()}
+    started = {
+        name: fed.processes.start(
+            f"intruder-{name}",
+            [
+                flower_tool("flower-supernode"),
+                "--superlink",
+                fed.address,
+                *args,
+                "--node-config",
+                'data-path="/nonexistent"',
+                "--port",
+                str(free_port()),
+            ],
+        )
+        for name, args in intruders.items()
+    }
     deadline = time.monotonic() + NODE_WAIT_S
     online = False
     while time.monotonic() < deadline:
@@ -109,8 +122,7 @@ def node_attempts(coordinator):
         if online and all(p.popen.poll() is not None for p in started.values()):
             break
         time.sleep(1)
-    attempts = {name: (p.popen.poll(), p.log_path.read_text(errors="replace"))
-                for name, p in started.items()}
+    attempts = {name: (p.popen.poll(), p.log_path.read_text(errors="replace")) for name, p in started.items()}
     return online, attempts, len(_nodes(fed))
 
 
@@ -120,12 +132,15 @@ def test_registered_site_joins_through_the_proxy(node_attempts):
     assert known == 1  # and no intruder became a node
 
 
-@pytest.mark.parametrize("intruder, reason", [
-    ("unregistered", "must be registered"),
-    ("foreign-key", "Failed to activate SuperNode"),
-    ("foreign-ca", "CERTIFICATE_VERIFY_FAILED"),
-    ("plaintext", "'400 Bad Request' for url 'http://"),  # nginx: plain HTTP to the TLS port
-])
+@pytest.mark.parametrize(
+    "intruder, reason",
+    [
+        ("unregistered", "must be registered"),
+        ("foreign-key", "Failed to activate SuperNode"),
+        ("foreign-ca", "CERTIFICATE_VERIFY_FAILED"),
+        ("plaintext", "'400 Bad Request' for url 'http://"),  # nginx: plain HTTP to the TLS port
+    ],
+)
 def test_intruding_node_is_refused(node_attempts, intruder, reason):
     code, log = node_attempts[1][intruder]
     assert code not in (None, 0), f"{intruder} SuperNode was not refused:\n{log[-1500:]}"
@@ -136,8 +151,14 @@ def _public_flwr(space: Workspace, fed: SuperLink, *args: str) -> subprocess.Com
     """The real ``flwr`` CLI with its connection pointing at the public (proxy) address."""
     home = space.root / "public-flwr-home"
     write_connection(home, fed.address, space.consortium.ca_cert)
-    return subprocess.run([flower_tool("flwr"), *args], env={**fed.env, "FLWR_HOME": str(home)},
-                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [flower_tool("flwr"), *args],
+        env={**fed.env, "FLWR_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _register_intruder(space: Workspace) -> list[str]:
@@ -150,12 +171,15 @@ def _runs(fed: SuperLink) -> list[dict]:
     return json.loads(fed.flwr("list", CONNECTION, "--format", "json"))["runs"]
 
 
-@pytest.mark.parametrize("command, unchanged", [
-    (lambda space: ["ls", CONNECTION], None),  # refused, or it would have listed
-    (_register_intruder, lambda fed: len(_nodes(fed)) == 1),
-    (lambda space: ["run", str(stage_app(space.root / "intruder-app")), CONNECTION],
-     lambda fed: _runs(fed) == []),
-], ids=["list runs", "register node", "submit run"])
+@pytest.mark.parametrize(
+    "command, unchanged",
+    [
+        (lambda space: ["ls", CONNECTION], None),  # refused, or it would have listed
+        (_register_intruder, lambda fed: len(_nodes(fed)) == 1),
+        (lambda space: ["run", str(stage_app(space.root / "intruder-app")), CONNECTION], lambda fed: _runs(fed) == []),
+    ],
+    ids=["list runs", "register node", "submit run"],
+)
 def test_control_api_is_refused_at_the_public_address(coordinator, command, unchanged):
     space, fed = coordinator
     done = _public_flwr(space, fed, *command(space))
@@ -168,26 +192,30 @@ def _https(fed: SuperLink, ca: Path, method: str, path: str) -> tuple[int, bytes
     context = ssl.create_default_context(cafile=str(ca))
     connection = http.client.HTTPSConnection(fed.host, fed.port, context=context, timeout=10)
     try:
-        connection.request(method, path, body=b"" if method == "POST" else None,
-                           headers={"Content-Type": "application/protobuf"})
+        connection.request(
+            method, path, body=b"" if method == "POST" else None, headers={"Content-Type": "application/protobuf"}
+        )
         response = connection.getresponse()
         return response.status, response.read()
     finally:
         connection.close()
 
 
-@pytest.mark.parametrize("method, path", [
-    ("POST", "/v1/runtime/get-nodes"),
-    ("POST", "/v1/runtime/create-task"),
-    ("POST", "/v1/control/start-run"),
-    ("POST", "/v1/fleet/../control/list-runs"),
-    ("POST", "/v1/fleet/%2e%2e/control/list-runs"),
-    ("POST", "/v1/fleet/pull-messages/extra"),
-    ("GET", "/v1/fleet/pull-messages"),
-    ("GET", "/docs"),
-    ("GET", "/openapi.json"),
-    ("GET", "/health"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/v1/runtime/get-nodes"),
+        ("POST", "/v1/runtime/create-task"),
+        ("POST", "/v1/control/start-run"),
+        ("POST", "/v1/fleet/../control/list-runs"),
+        ("POST", "/v1/fleet/%2e%2e/control/list-runs"),
+        ("POST", "/v1/fleet/pull-messages/extra"),
+        ("GET", "/v1/fleet/pull-messages"),
+        ("GET", "/docs"),
+        ("GET", "/openapi.json"),
+        ("GET", "/health"),
+    ],
+)
 def test_everything_but_fleet_is_refused_by_the_proxy_itself(coordinator, method, path):
     space, fed = coordinator
     status, body = _https(fed, space.consortium.ca_cert, method, path)

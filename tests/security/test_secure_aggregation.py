@@ -32,7 +32,9 @@ pytestmark = [pytest.mark.federation, pytest.mark.timeout(900)]
 SECAGG_STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
 TRAIN_CASES = {"site-a": 2, "site-b": 3, "site-c": 4}  # unequal, so weighting matters
 SETTINGS = {
-    "rounds": 1, "min_sites": 3, "round_timeout_s": 240,
+    "rounds": 1,
+    "min_sites": 3,
+    "round_timeout_s": 240,
     "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1, "learning_rate": 0.01},
     "model": {"channels": [4, 8, 16], "strides": [2, 2]},
     "aggregation": {"mode": "secagg+", "max_weight": 8},
@@ -173,7 +175,8 @@ def test_coordinator_learns_only_the_weighted_mean(federation, tmp_path):
             for array in arrays:
                 if array.size == site_values.size:
                     assert not np.allclose(array.reshape(site_values.shape), site_values, atol=1e-6), (
-                        f"the coordinator received {name}'s own '{key}'")
+                        f"the coordinator received {name}'s own '{key}'"
+                    )
 
 
 def _check_ledgers(space, run_dir):
@@ -200,9 +203,13 @@ def test_secure_aggregation_that_halts_fails_the_run(federation, tmp_path):
     broken.write_bytes(b"not a volume")
     try:
         # Every share is needed to unmask: losing site-c halts the protocol mid-round.
-        settings = RunSettings.model_validate({
-            **SETTINGS, "min_sites": 2,
-            "aggregation": {"mode": "secagg+", "max_weight": 8, "reconstruction_threshold": 3}})
+        settings = RunSettings.model_validate(
+            {
+                **SETTINGS,
+                "min_sites": 2,
+                "aggregation": {"mode": "secagg+", "max_weight": 8, "reconstruction_threshold": 3},
+            }
+        )
         run_dir = tmp_path / "run"
         with pytest.raises(FederationError) as failed:
             _run(federation, run_dir, settings)

@@ -35,13 +35,16 @@ from deploy.host.processes import ManagedProcess, ProcessSet, free_port
 
 TCPDUMP = shutil.which("tcpdump") or shutil.which("tcpdump", path="/usr/sbin")
 pytestmark = [
-    pytest.mark.federation, pytest.mark.timeout(900),
+    pytest.mark.federation,
+    pytest.mark.timeout(900),
     pytest.mark.skipif(TCPDUMP is None, reason="tcpdump not installed ('make system-deps' as root)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="capturing on loopback needs root (CAP_NET_RAW)"),
 ]
 
 SETTINGS = {
-    "rounds": 1, "min_sites": 3, "round_timeout_s": 300,
+    "rounds": 1,
+    "min_sites": 3,
+    "round_timeout_s": 300,
     "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
     "model": {"channels": [4, 8, 16], "strides": [2, 2]},
 }
@@ -51,6 +54,7 @@ TLS_MAX_RECORD = 2**14 + 2048  # RFC 8446 5.2 / RFC 5246 6.2.3 ciphertext limit
 
 # --- capture -------------------------------------------------------------------------------------
 
+
 def start_capture(processes: ProcessSet, pcap: Path, ports: list[int]) -> ManagedProcess:
     """tcpdump on ``lo`` for ``ports``; returns once it is listening.
 
@@ -59,9 +63,25 @@ def start_capture(processes: ProcessSet, pcap: Path, ports: list[int]) -> Manage
     so it can write into the (root-only) test folder.
     """
     port_filter = " or ".join(f"port {port}" for port in ports)
-    capture = processes.start("tcpdump", [
-        TCPDUMP, "-i", "lo", "-s", "0", "-B", "65536", "-U", "--immediate-mode", "-Z", "root",
-        "-w", str(pcap), f"tcp and ({port_filter})"])
+    capture = processes.start(
+        "tcpdump",
+        [
+            TCPDUMP,
+            "-i",
+            "lo",
+            "-s",
+            "0",
+            "-B",
+            "65536",
+            "-U",
+            "--immediate-mode",
+            "-Z",
+            "root",
+            "-w",
+            str(pcap),
+            f"tcp and ({port_filter})",
+        ],
+    )
     deadline = time.monotonic() + 20
     while "listening on" not in capture.tail():
         capture.check_alive()
@@ -77,6 +97,7 @@ def stop_capture(capture: ManagedProcess) -> None:
 
 # --- analysis ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Stream:
     """One direction of one TCP connection, reassembled by sequence number."""
@@ -90,7 +111,7 @@ class Stream:
         out = bytearray()
         for seq, payload in sorted(((s - self.isn - 1) % 2**32, p) for s, p in self.segments.items()):
             assert seq <= len(out), f"gap in the capture at byte {len(out)}"
-            out += payload[len(out) - seq:]
+            out += payload[len(out) - seq :]
         return bytes(out)
 
 
@@ -103,8 +124,8 @@ def read_streams(pcap: Path) -> dict[tuple, Stream]:
     connection_of: dict[tuple, int] = {}
     position = 24
     while position < len(raw):
-        _, _, captured, original = struct.unpack("<IIII", raw[position:position + 16])
-        packet = raw[position + 16:position + 16 + captured]
+        _, _, captured, original = struct.unpack("<IIII", raw[position : position + 16])
+        packet = raw[position + 16 : position + 16 + captured]
         position += 16 + captured
         assert captured == original, "packet truncated by the snapshot length"
         if struct.unpack("!H", packet[12:14])[0] != 0x0800:
@@ -117,7 +138,7 @@ def read_streams(pcap: Path) -> dict[tuple, Stream]:
         tcp = ip[ip_header:ip_length]
         sport, dport, seq = struct.unpack("!HHI", tcp[:8])
         flags = tcp[13]
-        payload = tcp[(tcp[12] >> 4) * 4:]
+        payload = tcp[(tcp[12] >> 4) * 4 :]
         pair = (min(sport, dport), max(sport, dport))
         if flags & 0x02 and not flags & 0x10:  # SYN: a new connection on this port pair
             connection_of[pair] = connection_of.get(pair, -1) + 1
@@ -140,10 +161,14 @@ def tls_problem(data: bytes, initiator: bool) -> str | None:
         return f"does not open with a TLS {'Client' if initiator else 'Server'}Hello"
     position = 0
     while position + 5 <= len(data):
-        kind, major, minor, length = data[position], data[position + 1], data[position + 2], \
-            struct.unpack("!H", data[position + 3:position + 5])[0]
+        kind, major, minor, length = (
+            data[position],
+            data[position + 1],
+            data[position + 2],
+            struct.unpack("!H", data[position + 3 : position + 5])[0],
+        )
         if kind not in TLS_CONTENT_TYPES or major != 3 or minor > 4 or length > TLS_MAX_RECORD:
-            return f"non-TLS bytes at offset {position}: {data[position:position + 40]!r}"
+            return f"non-TLS bytes at offset {position}: {data[position : position + 40]!r}"
         position += 5 + length
     return None
 
@@ -156,7 +181,7 @@ def weight_needles(settings: RunSettings, count: int = 6, width: int = 48) -> li
     for tensor in tensors[:count]:
         flat = tensor.detach().to(torch.float32).contiguous().numpy().tobytes()
         middle = len(flat) // 2
-        needles.append(flat[middle:middle + width])
+        needles.append(flat[middle : middle + width])
     return needles
 
 
@@ -177,19 +202,21 @@ def audit(streams: dict[tuple, Stream], needles: list[bytes]) -> list[str]:
         data = stream.data()
         if (problem := tls_problem(data, stream.initiator)) is not None:
             problems.append(f"{sport}->{dport} #{n}: {problem}")
-        problems += [f"{sport}->{dport} #{n}: {needle[:16]!r}... in clear"
-                     for needle in needles if needle in data]
+        problems += [f"{sport}->{dport} #{n}: {needle[:16]!r}... in clear" for needle in needles if needle in data]
     return problems
 
 
 # --- tests ---------------------------------------------------------------------------------------
 
+
 def test_audit_flags_cleartext(tmp_path):
     """Control: the same capture and analysis catch a plaintext stream carrying a needle."""
     needle = f"PLANTED-{uuid.uuid4()}".encode()
     port = free_port()
-    with ProcessSet(tmp_path / "logs", {"PATH": os.environ["PATH"]}) as processes, \
-            socket.create_server(("127.0.0.1", port)) as server:
+    with (
+        ProcessSet(tmp_path / "logs", {"PATH": os.environ["PATH"]}) as processes,
+        socket.create_server(("127.0.0.1", port)) as server,
+    ):
         capture = start_capture(processes, tmp_path / "clear.pcap", [port])
         with socket.create_connection(("127.0.0.1", port)) as client:
             peer, _ = server.accept()
@@ -234,8 +261,7 @@ def test_a_real_round_is_tls_on_every_byte(tmp_path):
     assert all(needle in serialised for needle in weights)  # in clear, they would show
     assert audit(streams, [marker.encode(), *weights]) == []
     public = sum(len(s.data()) for (sport, dport, _), s in streams.items() if fed.port in (sport, dport))
-    private = sum(len(s.data()) for (sport, dport, _), s in streams.items()
-                  if fed.private_port in (sport, dport))
+    private = sum(len(s.data()) for (sport, dport, _), s in streams.items() if fed.private_port in (sport, dport))
     model_bytes = sum(t.numel() * 4 for t in build_model(settings.model).state_dict().values())
     # the model went to and came back from each of the 3 sites through the captured proxy port
     assert public > 6 * model_bytes and private > 6 * model_bytes, (public, private, model_bytes)
