@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from common.errors import ProvisioningError
 
@@ -60,6 +61,7 @@ def load_private_key(path: Path) -> PrivateKey:
         raise ProvisioningError(
             f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o}); it must be 0600"
         )
+    key: PrivateKeyTypes
     try:
         if data.startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
             key = serialization.load_ssh_private_key(data, password=None)
@@ -68,7 +70,8 @@ def load_private_key(path: Path) -> PrivateKey:
     except (ValueError, TypeError) as error:
         raise ProvisioningError(f"{path}: not a readable private key ({error})") from None
     _check_kind(key, path)
-    return key  # type: ignore[return-value]
+    assert isinstance(key, Ed25519PrivateKey | ec.EllipticCurvePrivateKey)  # _check_kind let no other kind through
+    return key
 
 
 def load_public_key(path: Path) -> PublicKey:
@@ -85,4 +88,5 @@ def load_public_key(path: Path) -> PublicKey:
     except (ValueError, TypeError) as error:
         raise ProvisioningError(f"{path}: not a readable public key ({error})") from None
     _check_kind(key, path)
-    return key  # type: ignore[return-value]
+    assert isinstance(key, Ed25519PublicKey | ec.EllipticCurvePublicKey)  # _check_kind let no other kind through
+    return key
