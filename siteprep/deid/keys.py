@@ -70,7 +70,7 @@ class SiteKey:
         A persisting key holds an exclusive lock (``<key>.lock``) until :meth:`close`, so two runs
         cannot both add patients and lose one another's entries.
         """
-        self.path = path
+        self.path: Path | None = path  # None only in a BorrowedKey, which never opens a key file
         self.prefix = prefix
         self.persist = persist
         self._lock: int | None = None
@@ -85,6 +85,7 @@ class SiteKey:
         self._subjects = {entry["subject"] for entry in self._patients.values()}
 
     def _acquire_lock(self) -> None:
+        assert self.path is not None  # only a persisting SiteKey locks, and it has a file
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -102,6 +103,7 @@ class SiteKey:
             self.persist = False
 
     def _load(self) -> None:
+        assert self.path is not None  # only SiteKey.__init__ loads, with its file
         mode = self.path.stat().st_mode & 0o777
         if mode & 0o077:
             raise DeidError(f"key file {self.path} is readable by others (mode {mode:o}); chmod 600 it")
@@ -122,6 +124,7 @@ class SiteKey:
         """
         if not self.persist:
             return
+        assert self.path is not None  # a BorrowedKey never persists
         document = {"format": FORMAT, "secret": self._secret.hex(), "patients": self._patients}
         atomic_write(self.path, json.dumps(document, indent=1, sort_keys=True).encode(), mode=0o600)
 

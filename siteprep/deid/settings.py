@@ -62,10 +62,10 @@ class PixelSafety(StrictModel):
     """When an object is likely to carry burned-in identifiers (PS3.15 E.3.1 Clean Pixel Data)."""
 
     risky_modalities: tuple[str, ...] = ("US", "OT", "XC", "ES", "DOC", "SC", "GM", "SM", "XA", "IO")
-    min_distinct_levels: int = Field(5, ge=1, description="fewer grey levels than this = text-like")
-    min_intensity_std: float = Field(1.0, ge=0, description="sampled std below this = near-blank")
+    min_distinct_levels: int = Field(default=5, ge=1, description="fewer grey levels than this = text-like")
+    min_intensity_std: float = Field(default=1.0, ge=0, description="sampled std below this = near-blank")
     blank_outside_ultrasound_regions: bool = Field(
-        False, description="clean US images by blanking every pixel outside SequenceOfUltrasoundRegions"
+        default=False, description="clean US images by blanking every pixel outside SequenceOfUltrasoundRegions"
     )
 
 
@@ -77,7 +77,7 @@ class DeidSettings(StrictModel):
         description="the site's pseudonymisation key; the shipped "
         "profile has none, a site's own settings ('insite site init') do",
     )
-    subject_prefix: str = Field("SUBJ", pattern=r"^[A-Z0-9]{1,8}$")
+    subject_prefix: str = Field(default="SUBJ", pattern=r"^[A-Z0-9]{1,8}$")
     options: ProfileOptions = ProfileOptions()
     safe_private: tuple[SafePrivate, ...] = ()
     pixels: PixelSafety = PixelSafety()

@@ -13,12 +13,13 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 DUMMY_DATE = "19000101"
+DUMMY_DATETIME = DUMMY_DATE + "000000"
 DUMMY = {
     "AE": "DEIDENTIFIED",
     "AS": "000D",
     "CS": "DEIDENTIFIED",
     "DA": DUMMY_DATE,
-    "DT": DUMMY_DATE + "000000",
+    "DT": DUMMY_DATETIME,
     "TM": "000000",
     "DS": "0",
     "IS": "0",
@@ -40,7 +41,7 @@ DUMMY = {
     "UV": 0,
     "AT": 0,
 }
-DUMMY_TEXTS = frozenset({"DEIDENTIFIED", DUMMY_DATE, DUMMY_DATE + "000000"})
+DUMMY_TEXTS = frozenset({"DEIDENTIFIED", DUMMY_DATE, DUMMY_DATETIME})
 TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT", "AE", "PN", "CS", "UR"})
 REDACTED = "*"
 _DATETIME = re.compile(r"^(\d{4}(?:\d{2}){0,5})(?:\.\d{1,6})?(?:[+-]\d{4})?$")
@@ -87,7 +88,7 @@ def shift_datetime(value: str, days: int) -> str:
     """
     match = _DATETIME.match(value.strip())
     if match is None:
-        return DUMMY["DT"]
+        return DUMMY_DATETIME
     digits, rest = match.group(1), value.strip()[len(match.group(1)) :]
     date_part = (digits[:8] + "0101"[len(digits[:8]) - 4 :]) if len(digits) < 8 else digits[:8]
     return shift_date(date_part, days) + digits[8:] + rest
