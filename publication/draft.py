@@ -106,7 +106,7 @@ def draft_manifest(
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
-        _HEADER.format(run=document["run"]["name"], name=out.name) + tomli_w.dumps(document, multiline_strings=True),
+        _HEADER.format(run=record["name"], name=out.name) + tomli_w.dumps(document, multiline_strings=True),
         encoding="utf-8",
     )
     return load_manifest(out)

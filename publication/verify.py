@@ -193,7 +193,7 @@ class _Verifier:
         manifest = self._need_manifest().manifest
         architecture = manifest.asset("architecture")
         found = [f for f in architecture.files if Path(f.path).name == RUN_RECORD] if architecture else []
-        if not found:
+        if architecture is None or not found:
             raise _Failed(f"the 'architecture' asset holds no {RUN_RECORD}")
         path = layout.asset_copy(self.out, architecture, found[0])
         record = _read_json(path)

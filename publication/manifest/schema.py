@@ -16,14 +16,14 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
 from common.errors import ManifestError
 from common.validation import StrictModel, describe_validation_error
 
-SCHEMA = "insite-manifest/1"
+SCHEMA: Final = "insite-manifest/1"  # Final: its type is the literal, as Manifest.schema_ needs
 
 AssetKind = Literal["architecture", "environment", "code", "weights", "training_data"]
 #: seed 000, "Risk/Value of the Shared Assets", in order of increasing risk/value.
