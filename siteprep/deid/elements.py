@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from functools import cache
+from typing import Any, TypeGuard
 
 from pydicom.charset import default_encoding
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -98,7 +99,7 @@ def set_value(dataset: Dataset, tag: BaseTag, vr: str, values: object, codec: st
     items = values if isinstance(values, list) else [] if values is None else [values]
     encoding = _raw_encoding(dataset, tag)
     text_codec = "ascii" if vr in ASCII_VRS else codec if vr in TEXT_VR_CODECS else None
-    if encoding is not None and text_codec and all(isinstance(v, str) for v in items):
+    if encoding is not None and text_codec and _all_text(items):
         try:
             encoded = "\\".join(items).encode(text_codec)
         except UnicodeEncodeError:
@@ -109,6 +110,10 @@ def set_value(dataset: Dataset, tag: BaseTag, vr: str, values: object, codec: st
             dataset._dict[tag] = RawDataElement(tag, vr, len(encoded), encoded, 0, *encoding)
             return
     dataset[tag] = DataElement(tag, vr, items[0] if len(items) == 1 else (items or None))
+
+
+def _all_text(items: list[object]) -> TypeGuard[list[str]]:
+    return all(isinstance(v, str) for v in items)
 
 
 def _raw_encoding(dataset: Dataset, tag: BaseTag) -> tuple[bool, bool] | None:
@@ -127,7 +132,7 @@ def _raw_encoding(dataset: Dataset, tag: BaseTag) -> tuple[bool, bool] | None:
     return None
 
 
-def peek(dataset: Dataset, keyword: str, default: object = None) -> object:
+def peek(dataset: Dataset, keyword: str, default: object = None) -> Any:  # Any: as Dataset.get's, by VR
     """What ``dataset.get(keyword, default)`` returns, leaving a raw element raw.
 
     pydicom stores the element it converts, and a converted element is then written by pydicom's
@@ -135,7 +140,7 @@ def peek(dataset: Dataset, keyword: str, default: object = None) -> object:
     than the conversion. A single US or UI value is read directly (PS3.5 6.2). Only for attributes
     with one VR: pydicom's correction of ambiguous VRs ("US or SS") is not applied here.
     """
-    tag = BaseTag(tag_for_keyword(keyword))
+    tag = keyword_tag(keyword)
     element = dataset._dict.get(tag)
     if element is None:
         return default
@@ -150,6 +155,14 @@ def peek(dataset: Dataset, keyword: str, default: object = None) -> object:
             return dataset[tag].value
         element = convert_raw_data_element(element, encoding=dataset.original_character_set, ds=dataset)
     return element.value
+
+
+def keyword_tag(keyword: str) -> BaseTag:
+    """The tag of a data dictionary keyword; an unknown keyword is an error of the caller."""
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"{keyword!r} is not a DICOM data dictionary keyword")
+    return BaseTag(tag)
 
 
 def first_string(dataset: Dataset, keyword: str, codec: str | None = SIMPLE_CODECS[""]) -> str:

@@ -35,6 +35,7 @@ from siteprep.deid.elements import (
     codec_for,
     first_string,
     keyword,
+    keyword_tag,
     peek,
     raw_bytes,
     raw_vr,
@@ -261,7 +262,7 @@ def patient_identity(dataset: Dataset) -> PatientIdentity:
 
 
 def _date_differences(identifiers: set[str]) -> frozenset[int]:
-    dates = {parse_date(text[:8]) for text in identifiers} - {None}
+    dates = {date for text in identifiers if (date := parse_date(text[:8])) is not None}
     return frozenset((a - b).days for a in dates for b in dates if a != b)
 
 
@@ -277,7 +278,7 @@ def _set_text(dataset: Dataset, keyword: str, value: object) -> None:
 
 @cache
 def _tag_and_vr(keyword: str) -> tuple[BaseTag, str]:
-    tag = BaseTag(tag_for_keyword(keyword))
+    tag = keyword_tag(keyword)
     return tag, dictionary_VR(tag)
 
 

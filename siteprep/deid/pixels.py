@@ -130,9 +130,11 @@ def _only_component(codestream: bytes) -> tuple[bool, int] | None:
 
 
 def _decode_reduced(codestream: bytes, levels: int) -> np.ndarray:
-    from PIL import Image  # noqa: PLC0415  (only JPEG 2000 objects need it)
+    from PIL import Image, Jpeg2KImagePlugin  # noqa: PLC0415  (only JPEG 2000 objects need it)
 
     with Image.open(io.BytesIO(codestream)) as image:
+        if not isinstance(image, Jpeg2KImagePlugin.Jpeg2KImageFile):  # the plugin whose reduce is a level count
+            raise OSError(f"not read as JPEG 2000 but as {image.format}")
         image.reduce = levels
         image.load()
         return np.asarray(image)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import cast
 
 from siteprep.deid.errors import DeidError
 from siteprep.deid.job import FileJob, Prepared
@@ -70,12 +71,12 @@ def run_in_workers(
             processes[ours] = process
         _schedule(files, list(processes), key, commit)
     finally:
-        for connection, process in processes.items():
+        for connection, worker in processes.items():
             connection.close()  # a worker still waiting for a file ends on this
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
 
 
 def _schedule(
@@ -88,7 +89,8 @@ def _schedule(
     for connection in connections:
         _hand_out(connection, chunks, in_hand)
     while in_hand:
-        for connection in wait(list(in_hand)):
+        # cast: wait returns some of the very objects it is given (typeshed: any waitable)
+        for connection in cast(list[Connection], wait(list(in_hand))):
             try:
                 message = connection.recv()
             except EOFError:

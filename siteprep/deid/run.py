@@ -157,16 +157,17 @@ class _Runner:
             self.dicomdir_identifiers |= prepared.dicomdir[0]
             self.dicomdir_members |= prepared.dicomdir[1]
             return
+        target = prepared.target
+        assert target is not None  # a job gives every file it neither quarantines nor reads as a DICOMDIR one
         if prepared.staged is not None:
             try:
-                self._place(prepared.staged, prepared.target)
+                self._place(prepared.staged, target)
             except Unsafe as unsafe:
                 self._quarantine(path, unsafe)
                 return
-        self._count_written(path, prepared)
+        self._count_written(path, target, prepared)
 
-    def _count_written(self, path: Path, prepared: Prepared) -> None:
-        target = prepared.target
+    def _count_written(self, path: Path, target: Path, prepared: Prepared) -> None:
         actions = self.report.actions
         for (keyword, action), count in prepared.actions.items():
             if keyword not in actions:

@@ -108,7 +108,8 @@ def _encode_dataset(dataset: Dataset, encoder: _Encoder, parent_encoding: str | 
         if isinstance(element, RawDataElement):
             value = _raw_value(element, encoder)
             if value is not None:
-                out.append(encoder.header(tag, element.VR, len(value)))
+                # VR None only under implicit VR, whose header has none (_raw_value requires one otherwise)
+                out.append(encoder.header(tag, element.VR or "", len(value)))
                 out.append(value)
                 continue
             element = dataset.get_item(tag)  # converts an empty (or deferred) raw element
