@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +29,7 @@ from monai.transforms import (
     RandCropByPosNegLabeld,
     RandFlipd,
 )
+from nibabel.spatialimages import SpatialImage
 
 from client.cases import Case, discover_cases
 from common.errors import SiteDataError
@@ -88,7 +90,8 @@ def check_readable(site: str, case: Case) -> None:
     shapes = []
     for path in (case.image, case.label):
         try:
-            shapes.append(nib.load(path).shape)
+            # cast: nib.load is typed as returning the FileBasedImage base; a NIfTI volume is a SpatialImage
+            shapes.append(cast(SpatialImage, nib.load(path)).shape)
         except Exception as error:  # nibabel raises several types for damaged files
             raise SiteDataError(f"site {site}: cannot read {path} ({error})") from None
     if shapes[0][:3] != shapes[1][:3]:

@@ -19,14 +19,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from math import floor
 from pathlib import Path
+from typing import cast
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from client.cases import Case, write_index
+from client.cases import Case, Split, write_index
 from common.errors import SiteDataError
 from siteprep.deid.keys import SiteKey
 
@@ -196,11 +198,12 @@ def ingest(
         try:
             ordered, affine = _geometry(item)
             image = _volume(ordered)
-            label = (
-                _seg_label(segs[uid], ordered)
-                if uid in segs
-                else np.asarray(nib.load(label_volume).dataobj).astype(np.uint8)
-            )
+            if uid in segs:
+                label = _seg_label(segs[uid], ordered)
+            else:
+                assert label_volume is not None  # a series with neither label was skipped above
+                # cast: nib.load is typed as returning the FileBasedImage base; a label volume is a SpatialImage
+                label = np.asarray(cast(SpatialImage, nib.load(label_volume)).dataobj).astype(np.uint8)
             if label.shape != image.shape:
                 raise ValueError(f"label shape {label.shape} differs from image shape {image.shape}")
         except Exception as error:  # one bad series must not stop the others; it is reported
@@ -208,7 +211,7 @@ def ingest(
             log.warning("series %s skipped: %s", uid, error)
             continue
         case_id = _case_id(item)
-        split = "val" if _held_out(len(report.cases), held_out) else "train"
+        split: Split = "val" if _held_out(len(report.cases), held_out) else "train"
         case = Case(
             case_id, data_path / "images" / f"{case_id}.nii.gz", data_path / "labels" / f"{case_id}.nii.gz", split
         )

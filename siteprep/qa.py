@@ -13,9 +13,11 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 from client.cases import VOLUME_SUFFIXES, discover_cases
 
@@ -45,7 +47,8 @@ class QAReport:
 
 
 def _case(case, report: QAReport, digests: dict[str, str]) -> None:
-    image, label = nib.load(case.image), nib.load(case.label)
+    # cast: nib.load is typed as returning the FileBasedImage base; a NIfTI volume is a SpatialImage
+    image, label = cast(SpatialImage, nib.load(case.image)), cast(SpatialImage, nib.load(case.label))
     voxels = np.asarray(image.dataobj)
     digest = hashlib.sha256(voxels.tobytes()).hexdigest()
     if digest in digests:
