@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from flwr.app import (
     ArrayRecord,
@@ -23,6 +23,7 @@ from flwr.app import (
     Error,
     Message,
     MetricRecord,
+    MetricRecordValues,
     RecordDict,
 )
 from flwr.clientapp import ClientApp
@@ -44,6 +45,11 @@ SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteErr
 app = ClientApp(mods=[ledger_mod, egress_guard_mod])
 
 
+def _metric_record(metrics: dict[str, float]) -> MetricRecord:
+    # cast: MetricRecord takes an invariant dict of any metric value, though it only reads (copies) it
+    return MetricRecord(cast(dict[str, MetricRecordValues], metrics))
+
+
 def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], RecordDict]) -> Message:
     from client.local_round import SiteRound  # noqa: PLC0415  (lazy: see the module docstring)
 
@@ -51,7 +57,7 @@ def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], Re
     try:
         site = SiteContext.from_node_config(context.node_config)
         job = SiteRound.prepare(site, from_run_config(context.run_config))
-        weights = msg.content["arrays"].to_torch_state_dict()
+        weights = msg.content.array_records["arrays"].to_torch_state_dict()
         content = work(job, weights)
     except InsiteError as error:
         log.error("%s", error)
@@ -64,12 +70,12 @@ def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], Re
 def train(msg: Message, context: Context) -> Message:
     if is_secure_message(msg):
         return secure_app(msg, context)
-    config = msg.content["config"]
-    round_number = int(config["server-round"])
+    config = msg.content.config_records["config"]
+    round_number = int(cast(int, config["server-round"]))  # cast: the server sends an int; a record types any value
 
     def work(job: SiteRound, weights: dict) -> RecordDict:
         new_weights, metrics = job.score_and_train(weights, round_number, bool(config.get(EVALUATE_INCOMING, False)))
-        return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": MetricRecord(metrics)})
+        return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": _metric_record(metrics)})
 
     return _answer(msg, context, work)
 
@@ -77,6 +83,6 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     def work(job: SiteRound, weights: dict) -> RecordDict:
-        return RecordDict({"metrics": MetricRecord(job.evaluate(weights))})
+        return RecordDict({"metrics": _metric_record(job.evaluate(weights))})
 
     return _answer(msg, context, work)

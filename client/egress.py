@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
+from typing import cast
 
 import numpy as np
 from flwr.app import (
     Array,
     ConfigRecord,
+    ConfigRecordValues,
     Context,
     Error,
     Message,
@@ -196,7 +198,8 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
     secagg = content.config_records.get(RECORD_KEY_CONFIGS)
     if secagg is not None and Key.MASKED_PARAMETERS in secagg:
         parts.append(
-            f"masked model update ({len(secagg[Key.MASKED_PARAMETERS])} vectors; "
+            # cast: SecAgg+ sends the masked update as a list of byte vectors; ConfigRecord types any value
+            f"masked model update ({len(cast(list[bytes], secagg[Key.MASKED_PARAMETERS]))} vectors; "
             "only the sum over sites can be unmasked)"
         )
     elif secagg is not None:
@@ -205,8 +208,9 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
         if len(record):
             values = sum(int(np.prod(array.numpy().shape)) for array in record.values())
             parts.append(f"model weights: {len(record)} tensors, {values:,} numbers")
+    # cast: the egress guard (inside this mod) let only numbers through; a record types any value
     metrics = {
-        name: value
+        name: cast(float, value)
         for key in ("metrics", _LEGACY_METRICS)
         for name, value in content.get(key, {}).items()
         if name != SITE_METRIC
@@ -226,7 +230,7 @@ def _round_of(msg: Message) -> int | None:
     group = msg.metadata.group_id
     if group.isdigit():
         return int(group)
-    config = msg.content.config_records.get("config", {})
+    config: Mapping[str, ConfigRecordValues] = msg.content.config_records.get("config", {})
     value = config.get("server-round")
     return int(value) if isinstance(value, int) else None
 

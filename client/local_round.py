@@ -128,6 +128,7 @@ def clip_update(
     is calibrated to; the pre-clipping norm is deliberately not reported (it would leak).
     """
     deltas = {k: after[k].float() - before[k].float().cpu() for k in after}
-    norm = float(torch.sqrt(sum((d**2).sum() for d in deltas.values())))
+    squares = sum((d**2).sum() for d in deltas.values())  # the int 0 only for a model without tensors
+    norm = float(torch.sqrt(torch.as_tensor(squares)))
     scale = min(1.0, bound / norm) if norm > 0 else 1.0
     return {k: (before[k].float().cpu() + deltas[k] * scale).to(after[k].dtype) for k in after}

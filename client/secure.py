@@ -80,8 +80,7 @@ class SiteClient(NumPyClient):
         except InsiteError as error:  # becomes the error reply the coordinator reports
             reason = str(error)
             raise InsiteError(reason if reason.startswith("site ") else f"site {site.name}: {reason}") from None
-        metrics[SITE_METRIC] = site.name
-        return [t.numpy() for t in new_weights.values()], cases, metrics
+        return [t.numpy() for t in new_weights.values()], cases, {**metrics, SITE_METRIC: site.name}
 
 
 def _client(context: Context) -> Client:

@@ -101,9 +101,12 @@ def evaluate_dice(model: torch.nn.Module, dataset: Dataset, compute: Compute, ro
         label = item["label"][None].to(compute.device)
         with compute.autocast():
             logits = sliding_window_inference(image, (roi_size,) * 3, sw_batch_size=1, predictor=model, overlap=0.25)
+        assert isinstance(logits, torch.Tensor)  # the model returns one tensor, not a tuple or dict of them
         classes = logits.shape[1]
         prediction = torch.nn.functional.one_hot(logits.argmax(1), classes).movedim(-1, 1)
         truth = torch.nn.functional.one_hot(label[:, 0].long(), classes).movedim(-1, 1)
-        scores.append(float(metric(prediction, truth).mean()))
+        dice = metric(prediction, truth)
+        assert isinstance(dice, torch.Tensor)  # a batch tensor in gives a tensor out, not a list per item
+        scores.append(float(dice.mean()))
         metric.reset()
     return scores
