@@ -205,9 +205,13 @@ def _fill_template(template: str, values: dict[str, str]) -> str:
     """Set string keys in a TOML template line by line, keeping its comments for the reader."""
     for key, value in values.items():
         setting = f"{key}{{}}={{}}{json.dumps(value)}"
+
+        def spaced(m: re.Match[str], line: str = setting) -> str:  # the key's own spacing around '='
+            return line.format(m[1], m[2])
+
         template, found = re.subn(
             rf'^{key}(\s*)=(\s*)"[^"\n]*"',
-            lambda m, line=setting: line.format(m[1], m[2]),
+            spaced,
             template,
             count=1,
             flags=re.MULTILINE,

@@ -86,7 +86,7 @@ def _smooth(volume: np.ndarray, sigma: float) -> np.ndarray:
 def _bias_field(shape: tuple[int, ...], strength: float, rng: np.random.Generator) -> np.ndarray:
     """A smooth multiplicative field, like a receive-coil inhomogeneity (1 +- strength)."""
     grids = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
-    field = sum(rng.uniform(-1, 1) * g + rng.uniform(-0.5, 0.5) * g**2 for g in grids)
+    field = sum((rng.uniform(-1, 1) * g + rng.uniform(-0.5, 0.5) * g**2 for g in grids), np.zeros(shape))
     field = field / max(float(np.abs(field).max()), 1e-6)
     return (1.0 + strength * field).astype(np.float32)
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import flwr.supernode.runtime.run_clientapp as runtime
 from flwr.app import Context, Message
@@ -71,7 +72,13 @@ def check_app(digest: str, announced: str, node_config: Mapping[str, object]) ->
         raise refuse("not approved by the site administrator ('insite site approve-app')")
 
 
-def gated(pull: Callable[[RuntimeHttpClient], TaskInput]) -> Callable[[RuntimeHttpClient], TaskInput]:
+class PullTaskInput(Protocol):
+    """The type of Flower's ``pull_task_input``, parameter name included (what replaces it must match)."""
+
+    def __call__(self, client: RuntimeHttpClient) -> TaskInput: ...
+
+
+def gated(pull: PullTaskInput) -> PullTaskInput:
     """Wrap Flower's ``pull_task_input`` so that an unapproved FAB goes no further than the pull."""
 
     def pull_approved(client: RuntimeHttpClient) -> TaskInput:
