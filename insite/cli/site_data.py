@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,7 +51,7 @@ DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; 
 
 
 @contextmanager
-def _progress(totals: dict[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
+def _progress(totals: Mapping[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
     """A per-stage progress bar; ``advance(stage)`` moves that stage's bar by one."""
     with Progress(
         TextColumn("{task.description:>14}"),
