@@ -23,9 +23,10 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict, UserConfigValue
 from flwr.supercore.task_identity import TaskIdentity
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss
@@ -58,7 +59,8 @@ def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path, rou
         node_id=1,
         node_config=_node_config(site),
         state=RecordDict(),
-        run_config=to_run_config(settings, run_dir, 0, None),
+        # copied: Context wants a dict of any UserConfigValue, to_run_config's is narrower (dict is invariant)
+        run_config={**to_run_config(settings, run_dir, 0, None)},
     )
     started = time.perf_counter()
     reply = client_app(message, context)
@@ -66,10 +68,11 @@ def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path, rou
     if reply.has_error():
         raise SystemExit(f"ClientApp failed: {reply.error.reason}")
     steps = settings.training.local_steps
-    return steps / wall, float(reply.content["metrics"]["train-steps-per-s"])
+    # cast: the ClientApp reports a float; a MetricRecord types any metric value
+    return steps / wall, float(cast(float, reply.content.metric_records["metrics"]["train-steps-per-s"]))
 
 
-def _node_config(site: SiteContext) -> dict[str, str | int]:
+def _node_config(site: SiteContext) -> dict[str, UserConfigValue]:
     return {
         "site-name": site.name,
         "data-path": str(site.data_path),
