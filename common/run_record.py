@@ -5,6 +5,7 @@ Layout (what ``insite coord resume`` and ``insite export`` read)::
     run.json                 run record: settings, digest, contributing sites, rounds done, status
     metrics.json             {"rounds": [{"round", "global_dice", "sites": {name: {...}}, ...}]}
     rounds.jsonl             the same rows appended as each round closes (for live progress)
+    state.json               what the coordinator is doing now (server.live_state), refreshed every few s
     checkpoints/round-NNNN.pt  {"round", "weights", "metrics", "settings_digest", "settings"}
 
 Rounds are numbered across resumes: a run resumed after round 4 writes round-0005.pt next.
@@ -27,6 +28,7 @@ from common.files import atomic_write
 from common.settings import RunSettings
 
 RUN_RECORD = "run.json"
+STATE = "state.json"
 METRICS = "metrics.json"
 ROUNDS_LOG = "rounds.jsonl"
 CHECKPOINTS = "checkpoints"
@@ -138,6 +140,16 @@ class RunRecord:
         record = self.read()
         record.update(fields)
         write_json(self.run_dir / RUN_RECORD, record)
+
+    def write_state(self, state: dict[str, Any]) -> None:
+        write_json(self.run_dir / STATE, state)
+
+    def state(self) -> dict[str, Any] | None:
+        """The coordinator's last word on the run (``state.json``), or None before it started."""
+        try:
+            return dict(read_json(self.run_dir / STATE))
+        except CheckpointError:
+            return None
 
     def rounds(self) -> list[dict[str, Any]]:
         return read_json(self.run_dir / METRICS)["rounds"]

@@ -115,18 +115,56 @@ class PrivacySettings(StrictModel):
     delta: float = Field(1e-5, gt=0, lt=1)
 
 
+class FaultSettings(StrictModel):
+    """How a run rides through sites that crash, stall or vanish, and through coordinator restarts.
+
+    Every wait has a bound: a stage ends at its limit, or ``straggler_grace_s`` after ``min_sites``
+    sites have answered it; a round below quorum waits ``quorum_wait_s`` for sites to come back
+    and is then tried again, ``round_attempts`` times in all, before the run pauses (resumable).
+    """
+
+    stage_timeout_s: float = Field(
+        120, gt=0, description="limit of each SecAgg+ key-exchange stage and of the final evaluation"
+    )
+    straggler_grace_s: float = Field(
+        60, ge=0, description="once min_sites sites have answered a stage, how long the others may still take"
+    )
+    quorum_wait_s: float = Field(
+        900, ge=0, description="how long a round waits for min_sites sites to be online before the run pauses"
+    )
+    round_attempts: int = Field(3, ge=1, description="tries of a round that ends with fewer than min_sites replies")
+    max_update_norm: float = Field(
+        1000.0, gt=0, description="plain mode: an update that moves the model farther than this (L2) is refused"
+    )
+    coordinator_restarts: int = Field(
+        5, ge=0, description="how often the run supervisor continues a run after the coordinator crashed"
+    )
+
+
 class RunSettings(StrictModel):
     """One federated run: how many rounds, who must take part, what each site trains."""
 
     rounds: int = Field(10, ge=1)
     min_sites: int = Field(2, ge=1, description="quorum: replies needed for a round to count")
-    round_timeout_s: float = Field(900, gt=0)
+    round_timeout_s: float = Field(900, gt=0, description="limit of a round's training exchange")
     seed: int = 0
     strategy: StrategySettings = StrategySettings()
     aggregation: AggregationSettings = AggregationSettings()
     privacy: PrivacySettings = PrivacySettings()
+    faults: FaultSettings = FaultSettings()
     training: TrainingSettings = TrainingSettings()
     model: ModelSettings = ModelSettings()
+
+    def time_limit_s(self, rounds: int | None = None) -> float:
+        """How long ``rounds`` (default: all) may take at the most, every wait used to its end.
+
+        The bound a run supervisor gives up at: each round may wait for its quorum, run all its
+        attempts to their limits, and the run may restart its coordinator.
+        """
+        faults = self.faults
+        stages = self.round_timeout_s + 3 * faults.stage_timeout_s
+        per_round = faults.round_attempts * (faults.quorum_wait_s + stages)
+        return (rounds if rounds is not None else self.rounds) * per_round * (1 + faults.coordinator_restarts) + 600
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON: checkpoints carry it so a resume cannot mix configs."""

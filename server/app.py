@@ -13,7 +13,10 @@ from common.errors import CheckpointError, InsiteError
 from common.model import build_model
 from common.run_record import RunRecord, load_checkpoint
 from common.settings import RunSettings, from_run_config
+from server.live_state import LiveState
+from server.presence import QuorumLost
 from server.rounds import RoundLoop
+from server.run_lock import run_lock
 from server.secure import SecureTraining
 from server.strategy import build_strategy
 
@@ -43,25 +46,32 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = Path(str(context.run_config["run-dir"]) or f"runs/flower-run-{context.run_id}")
     offset = int(context.run_config["round-offset"])
     record = RunRecord(run_dir)
-    if not (run_dir / "run.json").exists():
-        record.create(f"flower-run-{context.run_id}", settings, transport={})
-    secure = settings.aggregation.mode == "secagg+"
-    transport = {**record.read().get("transport", {}), "secure_aggregation": secure, "dp_epsilon": None}
-    record.update(
-        status="running",
-        flower_runs=record.read()["flower_runs"] + [context.run_id],
-        aggregation=settings.aggregation.mode,
-        transport=transport,
-    )
-    try:
-        arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
-        training = SecureTraining(grid, context, settings) if secure else None
+    with run_lock(run_dir), LiveState(record, flower_run=context.run_id) as state:
+        state.set("starting")
+        if not (run_dir / "run.json").exists():
+            record.create(f"flower-run-{context.run_id}", settings, transport={})
+        secure = settings.aggregation.mode == "secagg+"
+        transport = {**record.read().get("transport", {}), "secure_aggregation": secure, "dp_epsilon": None}
+        record.update(
+            status="running",
+            flower_runs=record.read()["flower_runs"] + [context.run_id],
+            aggregation=settings.aggregation.mode,
+            transport=transport,
+        )
         try:
-            RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training).run(arrays, pending)
-        finally:
-            if training is not None:
-                training.close()
-    except InsiteError as error:
-        record.update(status="failed", failure=str(error), failed_run=context.run_id)
-        raise
-    record.update(status="completed", failure=None)
+            arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
+            training = SecureTraining(grid, context, settings) if secure else None
+            loop = RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training, state=state)
+            loop.run(arrays, pending)
+        except QuorumLost as pause:
+            # Not a failure: the run stops where it is, resumable, and says why.
+            record.update(status="paused", paused=str(pause), paused_run=context.run_id, failure=None)
+            state.set("paused", detail=str(pause))
+            log.warning("run paused: %s", pause)
+            return
+        except InsiteError as error:
+            record.update(status="failed", failure=str(error), failed_run=context.run_id)
+            state.set("failed", detail=str(error))
+            raise
+        record.update(status="completed", failure=None, paused=None)
+        state.set("completed", rounds=settings.rounds)

@@ -40,9 +40,10 @@ class Exchange:
     """The outcome of one send-and-wait: good replies, and the sites that failed, with why."""
 
     replies: list[Message] = field(default_factory=list)
-    failures: dict[str, str] = field(default_factory=dict)
-    errors: list[Message] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # site -> why it failed or was left out
+    errors: list[Message] = field(default_factory=list)  # the error replies themselves
     seconds: float = 0.0
+    dropped: dict[str, str] = field(default_factory=dict)  # site -> the stage it dropped out at
 
     @property
     def answered(self) -> set[int]:

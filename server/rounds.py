@@ -1,10 +1,13 @@
-"""The coordinator's round loop: train, aggregate, checkpoint, score, record.
+"""The coordinator's round loop: train, aggregate, checkpoint, score, record; and ride through faults.
 
 Flower's ``Strategy.start`` is close, but it would average whatever arrived (no quorum), log a
-site's error without failing the round, number rounds from 1 on every resume, and wait in 3 s
-steps for replies. This loop uses the strategy's own configure/aggregate methods and adds:
-a quorum per round, errors attributed to the site that sent them, global round numbers across
-resumes, and a checkpoint and a metrics row after every round.
+site's error without failing the round, number rounds from 1 on every resume, wait without limit
+for nodes, and in 3 s steps for replies. This loop uses the strategy's own configure/aggregate
+methods and adds: a bounded wait for a quorum of sites before each round (server/presence.py),
+deadlines on every exchange (server/exchange.py), a round tried again when it ends below quorum,
+updates checked before they are averaged (server/update_check.py), errors attributed to the site
+that sent them, global round numbers across resumes, and a checkpoint and a metrics row after
+every round. What it does at each moment is in the run folder's ``state.json``.
 
 A round's model is scored by the next round's replies (each site evaluates the model it receives
 before training on it), so a round's checkpoint is written twice: when the round is aggregated
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
@@ -27,16 +31,38 @@ from common.privacy import gaussian_epsilon
 from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
 from common.run_record import RunRecord, save_checkpoint
 from common.settings import RunSettings
-from server.exchange import Deadline, Exchange, exchange, node_names
+from server.exchange import Deadline, Exchange, exchange
+from server.live_state import LiveState
+from server.presence import BelowQuorum, Presence, QuorumLost
 from server.secure import SecureTraining
+from server.update_check import update_problem
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def site_of(reply: Message) -> str:
     """The site's name as it reported it, else its Flower node id."""
     record = reply.content.config_records.get("site") if reply.has_content() else None
     return str(record["name"]) if record and "name" in record else f"node {reply.metadata.src_node_id}"
+
+
+class OnlineNodes:
+    """The run's Grid, showing the strategy only the sites the round found online.
+
+    Flower's strategies wait in ``sample_nodes`` for ``min_available_nodes`` without a limit; the
+    loop has already waited (bounded) for a quorum, so the strategy samples from exactly those.
+    """
+
+    def __init__(self, grid: Grid, online: dict[int, str]) -> None:
+        self._grid = grid
+        self._online = list(online)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._online)
 
 
 class RoundLoop:
@@ -50,28 +76,23 @@ class RoundLoop:
         record: RunRecord,
         round_offset: int = 0,
         secure: SecureTraining | None = None,
+        state: LiveState | None = None,
+        presence: Presence | None = None,
     ) -> None:
         self.grid = grid
         self.secure = secure
         self.strategy = strategy
         self.settings = settings
+        self.faults = settings.faults
         self.record = record
         self.round_offset = round_offset
-
-    def _exchange(self, messages: Iterable[Message], what: str, round_number: int) -> Exchange:
-        messages = list(messages)
-        deadline = Deadline(self.settings.round_timeout_s, self.settings.round_timeout_s, self.settings.min_sites)
-        outcome = exchange(self.grid, messages, deadline, f"round {round_number} {what}", node_names(self.grid))
-        self._require_quorum(outcome, what, round_number, len(messages))
-        return outcome
-
-    def _require_quorum(self, outcome: Exchange, what: str, round_number: int, sent: int) -> None:
-        if len(outcome.replies) >= self.settings.min_sites:
-            return
-        reasons = "; ".join(f"{who}: {why}" for who, why in outcome.failures.items()) or "none sent"
-        raise FederationError(
-            f"round {round_number} {what}: {len(outcome.replies)} of {sent} sites replied, "
-            f"{self.settings.min_sites} needed. Failures: {reasons}"
+        self.state = state or LiveState(record)
+        self.presence = presence or Presence(
+            grid,
+            settings.min_sites,
+            self.faults.quorum_wait_s,
+            known=record.read().get("sites", []),
+            on_wait=lambda round_number, message: self.state.set("waiting", round=round_number, detail=message),
         )
 
     def run(self, arrays: ArrayRecord, pending: dict | None = None) -> ArrayRecord:
@@ -83,41 +104,97 @@ class RoundLoop:
         for local_round in range(1, self.settings.rounds - self.round_offset + 1):
             arrays, pending = self.one_round(local_round, arrays, pending)
         if pending is not None:
-            evaluation = self._exchange(
-                self.strategy.configure_evaluate(
-                    self.settings.rounds - self.round_offset, arrays, ConfigRecord(), self.grid
-                ),
-                "evaluation",
-                pending["round"],
-            )
-            pending["eval_exchange_s"] = evaluation.seconds
-            self._close(pending, arrays, evaluation, "")
+            self._final_evaluation(arrays, pending)
         return arrays
+
+    def _attempts(self, round_number: int, attempt: Callable[[dict[int, str], int, list[str]], T]) -> T:
+        """``attempt(online, number, earlier)`` until one reaches quorum, ``round_attempts`` at most."""
+        earlier: list[str] = []
+        for number in range(1, self.faults.round_attempts + 1):
+            online = self.presence.wait_for_quorum(round_number)
+            try:
+                return attempt(online, number, earlier)
+            except BelowQuorum as shortfall:
+                earlier.append(str(shortfall))
+                log.warning("%s (attempt %d of %d)", shortfall, number, self.faults.round_attempts)
+        raise QuorumLost(f"round {round_number}: {len(earlier)} attempts ended below quorum; " + " | ".join(earlier))
 
     def one_round(self, local_round: int, arrays: ArrayRecord, pending: dict | None) -> tuple[ArrayRecord, dict]:
         """Train and aggregate one round; close the previous one; checkpoint this one."""
         round_number = self.round_offset + local_round
-        started = time.monotonic()
-        config = ConfigRecord({EVALUATE_INCOMING: pending is not None})
-        messages = list(self.strategy.configure_train(local_round, arrays, config, self.grid))
-        if self.secure is None:
-            train = self._exchange(messages, "training", round_number)
-        else:  # the strategy still prepares its server step; SecAgg+ delivers the round
-            train = self.secure.train(round_number, arrays, config)
-            self._require_quorum(train, "secure training", round_number, len(messages))
-        if pending is not None:
-            self._close(pending, arrays, train, INCOMING_PREFIX)
-        new_arrays, _ = self.strategy.aggregate_train(local_round, train.replies)
-        if new_arrays is None:
-            raise FederationError(
-                f"round {round_number}: the strategy produced no model from "
-                f"{len(train.replies)} replies (inconsistent tensors?)"
-            )
-        row = self._train_row(round_number, train, time.monotonic() - started)
-        save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(), row, self.settings)
-        if self.settings.privacy.differential_privacy:
-            self._account_privacy(round_number)
-        return new_arrays, row
+
+        def attempt(online: dict[int, str], number: int, earlier: list[str]) -> tuple[ArrayRecord, dict]:
+            started = time.monotonic()
+            self.state.set("round", round=round_number, stage="training", attempt=number)
+            config = ConfigRecord({EVALUATE_INCOMING: pending is not None})
+            view = OnlineNodes(self.grid, online)
+            messages = list(self.strategy.configure_train(local_round, arrays, config, view))  # type: ignore[arg-type]
+            if self.secure is None:
+                train = self._exchange(messages, f"round {round_number} training", online)
+                self._refuse_malformed(train, arrays, online)
+            else:  # the strategy still prepares its server step; SecAgg+ delivers the round
+                train = self.secure.train(round_number, arrays, config, online, self.state)
+            self._require_quorum(train, "training", round_number, len(messages))
+            if pending is not None:
+                self._close(pending, arrays, train, INCOMING_PREFIX)
+            new_arrays, _ = self.strategy.aggregate_train(local_round, train.replies)
+            if new_arrays is None:
+                raise FederationError(
+                    f"round {round_number}: the strategy produced no model from "
+                    f"{len(train.replies)} replies (inconsistent tensors?)"
+                )
+            row = self._train_row(round_number, train, time.monotonic() - started)
+            row.update(attempts=number, earlier_attempts=earlier, sites_online=sorted(online.values()))
+            save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(), row, self.settings)
+            if self.settings.privacy.differential_privacy:
+                self._account_privacy(round_number)
+            return new_arrays, row
+
+        return self._attempts(round_number, attempt)
+
+    def _final_evaluation(self, arrays: ArrayRecord, pending: dict) -> None:
+        round_number = pending["round"]
+
+        def attempt(online: dict[int, str], number: int, earlier: list[str]) -> None:
+            self.state.set("evaluating", round=round_number, attempt=number)
+            local_round = self.settings.rounds - self.round_offset
+            view = OnlineNodes(self.grid, online)
+            messages = list(self.strategy.configure_evaluate(local_round, arrays, ConfigRecord(), view))  # type: ignore[arg-type]
+            evaluation = self._exchange(messages, f"round {round_number} evaluation", online)
+            self._require_quorum(evaluation, "evaluation", round_number, len(messages))
+            pending["eval_exchange_s"] = evaluation.seconds
+            self._close(pending, arrays, evaluation, "")
+
+        self._attempts(round_number, attempt)
+
+    def _exchange(self, messages: list[Message], what: str, online: dict[int, str]) -> Exchange:
+        deadline = Deadline(self.settings.round_timeout_s, self.faults.straggler_grace_s, self.settings.min_sites)
+        outcome = exchange(self.grid, messages, deadline, what, online)
+        outcome.dropped.update(dict.fromkeys(outcome.failures, "training" if "training" in what else "evaluation"))
+        return outcome
+
+    def _refuse_malformed(self, train: Exchange, arrays: ArrayRecord, online: dict[int, str]) -> None:
+        """Leave out every update that fails the coordinator's own check, naming the site."""
+        kept = []
+        for reply in train.replies:
+            problem = update_problem(reply, arrays, self.faults.max_update_norm)
+            if problem is None:
+                kept.append(reply)
+                continue
+            name = online.get(reply.metadata.src_node_id, site_of(reply))
+            log.error("site %s: update refused: %s", name, problem)
+            train.failures[name] = f"update refused: {problem}"
+            train.dropped[name] = "training (update refused)"
+        train.replies = kept
+
+    def _require_quorum(self, outcome: Exchange, what: str, round_number: int, sent: int) -> None:
+        if len(outcome.replies) >= self.settings.min_sites:
+            return
+        reasons = "; ".join(f"{who}: {why}" for who, why in outcome.failures.items()) or "none sent"
+        raise BelowQuorum(
+            f"round {round_number} {what}: {len(outcome.replies)} of {sent} sites replied, "
+            f"{self.settings.min_sites} needed. Failures: {reasons}"
+        )
 
     def _account_privacy(self, rounds_released: int) -> None:
         """Record the epsilon spent so far (every global round so far was one DP release)."""
@@ -144,7 +221,8 @@ class RoundLoop:
             row["sites"].setdefault(site_of(reply), {}).update(
                 {"num_val": float(metrics[f"{prefix}num-examples"]), "dice": float(metrics[f"{prefix}dice"])}
             )
-        row["failures"].update(scored.failures)
+        for site, reason in scored.failures.items():
+            row["failures"].setdefault(site, f"scoring: {reason}")
         evaluated = [s for s in row["sites"].values() if "dice" in s and s.get("num_val", 0) > 0]
         cases = sum(s["num_val"] for s in evaluated)
         row["global_dice"] = sum(s["dice"] * s["num_val"] for s in evaluated) / cases if cases else 0.0
@@ -174,6 +252,7 @@ class RoundLoop:
             "round": round_number,
             "sites": sites,
             "failures": dict(train.failures),
+            "dropped": dict(train.dropped),
             "wall_s": wall,
             "train_exchange_s": train.seconds,
         }

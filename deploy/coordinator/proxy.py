@@ -32,6 +32,7 @@ from deploy.host.processes import (
     LOOPBACK,
     ManagedProcess,
     ProcessSet,
+    RestartPolicy,
     require_port_free,
     wait_for_port,
 )
@@ -205,6 +206,6 @@ def start_proxy(processes: ProcessSet, spec: ProxySpec, timeout: float = 30.0) -
     spec.log_dir.mkdir(parents=True, exist_ok=True)
     spec.config_path.write_text(render_config(spec))
     _check_config(nginx, spec)
-    proxy = processes.start("proxy", [nginx, *_nginx_args(spec)])
+    proxy = processes.start("proxy", [nginx, *_nginx_args(spec)], restart=RestartPolicy())
     wait_for_port(spec.public_host, spec.public_port, proxy, timeout)
     return proxy

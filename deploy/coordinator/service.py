@@ -23,7 +23,8 @@ from deploy.host.processes import ProcessSet, wait_until_stopped
 def serve_superlink(coordinator: CoordinatorDir, on_event: Callable[[str], None]) -> None:
     """SuperLink (TLS, node authentication) behind the Fleet-only proxy, every registered site let in.
 
-    The SuperLink keeps no database, so registrations are replayed from ``sites/`` at each start.
+    Registrations live in the SuperLink's database and survive its restarts; every site in
+    ``sites/`` is registered again at each start (a no-op for those already there).
     """
     running = running_superlink(coordinator)
     if running is not None:
@@ -49,6 +50,6 @@ def serve_superlink(coordinator: CoordinatorDir, on_event: Callable[[str], None]
                 f"registered ({', '.join(s.name for s in sites) or 'none yet'}); logs in "
                 f"{coordinator.logs}. Ctrl-C stops it."
             )
-            wait_until_stopped(processes)
+            wait_until_stopped(processes, on_event)
         finally:
             coordinator.state_path.unlink(missing_ok=True)

@@ -12,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import time
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
 import tomli_w
 
-from common.errors import FederationError, LaunchError
+from common.errors import LaunchError
 from common.files import require_file
 from deploy.coordinator.app_bundle import stage_app
 from deploy.coordinator.pki import ConsortiumFiles
@@ -28,6 +26,7 @@ from deploy.host.flower import CONNECTION, flower_env, flower_tool, write_connec
 from deploy.host.processes import (
     LOOPBACK,
     ProcessSet,
+    RestartPolicy,
     free_port,
     require_port_free,
     wait_for_port,
@@ -62,6 +61,7 @@ class SuperLink:
         self.proxy = proxy
         self.private_port: int | None = None
         self.flwr_home = workspace / "flwr-home"
+        self.database = workspace / "superlink" / "state.db"
         self.env = flower_env(self.flwr_home)
         processes.env = self.env
 
@@ -89,10 +89,14 @@ class SuperLink:
         bind_host = LOOPBACK if self.proxy else self.host
         self.private_port = free_port(LOOPBACK) if self.proxy else self.port
         write_connection(self.flwr_home, self.control_address, self.consortium.ca_cert)
+        self.database.parent.mkdir(parents=True, exist_ok=True)
         superlink = self.processes.start(
             "superlink",
             [
                 flower_tool("flower-superlink"),
+                # Node registrations and runs survive a restart (the processes are restarted).
+                "--database",
+                str(self.database),
                 "--ssl-ca-certfile",
                 str(self.consortium.ca_cert),
                 "--ssl-certfile",
@@ -106,6 +110,7 @@ class SuperLink:
                 "--port",
                 str(self.private_port),
             ],
+            restart=RestartPolicy(),
         )
         wait_for_port(bind_host, self.private_port, superlink, timeout)
         if self.proxy:
@@ -139,7 +144,13 @@ class SuperLink:
     def register_key(self, name: str, public_key: Path) -> None:
         """Let the site holding ``public_key``'s private half in (Flower node authentication)."""
         require_file(public_key, f"public key of site {name}")
-        self.flwr("supernode", "register", str(public_key), CONNECTION, "--name", name)
+        try:
+            self.flwr("supernode", "register", str(public_key), CONNECTION, "--name", name)
+        except LaunchError as error:
+            # The SuperLink's database keeps registrations across restarts: registering a site
+            # again at each start is then a no-op, not an error.
+            if "Public key already in use" not in str(error):
+                raise
 
     @cached_property
     def project_app(self) -> Path:
@@ -164,45 +175,3 @@ class SuperLink:
             return str(runs[0]["status"])
         except (json.JSONDecodeError, KeyError, IndexError):
             return "unknown"
-
-    def follow(self, run_id: int, run_dir: Path, on_round: Callable[[dict], None], timeout: float) -> dict:
-        """Report each closed round as it lands in ``rounds.jsonl``; return the final run record."""
-        log_path = run_dir / "rounds.jsonl"
-        seen = 0
-        deadline = time.monotonic() + timeout
-        last_status_check = 0.0
-        while True:
-            self.processes.check_all_alive()
-            if log_path.exists():
-                lines = log_path.read_text(encoding="utf-8").splitlines()
-                for line in lines[seen:]:
-                    on_round(json.loads(line))
-                seen = len(lines)
-            record = _run_record(run_dir)
-            if record.get("status") == "completed" and run_id in record.get("flower_runs", []):
-                return record
-            _raise_recorded_failure(run_dir, run_id)
-            # `flwr list` is a whole Python process: only a backstop for a crashed ServerApp.
-            if time.monotonic() - last_status_check > 20:
-                last_status_check = time.monotonic()
-                status = self.flower_status(run_id)
-                if status.startswith("finished") and not status.endswith("completed"):
-                    _raise_recorded_failure(run_dir, run_id)  # the ServerApp's reason, if it wrote one
-                    raise FederationError(
-                        f"run {run_id} ended '{status}' before completing; "
-                        f"see 'flwr log {run_id}' and {self.processes.log_dir}"
-                    )
-            if time.monotonic() > deadline:
-                raise FederationError(f"run {run_id} did not finish within {timeout:.0f} s")
-            time.sleep(0.5)
-
-
-def _run_record(run_dir: Path) -> dict:
-    path = run_dir / "run.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _raise_recorded_failure(run_dir: Path, run_id: int) -> None:
-    record = _run_record(run_dir)
-    if record.get("status") == "failed" and record.get("failed_run") == run_id:
-        raise FederationError(f"run {run_id} failed: {record.get('failure')}")

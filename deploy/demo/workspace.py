@@ -20,18 +20,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from client.site import SiteContext
 from common.errors import ConfigError
-from common.settings import RunSettings, to_run_config
+from common.settings import RunSettings
 from deploy.coordinator.pki import (
     LOOPBACK_NAMES,
     ConsortiumFiles,
     create_ca,
     issue_server_certificate,
 )
+from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.superlink import SuperLink
 from deploy.host.processes import ProcessSet, free_port
 from deploy.node_keys import create_site_key
@@ -120,14 +122,14 @@ def run_demo_federation(
     settings: RunSettings,
     on_event: Callable[[str], None],
     on_round: Callable[[dict], None],
-    round_offset: int = 0,
-    initial_weights: Path | None = None,
-    timeout: float = 4 * 3600,
     port: int | None = None,
+    chaos: Callable[[ProcessSet], AbstractContextManager[object]] | None = None,
 ) -> dict:
-    """Start SuperLink + SuperNodes, run the rounds, stop every process; returns the run record.
+    """Start SuperLink + SuperNodes, see the run through, stop every process; returns the run record.
 
-    ``port`` fixes the SuperLink's port (refused with a clear error if taken); default: a free one.
+    The run folder decides where the run starts (fresh, or from its last checkpoint). ``port``
+    fixes the SuperLink's port (refused with a clear error if taken); default: a free one.
+    ``chaos`` makes faults while the run goes on (``insite demo --chaos``).
     """
     names = workspace.site_names()
     threads = default_threads(len(names))
@@ -140,6 +142,8 @@ def run_demo_federation(
             superlink.register_key(name, site.public_key)
             start_demo_site(superlink, site, workspace.root)
         on_event(f"started {len(names)} SuperNodes: {', '.join(names)} ({threads} thread(s) each)")
-        run_id = superlink.submit(to_run_config(settings, workspace.run_dir, round_offset, initial_weights))
-        on_event(f"submitted Flower run {run_id}")
-        return superlink.follow(run_id, workspace.run_dir, on_round, timeout)
+        supervisor = RunSupervisor(superlink, workspace.run_dir, on_round, on_event, settings.time_limit_s())
+        if chaos is None:
+            return supervisor.run()
+        with chaos(processes):
+            return supervisor.run()

@@ -1,10 +1,15 @@
-"""Child processes that are always reaped: each in its own process group, stopped as a group.
+"""Child processes that are supervised and always reaped: each in its own process group.
 
 Flower's SuperLink and SuperNode start further processes (``flower-superexec``,
 ``flwr-serverapp``, ``flwr-clientapp``); killing only the parent leaves those behind. Every
 process here gets its own session, and :meth:`ProcessSet.stop_all` signals whole groups:
 SIGTERM, a grace period, then SIGKILL. ``ProcessSet`` is a context manager, so Ctrl-C or any
 exception on the way out stops everything it started.
+
+A process started with a :class:`RestartPolicy` (the SuperLink, the proxy, each SuperNode) that
+dies is started again by :meth:`ProcessSet.supervise` with the same command, after a delay that
+doubles with each restart; only a process that keeps dying (``max_restarts`` within ``window_s``)
+ends the federation, naming it. One crashed site costs the federation a round, not the run.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -78,11 +84,31 @@ def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float)
     raise LaunchError(f"{process.name} did not open {host}:{port} within {timeout:.0f} s; see {process.log_path}")
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a dead process after ``first_delay_s``, doubling up to ``max_delay_s``; give up after
+    ``max_restarts`` restarts within ``window_s`` (a process that cannot stay up needs a person)."""
+
+    first_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    max_restarts: int = 10
+    window_s: float = 600.0
+
+
 @dataclass
 class ManagedProcess:
     name: str
     popen: subprocess.Popen
     log_path: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restart: RestartPolicy | None = None
+    restarts: list[float] = field(default_factory=list)  # monotonic times of recent restarts
+    due: float | None = None  # when a dead process is started again
+
+    @property
+    def pid(self) -> int:
+        return int(self.popen.pid)
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -120,6 +146,29 @@ class ManagedProcess:
             log.warning("%s (pid %d) did not exit", self.name, self.popen.pid)
 
 
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as handle:
+        try:
+            return subprocess.Popen(
+                argv,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise LaunchError(f"cannot start {name}: {argv[0]} not found (is the venv installed?)") from None
+
+
+def _kill_group(process: ManagedProcess) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class ProcessSet:
     """Starts processes and stops every one of them on exit, in reverse order of start."""
 
@@ -128,27 +177,60 @@ class ProcessSet:
         self.env = env
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        extra_env: dict[str, str] | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> ManagedProcess:
+        """Start ``argv`` as ``name``; with ``restart``, :meth:`supervise` restarts it when it dies."""
+        env = {**self.env, **(extra_env or {})}
         log_path = self.log_dir / f"{name}.log"
-        handle = open(log_path, "ab")
-        try:
-            popen = subprocess.Popen(
-                argv,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**self.env, **(extra_env or {})},
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            raise LaunchError(f"cannot start {name}: {argv[0]} not found (is the venv installed?)") from None
-        finally:
-            handle.close()
-        process = ManagedProcess(name, popen, log_path)
+        process = ManagedProcess(name, _spawn(name, argv, env, log_path), log_path, argv, env, restart)
         self.processes.append(process)
-        log.info("started %s (pid %d), log %s", name, popen.pid, log_path)
+        log.info("started %s (pid %d), log %s", name, process.pid, log_path)
         return process
+
+    def find(self, name: str) -> ManagedProcess:
+        return next(process for process in self.processes if process.name == name)
+
+    def supervise(self) -> list[str]:
+        """Restart what died and may restart; what happened, in words. Raises when one may not.
+
+        Called from every loop that waits on a federation (following a run, ``coord launch``,
+        ``site join``), so a dead process is noticed within that loop's poll.
+        """
+        events = []
+        now = time.monotonic()
+        for process in self.processes:
+            code = process.popen.poll()
+            if code is None:
+                continue
+            policy = process.restart
+            if policy is None:
+                process.check_alive()  # raises, naming it
+            assert policy is not None
+            if process.due is None:
+                process.restarts = [t for t in process.restarts if now - t < policy.window_s]
+                if len(process.restarts) >= policy.max_restarts:
+                    raise LaunchError(
+                        f"{process.name} exited with code {code} and was restarted {len(process.restarts)} "
+                        f"times in {policy.window_s:.0f} s; giving up. Last lines of {process.log_path}:\n"
+                        f"{process.tail()}"
+                    )
+                delay = min(policy.first_delay_s * 2 ** len(process.restarts), policy.max_delay_s)
+                process.due = now + delay
+                events.append(f"{process.name} exited with code {code}; restarting it in {delay:.0f} s")
+                _kill_group(process)  # children of the dead leader would hold its ports
+            elif now >= process.due:
+                process.popen = _spawn(process.name, process.argv, process.env, process.log_path)
+                process.restarts.append(now)
+                process.due = None
+                events.append(f"{process.name} restarted (pid {process.pid}, restart {len(process.restarts)})")
+        for event in events:
+            log.warning("%s", event)
+        return events
 
     def check_all_alive(self) -> None:
         for process in self.processes:
@@ -171,6 +253,23 @@ class ProcessSet:
         self.stop_all()
 
 
+def processes_with(variable: str, value: str) -> list[int]:
+    """Every live process (zombies aside) whose environment has ``variable=value``."""
+    marker = f"{variable}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def kill_strays(variable: str, value: str) -> int:
     """SIGKILL every process whose environment has ``variable=value``; returns how many.
 
@@ -178,16 +277,12 @@ def kill_strays(variable: str, value: str) -> int:
     they escape process-group signals. Every Flower process of one federation carries that
     federation's ``FLWR_HOME``, which identifies the strays after the group stop.
     """
-    marker = f"{variable}={value}".encode()
     killed = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
+    for pid in processes_with(variable, value):
         try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-        except (OSError, ValueError):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
             continue
     return killed
 
@@ -196,12 +291,13 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def wait_until_stopped(processes: ProcessSet, poll: float = 1.0) -> None:
-    """Return on Ctrl-C or SIGTERM; raise :class:`LaunchError` (naming it) if a child dies first."""
+def wait_until_stopped(processes: ProcessSet, on_event: Callable[[str], None], poll: float = 1.0) -> None:
+    """Supervise until Ctrl-C or SIGTERM; raise :class:`LaunchError` (naming it) if a child cannot stay up."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
-            processes.check_all_alive()
+            for event in processes.supervise():
+                on_event(event)
             time.sleep(poll)
     except KeyboardInterrupt:
         log.info("stop requested")

@@ -62,4 +62,4 @@ def serve_site(settings: SiteSettings, on_event: Callable[[str], None]) -> None:
                 "warning: no app is approved yet, so this site refuses every run until "
                 f"'insite site approve-app APP --cache {settings.cache_path}'"
             )
-        wait_until_stopped(processes)
+        wait_until_stopped(processes, on_event)

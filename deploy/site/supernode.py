@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from client.site import SiteContext
-from deploy.host.processes import LOOPBACK, ManagedProcess, ProcessSet
+from deploy.host.processes import LOOPBACK, ManagedProcess, ProcessSet, RestartPolicy
 from deploy.site.clientapp_gate import install_gate
 from deploy.site.supernode_launcher import poll_env
 
@@ -44,4 +44,6 @@ def start_supernode(
             str(port),
         ],
         extra_env={**install_gate(gate_dir, processes.env["PATH"]), **poll_env()},
+        # same key, same node id: a restarted site takes part again from the next round
+        restart=RestartPolicy(),
     )

@@ -17,6 +17,7 @@ from insite.cli.terminal import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_PAUSED,
     command_group,
     err_console,
 )
@@ -29,6 +30,8 @@ EXIT_CODES = f"""Exit codes, the same for every command:
 
 {EXIT_ERROR}: the command could not do its work (bad input, a missing or invalid file, a refused operation,
 wrong arguments); one line on stderr names the file or site and the reason.
+
+{EXIT_PAUSED}: a federated run paused: too few sites for too long; it is continued later where it stopped.
 
 {EXIT_INTERRUPTED}: interrupted (Ctrl-C)."""
 

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from common.run_record import RunRecord, resume_point
-from common.settings import RunSettings, load_run_settings, to_run_config
+from common.run_record import RUN_RECORD, RunRecord, resume_point
+from common.settings import load_run_settings
 from configs import shipped
 from deploy.coordinator.consortium import (
     CoordinatorDir,
@@ -34,10 +35,10 @@ from deploy.coordinator.pki import (
     days_left,
     load_certificate,
 )
+from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.service import serve_superlink
-from deploy.host.flower import CONNECTION
-from insite.cli.run_report import report_run, round_printer
-from insite.cli.terminal import command_group, console, say
+from insite.cli.run_report import describe_run, report_run, round_printer
+from insite.cli.terminal import command_group, console, run_paused, say
 
 app = command_group()
 
@@ -51,8 +52,6 @@ DIR = typer.Option(
     help="The consortium folder: CA, certificates, registered sites, runs.",
 )
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON instead of a table.")
-# A run's deadline: every round may use its whole timeout, plus start-up and the final scoring.
-RUN_SLACK_S = 600
 
 
 @app.command("provision")
@@ -164,7 +163,7 @@ def _certificate_status(path: Path, what: str, warn_days: int) -> dict:
 
 @app.command("status")
 def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
-    """Certificate expiry, registered sites, and whether the SuperLink is running."""
+    """Certificate expiry, registered sites, whether the SuperLink is running, and the latest runs' state."""
     coordinator = CoordinatorDir(directory.resolve())
     settings = coordinator.settings()
     running = running_superlink(coordinator)
@@ -177,6 +176,7 @@ def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
         ),
         "superlink": {"running": running is not None, "pid": running["pid"] if running else None},
         "sites": [{"name": s.name, "fingerprint": s.fingerprint} for s in registered_sites(coordinator)],
+        "runs": _runs(coordinator),
     }
     if as_json:
         print(json.dumps(status, indent=1))
@@ -192,6 +192,27 @@ def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
         )
     say("SuperLink: " + (f"running (pid {running['pid']})" if running else "not running"))
     say(f"registered sites: {', '.join(s['name'] for s in status['sites']) or 'none'}")
+    for run in status["runs"]:
+        say(f"run {run['name']}: {escape(run['state'])}")
+
+
+def _runs(coordinator: CoordinatorDir, latest: int = 5) -> list[dict]:
+    """The latest runs of the consortium folder and the state each is in."""
+    folders = sorted((coordinator.root / "runs").glob("*/run.json"), key=lambda p: p.stat().st_mtime)
+    runs = []
+    for path in folders[-latest:]:
+        record = RunRecord(path.parent)
+        raw = record.read()
+        runs.append(
+            {
+                "name": path.parent.name,
+                "folder": str(path.parent),
+                "status": raw.get("status"),
+                "state": describe_run(raw, record.state(), time.time()),
+                "live": record.state(),
+            }
+        )
+    return runs
 
 
 @app.command("launch")
@@ -210,29 +231,42 @@ def launch_command(directory: Path = DIR) -> None:
 def run_command(
     config: Path = typer.Option(SHIPPED_RUN_SETTINGS, "--config", help="Run settings (TOML, \\[run] table)."),
     run_dir: Path = typer.Option(
-        None, "--run-dir", help="Where checkpoints and metrics go (default: runs/<date-time> in the consortium folder)."
+        None,
+        "--run-dir",
+        help="Where checkpoints and metrics go (default: runs/<date-time> in the consortium folder). "
+        "A folder holding an unfinished run is continued, so a restarted service picks up where it was.",
     ),
     directory: Path = DIR,
 ) -> None:
-    """Submit a federated run to the launched SuperLink and follow it round by round.
+    """Submit a federated run to the launched SuperLink and see it through, round by round.
 
-    The sites must have joined ('insite site join'); a round waits for min_sites of them.
-    Ctrl-C stops the run; 'insite coord resume RUN_DIR' continues it from its last checkpoint.
+    The sites must have joined ('insite site join'); each round waits (bounded) for min_sites of
+    them. A crashed coordinator is continued from the last checkpoint on its own; a run that
+    waits too long for its sites pauses (exit code 3) and is continued with 'insite coord resume'.
+    Ctrl-C stops the run.
     """
-    settings = load_run_settings(config)
     coordinator = CoordinatorDir(directory.resolve())
     run_dir = (run_dir or coordinator.new_run_dir()).resolve()
     require_running(coordinator)  # before the run folder is created
-    RunRecord(run_dir).create(run_dir.name, settings, transport={"tls": True, "node_auth": True, "fleet_proxy": True})
-    _submit_and_follow(coordinator, settings, run_dir)
+    record = RunRecord(run_dir)
+    if (run_dir / RUN_RECORD).exists():
+        if record.read().get("status") == "completed":
+            say(f"{run_dir}: this run is complete; nothing to do")
+            return
+        say(f"continuing the run in {run_dir} (its own settings; --config is not read)")
+    else:
+        record.create(
+            run_dir.name, load_run_settings(config), transport={"tls": True, "node_auth": True, "fleet_proxy": True}
+        )
+    _see_through(coordinator, run_dir)
 
 
 @app.command("resume")
 def resume_command(
-    run_dir: Path = typer.Argument(..., help="The run folder of the interrupted run."),
+    run_dir: Path = typer.Argument(..., help="The run folder of the interrupted or paused run."),
     directory: Path = DIR,
 ) -> None:
-    """Continue an interrupted run from its last checkpoint with the rounds that remain.
+    """Continue an interrupted or paused run from its last checkpoint with the rounds that remain.
 
     A new Flower run starts from that checkpoint; round numbers continue where the run stopped,
     and a round that was trained but not yet scored is scored first.
@@ -240,25 +274,26 @@ def resume_command(
     run_dir = run_dir.resolve()
     settings, done, checkpoint = resume_point(run_dir)
     say(f"resuming {run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
-    _submit_and_follow(CoordinatorDir(directory.resolve()), settings, run_dir, done, checkpoint)
+    _see_through(CoordinatorDir(directory.resolve()), run_dir)
 
 
-def _submit_and_follow(
-    coordinator: CoordinatorDir,
-    settings: RunSettings,
-    run_dir: Path,
-    round_offset: int = 0,
-    initial_weights: Path | None = None,
-) -> None:
+def _see_through(coordinator: CoordinatorDir, run_dir: Path) -> None:
     started = time.monotonic()
-    superlink = control_client(coordinator)
-    run_id = superlink.submit(to_run_config(settings, run_dir, round_offset, initial_weights))
-    say(f"[dim]submitted Flower run {run_id}; waiting for {settings.min_sites} site(s)[/]")
-    timeout = (settings.rounds - round_offset) * settings.round_timeout_s + RUN_SLACK_S
+    settings = RunRecord(run_dir).settings()
+    supervisor = RunSupervisor(
+        control_client(coordinator),
+        run_dir,
+        round_printer(settings),
+        lambda event: say(f"[dim]{escape(event)}[/]"),
+        settings.time_limit_s(),
+    )
     try:
-        record = superlink.follow(run_id, run_dir, round_printer(settings), timeout)
+        record = supervisor.run()
     except KeyboardInterrupt:  # Ctrl-C stops the run itself, not only the watching of it
-        superlink.flwr("stop", str(run_id), CONNECTION)
-        say(f"stopped Flower run {run_id}; continue it with 'insite coord resume {run_dir}'")
+        if supervisor.run_id is not None:
+            supervisor.bury(supervisor.run_id)
+        say(f"stopped the run; continue it with 'insite coord resume {run_dir}'")
         raise
     report_run(run_dir, settings, record, started)
+    if record.get("status") == "paused":
+        raise run_paused(record, f"insite coord resume {run_dir}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -20,12 +22,14 @@ from client.ledger import Ledger
 from common.run_record import RunRecord, latest_checkpoint, resume_point
 from common.settings import RunSettings, load_run_settings
 from configs import shipped
+from deploy.demo.chaos import Chaos, plan_faults
 from deploy.demo.publish import demo_publish
 from deploy.demo.site_data import ProgressEvent, prepare_sites
 from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
+from deploy.host.processes import ProcessSet
 from insite.cli.run_report import report_run, round_printer
-from insite.cli.terminal import console
+from insite.cli.terminal import console, run_paused
 
 DEFAULT_CONFIG = shipped("federation.toml")
 
@@ -78,6 +82,14 @@ def demo(
         "--resume",
         help="Continue the workspace's interrupted run from its last checkpoint (same sites, keys and settings).",
     ),
+    chaos: bool = typer.Option(
+        False,
+        "--chaos",
+        help="Make faults during the run: kill a random site's SuperNode at a random secure-aggregation "
+        "stage, later kill the coordinator's ServerApp. The federation rides through them; the round "
+        "lines show what each cost.",
+    ),
+    chaos_seed: int = typer.Option(None, "--chaos-seed", help="Fix the draw of --chaos (default: random)."),
 ) -> None:
     """Run a three-site federation on this machine with synthetic data.
 
@@ -87,13 +99,13 @@ def demo(
     A MONAI 3D UNet is trained federatedly; the run folder gets a checkpoint per round,
     metrics.json and dice.png.
     """
+    faults = _chaos(chaos_seed) if chaos else None
     if resume:
-        _resume(Workspace(workspace.resolve()))
+        _resume(Workspace(workspace.resolve()), faults)
         return
     settings = load_run_settings(config)
     if rounds is not None:
         settings = settings.model_copy(update={"rounds": rounds})
-    settings = settings.model_copy(update={"min_sites": len(DEMO_SITES)})
     space = Workspace(workspace.resolve())
     if fresh and space.root.exists():
         shutil.rmtree(space.root)
@@ -113,31 +125,51 @@ def demo(
             "dp_epsilon": None,
         },
     )
-    record = _run_resumably(space, lambda: run_and_report(space, settings, started))
-    _report_ledgers(space, record["sites"])
-    _publish(space, record["sites"])
+    _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, started, faults)))
+
+
+def _chaos(seed: int | None) -> Callable[[Workspace, RunSettings], Callable[[ProcessSet], Chaos]]:
+    """The chaos of one demo run: faults drawn for its rounds and sites, made while it runs."""
+    rng = random.Random(seed)
+
+    def for_run(space: Workspace, settings: RunSettings) -> Callable[[ProcessSet], Chaos]:
+        faults = plan_faults(settings.rounds, space.site_names(), rng)
+        record = RunRecord(space.run_dir)
+        return lambda processes: Chaos(processes, record, faults, _event)
+
+    return for_run
+
+
+def _event(text: str) -> None:
+    console.print(f"[dim]{escape(text)}[/]", highlight=False)
 
 
 def run_and_report(
     space: Workspace,
     settings: RunSettings,
     started: float,
-    round_offset: int = 0,
-    initial_weights: Path | None = None,
+    faults: Callable[[Workspace, RunSettings], Callable[[ProcessSet], Chaos]] | None = None,
     port: int | None = None,
 ) -> dict:
     """Run the rounds with a line per round; then the table, ``dice.png`` and ``summary.json``."""
     record = run_demo_federation(
         space,
         settings,
-        on_event=lambda text: console.print(f"[dim]{text}[/]"),
+        on_event=_event,
         on_round=round_printer(settings),
-        round_offset=round_offset,
-        initial_weights=initial_weights,
         port=port,
+        chaos=faults(space, settings) if faults else None,
     )
     report_run(space.run_dir, settings, record, started)
     return record
+
+
+def _finish(space: Workspace, record: dict) -> None:
+    """Ledgers and publication; a paused run says how to continue it instead."""
+    if record.get("status") == "paused":
+        raise run_paused(record, f"insite demo --resume --workspace {space.root}")
+    _report_ledgers(space, record["sites"])
+    _publish(space, record["sites"])
 
 
 def _run_resumably(space: Workspace, run: Callable[[], dict]) -> dict:
@@ -168,15 +200,11 @@ def _report_ledgers(space: Workspace, sites: list[str]) -> None:
         )
 
 
-def _resume(space: Workspace) -> None:
+def _resume(space: Workspace, faults: Callable[[Workspace, RunSettings], Callable[[ProcessSet], Chaos]] | None) -> None:
     """The rounds that remain, from the last checkpoint; round numbers continue where they stopped."""
     settings, done, checkpoint = resume_point(space.run_dir)
     console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
-    record = _run_resumably(
-        space, lambda: run_and_report(space, settings, time.monotonic(), round_offset=done, initial_weights=checkpoint)
-    )
-    _report_ledgers(space, record["sites"])
-    _publish(space, record["sites"])
+    _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, time.monotonic(), faults)))
 
 
 def _publish(space: Workspace, sites: list[str]) -> None:

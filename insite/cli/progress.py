@@ -7,12 +7,31 @@ from pathlib import Path
 from rich.table import Table
 
 
-def round_line(row: dict, total_rounds: int) -> str:
+def trained(row: dict) -> set[str]:
+    """The sites whose update is in the round's model."""
+    return {name for name, metrics in row["sites"].items() if "num_train" in metrics}
+
+
+def participation(row: dict, previous: dict | None) -> str:
+    """Who took part, who dropped out at which stage, who came back: "2 of 3 sites (site-b dropped at ...)"."""
+    dropped = row.get("dropped", {})
+    took_part = trained(row)
+    notes = [f"{site} dropped at {stage}" for site, stage in sorted(dropped.items())]
+    if previous is not None:
+        back = sorted(took_part - trained(previous) - set(dropped))
+        notes += [f"{site} rejoined" for site in back if site in previous.get("dropped", {})]
+    if row.get("attempts", 1) > 1:
+        notes.append(f"attempt {row['attempts']}")
+    if not notes:
+        return ""
+    return f"  [yellow]{len(took_part)} of {len(took_part | set(dropped))} sites ({'; '.join(notes)})[/]"
+
+
+def round_line(row: dict, total_rounds: int, previous: dict | None = None) -> str:
     sites = "  ".join(f"{name} {m.get('dice', float('nan')):.3f}" for name, m in sorted(row["sites"].items()))
-    failed = f"  [red]failed: {', '.join(row['failures'])}[/]" if row.get("failures") else ""
     return (
         f"round {row['round']:>3}/{total_rounds}  global Dice [bold]{row['global_dice']:.3f}[/]"
-        f"  {sites}  ({row['wall_s']:.1f} s){failed}"
+        f"  {sites}  ({row['wall_s']:.1f} s){participation(row, previous)}"
     )
 
 

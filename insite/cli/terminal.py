@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 #: Exit codes, the same for every command (and stated in ``insite --help``).
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_PAUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 # A log viewer wraps long lines itself; only a terminal needs rich to fit its width.
 NOT_A_TERMINAL_WIDTH = 10_000
@@ -47,3 +47,12 @@ def check_failed(problem: str) -> typer.Exit:
     """Report what a check found, on one line, and the exit that says so (code 1, not 2)."""
     err_console.print(f"[bold red]check failed:[/] {escape(problem)}", highlight=False)
     return typer.Exit(EXIT_CHECK_FAILED)
+
+
+def run_paused(record: dict, continue_with: str) -> typer.Exit:
+    """Report a paused run (too few sites for too long) and the exit that says so (code 3)."""
+    err_console.print(
+        f"[bold yellow]paused:[/] {escape(str(record.get('paused')))}; continue with '{escape(continue_with)}'",
+        highlight=False,
+    )
+    return typer.Exit(EXIT_PAUSED)

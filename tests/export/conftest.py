@@ -15,57 +15,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
-from monai.data.synthetic import create_test_image_3d
 
-from client.app import app as client_app
-from client.cases import Case, write_index
-from common.run_record import RunRecord
-from common.settings import (
-    AggregationSettings,
-    ModelSettings,
-    RunSettings,
-    TrainingSettings,
-    to_run_config,
-)
+from common.settings import AggregationSettings, ModelSettings, RunSettings, TrainingSettings
 from deploy.demo.publish import demo_publish
-from harness.grid import InProcessGrid, SiteNode
-from server.app import main as server_main
+from harness.federation import EDGE, run_in_process, site_grid, sphere_volume, write_sphere_site
 
 SITES = ("site-a", "site-b", "site-c")
-EDGE = 32
-
-
-def sphere_volume(seed: int, edge: int = EDGE) -> tuple[np.ndarray, np.ndarray]:
-    """Raw-unit image (scaled like a scanner would) and its 0/1 label."""
-    image, label = create_test_image_3d(
-        edge,
-        edge,
-        edge,
-        num_objs=4,
-        rad_max=7,
-        rad_min=3,
-        noise_max=0.1,
-        num_seg_classes=1,
-        random_state=np.random.RandomState(seed),
-    )
-    return (image * 1000.0 - 200.0).astype(np.float32), label.astype(np.uint8)
-
-
-def write_sphere_site(data: Path, first_seed: int, train: int = 3, val: int = 2) -> Path:
-    """A site's data folder in the layout ``insite site ingest`` writes (client.cases)."""
-    cases = []
-    for index in range(train + val):
-        image, label = sphere_volume(first_seed + index)
-        case_id = f"case-{first_seed + index:03d}"
-        paths = {}
-        for kind, volume in (("images", image), ("labels", label)):
-            paths[kind] = data / kind / f"{case_id}.nii.gz"
-            paths[kind].parent.mkdir(parents=True, exist_ok=True)
-            nib.save(nib.Nifti1Image(volume, np.eye(4)), paths[kind])
-        cases.append(Case(case_id, paths["images"], paths["labels"], "train" if index < train else "val"))
-    write_index(data, cases)
-    return data
 
 
 @pytest.fixture(scope="session")
@@ -87,34 +42,9 @@ def site_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {site: write_sphere_site(root / site / "data", 10 * index) for index, site in enumerate(SITES)}
 
 
-def make_run(
-    run_dir: Path, settings: RunSettings, site_folders: dict[str, Path], sites: tuple[str, ...] = SITES
-) -> Path:
+def make_run(run_dir: Path, settings: RunSettings, site_folders: dict[str, Path]) -> Path:
     """Run the project's ServerApp over an in-process Grid whose sites run the project's ClientApp."""
-    run_config = to_run_config(settings, run_dir)
-    nodes = [
-        SiteNode(
-            node_id,
-            site,
-            Context(
-                run_id=1,
-                node_id=node_id,
-                state=RecordDict(),
-                run_config=run_config,
-                node_config={
-                    "site-name": site,
-                    "data-path": str(site_folders[site]),
-                    "threads": 1,
-                    "cache-path": str(run_dir.parent / "site-caches" / site),
-                },
-            ),
-        )
-        for node_id, site in enumerate(sites, start=101)
-    ]
-    grid = InProcessGrid(client_app, nodes)
-    # As 'insite demo' and 'insite coord run' do before they submit the run.
-    RunRecord(run_dir).create("demo", settings, transport={"tls": True, "node_auth": True})
-    server_main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    run_in_process(run_dir, settings, site_grid(run_dir, settings, site_folders))
     return run_dir
 
 

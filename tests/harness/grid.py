@@ -5,8 +5,11 @@ only the transport is replaced, so a run folder made here has exactly the shape 
 writes (the real federation tests cover the transport). Every message goes through Flower's own
 serialisation, as it would on the wire, so no object is shared between the coordinator and a site.
 
-Faults are injected per node: ``silent`` nodes never answer, ``failing`` nodes answer with an
-error, and ``tamper`` rewrites a node's reply (a modified site that bypasses its egress guard).
+Faults are injected per node: ``silent`` nodes never answer, ``drop_at`` nodes fall silent from
+the named stage on (``train``/``evaluate``, or a SecAgg+ stage as server.secure names them:
+``setup``, ``share-keys``, ``masked-update``, ``unmask``), ``failing`` nodes answer with an error,
+``offline`` nodes are not listed as online, and ``tamper`` rewrites a node's reply (a modified site
+that bypasses its egress guard).
 """
 
 from __future__ import annotations
@@ -19,11 +22,22 @@ from dataclasses import dataclass, field
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.common.serde import message_from_proto, message_to_proto
 from flwr.proto.node_pb2 import NodeInfo
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+
+from server.secure import STAGE_NAMES
+
+
+def stage_of(message: Message) -> str:
+    """The SecAgg+ stage a message belongs to (as server.secure names it), else its type."""
+    configs = message.content.config_records.get(RECORD_KEY_CONFIGS) if message.has_content() else None
+    if configs is not None and Key.STAGE in configs:
+        return STAGE_NAMES[str(configs[Key.STAGE])]
+    return message.metadata.message_type
 
 
 def _over_the_wire(message: Message) -> Message:
@@ -51,6 +65,10 @@ class InProcessGrid(Grid):
     failing: dict[int, str] = field(default_factory=dict)
     tamper: dict[int, Callable[[Message], Message]] = field(default_factory=dict)
     offline: set[int] = field(default_factory=set)
+    drop_at: dict[int, str] = field(default_factory=dict)
+    ignore_next: dict[int, int] = field(default_factory=dict)  # node -> how many messages it leaves unanswered
+    offline_polls: dict[int, int] = field(default_factory=dict)  # node -> listed offline for this many polls
+    crash_in_round: int | None = None  # the coordinator "dies" (SystemExit) sending this round's first message
     delivered: list[Message] = field(default_factory=list)
     _replies: dict[str, Message] = field(default_factory=dict)
 
@@ -89,6 +107,13 @@ class InProcessGrid(Grid):
             ids.append(message.metadata.message_id)
             self.delivered.append(message)
             node = next(n for n in self.nodes if n.node_id == message.metadata.dst_node_id)
+            if self.crash_in_round is not None and message.metadata.group_id == str(self.crash_in_round):
+                raise SystemExit(f"coordinator killed in round {self.crash_in_round}")
+            if self.drop_at.get(node.node_id) == stage_of(message):
+                self.silent.add(node.node_id)
+            if self.ignore_next.get(node.node_id):
+                self.ignore_next[node.node_id] -= 1
+                continue
             if node.node_id in self.silent or node.node_id in self.offline:
                 continue
             incoming = _over_the_wire(message)

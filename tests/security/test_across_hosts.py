@@ -20,6 +20,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,21 +28,22 @@ from pathlib import Path
 import pytest
 
 from common.run_record import RunRecord
-from common.settings import RunSettings, to_run_config
+from common.settings import RunSettings
 from deploy.coordinator.app_bundle import stage_app
 from deploy.coordinator.pki import issue_server_certificate
 from deploy.coordinator.proxy import INSTALL_HINT, nginx_path
+from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.superlink import SuperLink
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.demo.workspace import DemoSite, Workspace, provision_demo
 from deploy.host.flower import CONNECTION, flower_env, flower_tool, write_connection
-from deploy.host.processes import ManagedProcess, ProcessSet
+from deploy.host.processes import ManagedProcess, ProcessSet, RestartPolicy
 from deploy.site.app_approval import approve_app, fab_digest
 from deploy.site.supernode import start_supernode
 
 HOSTNAME = "coordinator.insite.test"
 CLONE_NEWNET = 0x40000000
-SITES = ("site-a", "site-b")
+SITES = ("site-a", "site-b", "site-c")
 SETTINGS = {
     "rounds": 1,
     "min_sites": 2,
@@ -98,8 +100,14 @@ class SiteProcesses(ProcessSet):
         super().__init__(log_dir, env)
         self.namespace = namespace
 
-    def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ManagedProcess:
-        return super().start(name, ["ip", "netns", "exec", self.namespace, *argv], extra_env)
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        extra_env: dict[str, str] | None = None,
+        restart: RestartPolicy | None = None,
+    ) -> ManagedProcess:
+        return super().start(name, ["ip", "netns", "exec", self.namespace, *argv], extra_env, restart)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +122,7 @@ def network():
             _ip("netns", "add", namespace)
             created.append(namespace)
             _ip("-n", namespace, "link", "set", "lo", "up")
-        addresses = {}
+        addresses, links = {}, {}
         for number, (site, namespace) in enumerate(names.items(), start=1):
             near, far = f"{tag}{site[-1]}c", f"{tag}{site[-1]}s"
             _ip("link", "add", near, "netns", coordinator, "type", "veth", "peer", "name", far, "netns", namespace)
@@ -127,7 +135,8 @@ def network():
             hosts.parent.mkdir(parents=True, exist_ok=True)
             hosts.write_text(f"127.0.0.1 localhost\n{coord_ip} {HOSTNAME}\n")
             addresses[site] = coord_ip
-        yield coordinator, names, addresses
+            links[site] = (near, far)
+        yield coordinator, names, addresses, links
     finally:
         for namespace in created:
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
@@ -137,7 +146,7 @@ def network():
 @pytest.fixture(scope="module")
 def federation(network, tmp_path_factory):
     """Coordinator in its namespace, each site's SuperNode in its own; yields once all are up."""
-    coordinator, namespaces, _ = network
+    coordinator, namespaces, _, _ = network
     root = tmp_path_factory.mktemp("across-hosts")
     space = Workspace(root)
     for profile in DEMO_SITES[: len(SITES)]:
@@ -165,20 +174,19 @@ def federation(network, tmp_path_factory):
             )
             sites.append(site_processes)
         try:
-            yield space, fed, network
+            yield space, fed, network, sites
         finally:
             for site_processes in sites:
                 site_processes.stop_all()
 
 
 def test_a_round_runs_across_namespaces_by_hostname(federation):
-    space, fed, _ = federation
+    space, fed, _, _ = federation
     settings = RunSettings.model_validate(SETTINGS)
     run_dir = space.root / "run"
     RunRecord(run_dir).create("across-hosts", settings, transport={"tls": True})
     with inside(federation[2][0]):
-        run_id = fed.submit(to_run_config(settings, run_dir))
-        record = fed.follow(run_id, run_dir, lambda row: None, timeout=600)
+        record = RunSupervisor(fed, run_dir, lambda row: None, lambda event: None, 600).run()
     assert record["status"] == "completed" and record["aggregation"] == "secagg+"
     [row] = RunRecord(run_dir).rounds()
     assert set(row["sites"]) == set(SITES)
@@ -194,7 +202,7 @@ def _connects(namespace: str, host: str, port: int) -> bool:
 
 
 def test_sites_cannot_reach_the_control_api(federation):
-    space, fed, (coordinator, namespaces, addresses) = federation
+    space, fed, (coordinator, namespaces, addresses, _), _ = federation
     for site, namespace in namespaces.items():
         assert _connects(namespace, addresses[site], fed.port), "the probe cannot reach the proxy"
         assert not _connects(namespace, addresses[site], fed.private_port), f"{site} reaches the SuperLink's own port"
@@ -217,3 +225,68 @@ def test_sites_cannot_reach_the_control_api(federation):
 
 def _runs(fed: SuperLink) -> list[dict]:
     return json.loads(fed.flwr("list", CONNECTION, "--format", "json"))["runs"]
+
+
+def _drop_all(namespace: str, link: str, drop: bool) -> None:
+    """Every packet leaving ``link`` is dropped (a queue that holds none), or traffic flows again.
+
+    ``netem`` and tc's drop action are not in every kernel; a pfifo of length 0 is.
+    """
+    verb = (
+        ["qdisc", "replace", "dev", link, "root", "pfifo", "limit", "0"]
+        if drop
+        else ["qdisc", "del", "dev", link, "root"]
+    )
+    subprocess.run(["ip", "netns", "exec", namespace, "tc", *verb], check=True, capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_partitioned_site_is_dropped_and_takes_part_again_when_its_network_returns(federation):
+    """Packet drops both ways on site-c's link in round 2; the link heals in round 3."""
+    space, fed, (coordinator, namespaces, _, links), site_sets = federation
+    settings = RunSettings.model_validate(
+        {**SETTINGS, "rounds": 4, "faults": {"straggler_grace_s": 20, "stage_timeout_s": 90, "quorum_wait_s": 120}}
+    )
+    run_dir = space.root / "partition-run"
+    record = RunRecord(run_dir)
+    record.create("partition", settings, transport={"tls": True})
+    near, far = links["site-c"]
+    events: list[str] = []
+    stop = threading.Event()
+
+    def partition() -> None:
+        cut = healed = False
+        while not stop.wait(0.2):
+            for site_processes in site_sets:
+                events.extend(site_processes.supervise())
+            state = record.state() or {}
+            if not cut and state.get("round") == 2 and state.get("stage") == "masked-update":
+                _drop_all(coordinator, near, True)
+                _drop_all(namespaces["site-c"], far, True)
+                cut = True
+                events.append("partitioned site-c")
+            elif cut and not healed and int(state.get("round") or 0) >= 3:
+                _drop_all(coordinator, near, False)
+                _drop_all(namespaces["site-c"], far, False)
+                healed = True
+                events.append("healed site-c")
+
+    watcher = threading.Thread(target=partition, daemon=True)
+    watcher.start()
+    try:
+        with inside(coordinator):
+            final = RunSupervisor(fed, run_dir, lambda row: None, events.append, 1500).run()
+    finally:
+        stop.set()
+        watcher.join()
+        for namespace, link in ((coordinator, near), (namespaces["site-c"], far)):
+            subprocess.run(
+                ["ip", "netns", "exec", namespace, "tc", "qdisc", "del", "dev", link, "root"], capture_output=True
+            )
+    assert "partitioned site-c" in events and "healed site-c" in events
+    assert final["status"] == "completed"
+    rows = record.rounds()
+    assert [row["round"] for row in rows] == [1, 2, 3, 4]
+    assert "site-c" in rows[1]["dropped"]
+    trained_later = [{s for s, m in row["sites"].items() if "num_train" in m} for row in rows[2:]]
+    assert any("site-c" in sites for sites in trained_later), trained_later

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 from client.ledger import HEAD_FILE, LEDGER_FILE, Ledger
 from common.errors import FederationError
 from common.run_record import RunRecord
-from common.settings import RunSettings, to_run_config
+from common.settings import RunSettings
 from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.superlink import SuperLink
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
@@ -192,8 +193,7 @@ def federation(tmp_path_factory):
 def _run(fed, run_dir, app_dir=None):
     settings = RunSettings.model_validate(SETTINGS)
     RunRecord(run_dir).create("approval-test", settings, transport={"tls": True})
-    run_id = fed.submit(to_run_config(settings, run_dir), app_dir=app_dir)
-    return fed.follow(run_id, run_dir, lambda row: None, timeout=400)
+    return RunSupervisor(fed, run_dir, lambda row: None, lambda event: None, 400, app_dir).run()
 
 
 @pytest.mark.federation

@@ -20,8 +20,9 @@ from client.site import SiteContext
 from common.errors import FederationError
 from common.model import build_model
 from common.run_record import RunRecord, latest_checkpoint, load_checkpoint
-from common.settings import RunSettings, to_run_config
+from common.settings import RunSettings
 from deploy.coordinator.app_bundle import stage_app
+from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.superlink import SuperLink
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
@@ -125,8 +126,7 @@ def federation(tmp_path_factory):
 def _run(federation, run_dir, settings):
     space, fed, app = federation
     RunRecord(run_dir).create("secagg-test", settings, transport={"tls": True})
-    run_id = fed.submit(to_run_config(settings, run_dir), app_dir=app)
-    return fed.follow(run_id, run_dir, lambda row: None, timeout=600)
+    return RunSupervisor(fed, run_dir, lambda row: None, lambda event: None, 600, app).run()
 
 
 def _site_updates(space, settings, scratch):

@@ -26,8 +26,9 @@ import torch
 
 from common.model import build_model
 from common.run_record import RunRecord
-from common.settings import RunSettings, to_run_config
+from common.settings import RunSettings
 from deploy.coordinator.proxy import INSTALL_HINT, nginx_path
+from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.superlink import SuperLink
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.demo.workspace import Workspace, provision_demo, start_demo_site
@@ -250,8 +251,7 @@ def test_a_real_round_is_tls_on_every_byte(tmp_path):
             site = space.site(name, 1)
             fed.register_key(name, site.public_key)
             start_demo_site(fed, site, space.root)
-        run_id = fed.submit(to_run_config(settings, run_dir))
-        record = fed.follow(run_id, run_dir, lambda row: None, timeout=600)
+        record = RunSupervisor(fed, run_dir, lambda row: None, lambda event: None, 600).run()
         stop_capture(capture)
     assert record["status"] == "completed"
 

@@ -1,0 +1,219 @@
+"""The run supervisor: submits a run, follows it round by round, and continues it after a crash.
+
+A Flower run does not survive its coordinator: a SuperLink restart ends it ``finished:failed``, and
+a killed ServerApp leaves it behind. Nobody should have to notice and type ``resume``. The
+supervisor watches the ServerApp through the run folder (``state.json``, refreshed every few
+seconds with its pid) and the SuperLink through its own processes and the Control API; when the
+coordinator is gone it stops what is left of the old Flower run and submits a new one that
+continues from the last checkpoint. At most the round in flight is redone; round numbers, metrics
+and checkpoints stay consistent (common/run_record.py), and only one ServerApp can hold a run
+folder (server/run_lock.py). After ``faults.coordinator_restarts`` such restarts it gives up, naming
+why, since a coordinator that cannot stay up needs a person.
+
+It ends when the run is completed, or paused (too few sites for too long: continue it later with
+the same command), and raises on a failure the ServerApp reported (a bad setting, a model no
+strategy can aggregate): running that again would fail again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import FederationError, LaunchError
+from common.run_record import RunRecord, latest_checkpoint, resume_point
+from common.settings import to_run_config
+from deploy.coordinator.superlink import SuperLink
+from deploy.host.flower import CONNECTION
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.5
+STALE_S = 20.0  # the ServerApp refreshes state.json every 2 s; this much silence means it is gone
+START_S = 180.0  # how long a submitted run may take to start its ServerApp
+STATUS_EVERY_S = 20.0  # `flwr list` is a whole Python process: a backstop, not the main signal
+READY_S = 180.0  # how long a restarted SuperLink may take to answer again
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How one Flower run of the supervised run ended: done, paused, or the coordinator was lost."""
+
+    kind: str  # "completed" | "paused" | "lost"
+    reason: str = ""
+
+
+def _alive(pid: object) -> bool:
+    try:
+        os.kill(int(str(pid)), 0)
+    except (ProcessLookupError, ValueError, TypeError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunSupervisor:
+    """Sees one run folder's run through to its end, over as many Flower runs as it takes."""
+
+    def __init__(
+        self,
+        superlink: SuperLink,
+        run_dir: Path,
+        on_round: Callable[[dict], None],
+        on_event: Callable[[str], None],
+        timeout: float,
+        app_dir: Path | None = None,
+    ) -> None:
+        self.superlink = superlink
+        self.record = RunRecord(run_dir)
+        self.settings = self.record.settings()
+        self.on_round = on_round
+        self.on_event = on_event
+        self.deadline = time.monotonic() + timeout
+        self.app_dir = app_dir
+        self.printed: set[int] = set()
+        self.seen_lines = 0
+        self.run_id: int | None = None
+
+    def run(self) -> dict:
+        """The final run record (status ``completed`` or ``paused``)."""
+        self.run_id = self.submit()
+        restarts = 0
+        while True:
+            ending = self.follow(self.run_id)
+            if ending.kind != "lost":
+                return self.record.read()
+            if restarts >= self.settings.faults.coordinator_restarts:
+                raise FederationError(
+                    f"the coordinator was lost {restarts + 1} times ({ending.reason}); giving up. Continue the "
+                    f"run when it is fixed: 'insite coord resume {self.record.run_dir}'"
+                )
+            restarts += 1
+            self.bury(self.run_id)
+            done = self.record.read().get("rounds_done", 0)
+            checkpoint = latest_checkpoint(self.record.run_dir)
+            start = f"from {checkpoint.name}" if checkpoint else "from the start"
+            self.on_event(
+                f"coordinator lost ({ending.reason}); continuing the run {start} "
+                f"(restart {restarts} of at most {self.settings.faults.coordinator_restarts})"
+            )
+            self.record.update(
+                coordinator_restarts=[
+                    *self.record.read().get("coordinator_restarts", []),
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "flower_run": self.run_id,
+                        "reason": ending.reason,
+                        "rounds_done": done,
+                    },
+                ]
+            )
+            self.wait_ready()
+            self.run_id = self.submit()
+
+    def submit(self) -> int:
+        """A new Flower run that starts where the run folder stands: fresh, or from its last checkpoint."""
+        run_dir = self.record.run_dir
+        if latest_checkpoint(run_dir) is None:
+            config = to_run_config(self.settings, run_dir)
+        else:
+            _, done, checkpoint = resume_point(run_dir)
+            config = to_run_config(self.settings, run_dir, done, checkpoint)
+        run_id = self.superlink.submit(config, self.app_dir)
+        self.on_event(f"submitted Flower run {run_id}")
+        return run_id
+
+    def follow(self, run_id: int) -> Ending:
+        started = last_status = time.monotonic()
+        superlink_back: float | None = None
+        while True:
+            for event in self.superlink.processes.supervise():
+                self.on_event(event)
+                if event.startswith("superlink restarted"):
+                    superlink_back = time.monotonic()
+            self.report_rounds()
+            record = self.record.read()
+            status = record.get("status")
+            if status == "completed" and run_id in record.get("flower_runs", []):
+                return Ending("completed")
+            if status == "paused" and record.get("paused_run") == run_id:
+                return Ending("paused", str(record.get("paused")))
+            if status == "failed" and record.get("failed_run") == run_id:
+                raise FederationError(f"run {run_id} failed: {record.get('failure')}")
+            now = time.monotonic()
+            if superlink_back is not None:  # Flower ends every run a SuperLink restart cuts off
+                return Ending("lost", "the SuperLink restarted")
+            state = self.record.state() or {}
+            if state.get("flower_run") == run_id:
+                if not _alive(state.get("pid")):
+                    return Ending("lost", f"the ServerApp (pid {state.get('pid')}) is gone")
+                if time.time() - float(state.get("updated", 0)) > STALE_S:
+                    return Ending("lost", f"the ServerApp (pid {state.get('pid')}) stopped reporting")
+            elif now - started > START_S:
+                return Ending("lost", f"Flower run {run_id} did not start its ServerApp within {START_S:.0f} s")
+            if now - last_status > STATUS_EVERY_S:
+                last_status = now
+                flower = self.flower_status(run_id)
+                if flower.startswith("finished") and not flower.endswith("completed"):
+                    self.report_rounds()
+                    record = self.record.read()
+                    if record.get("status") == "failed" and record.get("failed_run") == run_id:
+                        raise FederationError(f"run {run_id} failed: {record.get('failure')}")
+                    return Ending("lost", f"Flower run {run_id} ended '{flower}'")
+            if now > self.deadline:
+                raise FederationError(f"run {run_id} did not finish in time; see {self.superlink.processes.log_dir}")
+            time.sleep(POLL_S)
+
+    def flower_status(self, run_id: int) -> str:
+        try:
+            return self.superlink.flower_status(run_id)
+        except LaunchError as error:  # the SuperLink is down or restarting: not an ending by itself
+            log.info("no run status from the SuperLink: %s", error)
+            return "unknown"
+
+    def report_rounds(self) -> None:
+        """Each round once, as it closes (a round redone after a restart is not shown again)."""
+        path = self.record.run_dir / "rounds.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for line in lines[self.seen_lines :]:
+            row = json.loads(line)
+            if row["round"] not in self.printed:
+                self.printed.add(row["round"])
+                self.on_round(row)
+        self.seen_lines = len(lines)
+
+    def bury(self, run_id: int) -> None:
+        """Stop what is left of a lost Flower run: its ServerApp, if it still lives, and the run."""
+        state = self.record.state() or {}
+        if state.get("flower_run") == run_id and _alive(state.get("pid")):
+            try:
+                os.kill(int(state["pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.superlink.flwr("stop", str(run_id), CONNECTION, timeout=60)
+        except LaunchError as error:  # already ended, or the SuperLink is still coming back
+            log.info("flwr stop %d: %s", run_id, error)
+
+    def wait_ready(self) -> None:
+        """Until the SuperLink answers its Control API again (restarted by its own supervisor)."""
+        deadline = time.monotonic() + READY_S
+        while True:
+            for event in self.superlink.processes.supervise():
+                self.on_event(event)
+            try:
+                self.superlink.flwr("list", CONNECTION, "--format", "json", timeout=60)
+                return
+            except LaunchError as error:
+                if time.monotonic() > deadline:
+                    raise FederationError(f"the SuperLink did not come back within {READY_S:.0f} s: {error}") from None
+            time.sleep(2.0)

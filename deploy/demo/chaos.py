@@ -1,0 +1,139 @@
+"""``insite demo --chaos``: faults made on purpose while the demo's federation trains.
+
+A background thread watches what the coordinator is doing (the run folder's ``state.json``) and,
+at moments drawn at random: kills one random site's SuperNode (SIGKILL, whole process group) at a
+random SecAgg+ stage of one round, and later kills the coordinator's ServerApp. Nothing is helped
+back up by the chaos itself: the SuperNode is restarted by the demo's process supervisor, the
+run is continued by the run supervisor, and the per-round lines show what it cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from common.run_record import RunRecord
+from deploy.host.processes import ProcessSet
+
+log = logging.getLogger(__name__)
+
+SECURE_STAGES = ("setup", "share-keys", "masked-update", "unmask")
+POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One planned fault: what to kill, in which round, at which stage of it."""
+
+    round: int
+    stage: str
+    target: str  # "supernode-<site>", "clientapp-<site>", "serverapp", "superlink" or "proxy"
+    action: signal.Signals = signal.SIGKILL  # SIGSTOP makes a straggler, SIGCONT lets it go on
+
+
+def plan_faults(rounds: int, sites: list[str], rng: random.Random) -> list[Fault]:
+    """A site crash in the first half of the run, a ServerApp crash in the second half.
+
+    Round 1 and the last round are spared so the run shows a normal round on both sides.
+    """
+    if rounds < 4:
+        return []
+    site_round = rng.randint(2, max(2, rounds // 2))
+    coordinator_round = rng.randint(min(site_round + 1, rounds - 1), rounds - 1)
+    return [
+        Fault(site_round, rng.choice(SECURE_STAGES), f"supernode-{rng.choice(sites)}"),
+        Fault(coordinator_round, rng.choice(("masked-update", "share-keys")), "serverapp"),
+    ]
+
+
+@dataclass
+class Chaos:
+    """``with Chaos(...)``: the planned faults happen while the block runs; ``done`` says what was done."""
+
+    processes: ProcessSet
+    record: RunRecord
+    faults: list[Fault]
+    on_event: Callable[[str], None]
+    done: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Chaos:
+        plan = "; ".join(f"round {f.round}: kill {f.target} at {f.stage}" for f in self.faults)
+        self.on_event(f"chaos planned: {plan or 'nothing (too few rounds)'}")
+        self._thread = threading.Thread(target=self._watch, name="chaos", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        pending = list(self.faults)
+        while pending and not self._stop.wait(POLL_S):
+            state = self.record.state() or {}
+            fault = pending[0]
+            phase, round_number = state.get("phase"), int(state.get("round") or 0)
+            at = state.get("stage") if phase == "round" else phase  # a stage, or "waiting"
+            if round_number == fault.round and at == fault.stage:
+                self._strike(fault, state)
+                pending.pop(0)
+            elif round_number > fault.round:
+                pending.pop(0)  # that round passed at a stage it never reached (e.g. plain aggregation)
+
+    def _strike(self, fault: Fault, state: dict) -> None:
+        try:
+            if fault.target == "serverapp":
+                os.kill(int(state["pid"]), fault.action)
+            elif fault.target.startswith("clientapp-"):
+                supernode = self.processes.find(fault.target.replace("clientapp-", "supernode-", 1))
+                for pid in clientapps_of(supernode.pid):
+                    os.kill(pid, fault.action)
+            else:
+                os.killpg(self.processes.find(fault.target).pid, fault.action)
+        except (ProcessLookupError, StopIteration, KeyError, ValueError) as error:
+            log.warning("chaos: could not signal %s: %s", fault.target, error)
+            return
+        what = f"chaos: {fault.action.name} to {fault.target} in round {fault.round} at {fault.stage}"
+        self.done.append(what)
+        self.on_event(what)
+
+
+def clientapps_of(supernode: int) -> list[int]:
+    """The ``flwr-clientapp`` processes a SuperNode's SuperExec started (they run in sessions of their own)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == supernode:
+                return True
+        return False
+
+    superexecs = {pid for pid, command in commands.items() if f"--parent-pid {supernode}" in command}
+    return [
+        pid
+        for pid, command in commands.items()
+        if "flwr-clientapp" in command and (descends(pid) or parents.get(pid) in superexecs)
+    ]

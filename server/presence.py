@@ -1,0 +1,99 @@
+"""Which sites are online, since when they are not, and a bounded wait for enough of them.
+
+Flower's strategies wait for nodes in ``sample_nodes`` with no limit and no word on whom they
+wait for. A round here first calls :meth:`Presence.wait_for_quorum`: it returns the sites online
+as soon as ``min_sites`` are, says what it waits for while it waits ("round 6 waits for quorum:
+1 of 3 sites online, 2 needed; site-b offline since 14:02:11; ..."), and gives up after ``quorum_wait_s`` with
+:class:`QuorumLost`, which pauses the run instead of failing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from flwr.serverapp import Grid
+
+from common.errors import FederationError
+
+log = logging.getLogger(__name__)
+
+POLL_S = 1.0
+
+
+class QuorumLost(FederationError):
+    """Too few sites for too long: the run pauses here and can be continued."""
+
+
+class BelowQuorum(FederationError):
+    """A round's exchange ended with fewer than ``min_sites`` good replies: the round is tried again."""
+
+
+class Presence:
+    """Online sites by node id, and when each known site was last seen online (wall clock)."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        min_sites: int,
+        wait_s: float,
+        known: Iterable[str] = (),
+        on_wait: Callable[[int, str], None] = lambda round_number, message: None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.grid = grid
+        self.min_sites = min_sites
+        self.wait_s = wait_s
+        self.on_wait = on_wait
+        self.clock = clock
+        self.sleep = sleep
+        self.last_seen: dict[str, float | None] = dict.fromkeys(known)
+
+    def online(self) -> dict[int, str]:
+        """Node id -> site name of every site online now (Flower's view: heartbeats in time)."""
+        nodes = {node.node_id: node.name or f"node {node.node_id}" for node in self.grid.get_nodes()}
+        now = self.clock()
+        for name in nodes.values():
+            self.last_seen[name] = now
+        return nodes
+
+    def offline(self, online: Iterable[str]) -> list[str]:
+        """Each known site that is not online, with since when (or that it was never seen)."""
+        present = set(online)
+        described = []
+        for name, seen in sorted(self.last_seen.items()):
+            if name in present:
+                continue
+            when = time.strftime("%H:%M:%S", time.localtime(seen)) if seen else None
+            described.append(f"{name} offline since {when}" if when else f"{name} not seen in this run")
+        return described
+
+    def wait_for_quorum(self, round_number: int) -> dict[int, str]:
+        """The online sites, once at least ``min_sites`` are; :class:`QuorumLost` after ``wait_s``."""
+        started = self.clock()
+        said = ""
+        while True:
+            online = self.online()
+            if len(online) >= self.min_sites:
+                if said:
+                    log.info("round %d has its quorum: %s", round_number, ", ".join(sorted(online.values())))
+                return online
+            missing = "; ".join(self.offline(online.values())) or "no other site has connected yet"
+            waited = self.clock() - started
+            if waited >= self.wait_s:
+                raise QuorumLost(
+                    f"round {round_number} waited {waited:.0f} s for quorum: {len(online)} sites online, "
+                    f"{self.min_sites} needed ({missing}); continue the run when they are back"
+                )
+            known = max(len(self.last_seen), self.min_sites)
+            message = (
+                f"round {round_number} waits for quorum: {len(online)} of {known} sites online, "
+                f"{self.min_sites} needed; {missing}"
+            )
+            if message != said:
+                log.warning("%s (at most %.0f s more)", message, self.wait_s - waited)
+                self.on_wait(round_number, message)
+                said = message
+            self.sleep(POLL_S)

@@ -1,0 +1,168 @@
+"""The fault model on a real loopback federation: TLS, node auth, the Fleet-only proxy, SecAgg+.
+
+Faults are real: SIGKILL of a SuperNode, a ClientApp, the ServerApp or the SuperLink, SIGSTOP of a
+site, at a chosen stage of a chosen round (deploy/demo/chaos.py watches the coordinator's state).
+Each test asserts that the run finishes every round, that no round is lost or counted twice,
+that checkpoints and metrics agree, that every site's egress ledger verifies, that no process is
+left behind, and that the round's row records the fault. The partition test (packet drops between
+network namespaces) is in tests/security/test_across_hosts.py beside the namespaces it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+
+from client.ledger import Ledger
+from common.run_record import RunRecord, checkpoint_path, load_checkpoint
+from common.settings import RunSettings
+from deploy.demo.chaos import Chaos, Fault
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
+from deploy.host.flower import CONNECTION, flower_env
+from deploy.host.processes import processes_with
+
+pytestmark = pytest.mark.federation
+
+SITES = [profile.name for profile in DEMO_SITES]
+
+
+def settings(rounds: int, **faults: float) -> RunSettings:
+    return RunSettings.model_validate(
+        {
+            "rounds": rounds,
+            "min_sites": 2,
+            "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+            "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
+            "faults": {"straggler_grace_s": 20, "stage_timeout_s": 90, "quorum_wait_s": 120, **faults},
+        }
+    )
+
+
+def federation_with(tmp_path: Path, run: RunSettings, faults: list[Fault]) -> tuple[Workspace, dict, list[str]]:
+    """A three-site demo federation that meets ``faults``; returns its workspace, record and events."""
+    space = Workspace(tmp_path / "ws")
+    for profile in DEMO_SITES:
+        write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
+    provision_demo(space, SITES)
+    RunRecord(space.run_dir).create("faults", run, transport={"tls": True, "node_auth": True})
+    events: list[str] = []
+    record = run_demo_federation(
+        space,
+        run,
+        events.append,
+        lambda row: None,
+        chaos=lambda processes: Chaos(processes, RunRecord(space.run_dir), faults, events.append),
+    )
+    return space, record, events
+
+
+def survived(space: Workspace, record: dict, rounds: int) -> list[dict]:
+    """The invariants every fault must leave intact; returns the round rows."""
+    assert record["status"] == "completed", record
+    run = RunRecord(space.run_dir)
+    rows = run.rounds()
+    assert [row["round"] for row in rows] == list(range(1, rounds + 1))  # none lost, none twice
+    for row in rows:
+        saved = load_checkpoint(checkpoint_path(space.run_dir, row["round"]))
+        assert saved.metrics["global_dice"] == row["global_dice"] and saved.metrics["sites"] == row["sites"]
+    for site in SITES:
+        check = Ledger(space.site(site, 1).context.cache_path).verify()
+        assert check.intact, (site, check.problems)
+    assert processes_with("FLWR_HOME", str(space.root / "flwr-home")) == []  # nothing left behind
+    return rows
+
+
+def node_ids(space: Workspace) -> set[str]:
+    """The node ids the SuperLink's database knows (a rejoining site must not add one)."""
+    import subprocess
+
+    from deploy.host.flower import flower_tool
+
+    done = subprocess.run(
+        [flower_tool("flwr"), "supernode", "list", CONNECTION, "--format", "json"],
+        env=flower_env(space.root / "flwr-home"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {node["node-id"] for node in json.loads(done.stdout or "{}").get("nodes", [])}
+
+
+def trained(row: dict) -> set[str]:
+    return {site for site, metrics in row["sites"].items() if "num_train" in metrics}
+
+
+def test_a_site_killed_during_key_exchange_costs_one_round_and_rejoins(tmp_path):
+    space, record, events = federation_with(tmp_path, settings(3), [Fault(2, "share-keys", "supernode-site-b")])
+    rows = survived(space, record, 3)
+    assert rows[1]["dropped"] == {"site-b": "share-keys"} and trained(rows[1]) == {"site-a", "site-c"}
+    assert "site-b" in trained(rows[2])  # restarted by the supervisor, back in the next round
+    assert any("supernode-site-b restarted" in event for event in events)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["setup", "masked-update", "unmask"])
+def test_a_site_killed_at_any_secure_stage(stage, tmp_path):
+    space, record, _ = federation_with(tmp_path, settings(3), [Fault(2, stage, "supernode-site-c")])
+    rows = survived(space, record, 3)
+    assert rows[1]["dropped"].get("site-c") == stage
+    assert "site-c" in trained(rows[2])
+
+
+@pytest.mark.slow
+def test_a_killed_clientapp_is_a_dropped_site_not_a_stuck_round(tmp_path):
+    space, record, _ = federation_with(tmp_path, settings(3), [Fault(2, "masked-update", "clientapp-site-a")])
+    rows = survived(space, record, 3)
+    assert rows[1]["dropped"].get("site-a") == "masked-update"
+
+
+@pytest.mark.slow
+def test_a_stopped_site_is_dropped_as_a_straggler_and_comes_back(tmp_path):
+    faults = [
+        Fault(2, "masked-update", "supernode-site-b", signal.SIGSTOP),
+        Fault(3, "setup", "supernode-site-b", signal.SIGCONT),
+    ]
+    space, record, _ = federation_with(tmp_path, settings(4), faults)
+    rows = survived(space, record, 4)
+    assert rows[1]["dropped"].get("site-b") == "masked-update"
+    assert "site-b" in trained(rows[3])
+
+
+def test_a_killed_serverapp_is_continued_from_the_last_checkpoint(tmp_path):
+    space, record, events = federation_with(tmp_path, settings(3), [Fault(2, "masked-update", "serverapp")])
+    survived(space, record, 3)
+    restarts = record["coordinator_restarts"]
+    assert len(restarts) == 1 and "ServerApp" in restarts[0]["reason"]
+    assert len(record["flower_runs"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["superlink", "both"])
+def test_a_killed_superlink_is_restarted_and_the_run_continued(target, tmp_path):
+    faults = [Fault(2, "share-keys", "superlink")]
+    if target == "both":
+        faults.insert(0, Fault(2, "share-keys", "serverapp"))
+    space, record, events = federation_with(tmp_path, settings(3), faults)
+    survived(space, record, 3)
+    assert any("superlink restarted" in event for event in events)
+    assert len(record["coordinator_restarts"]) == 1
+    assert len(node_ids(space)) == len(SITES)  # the sites came back with the same node ids
+
+
+@pytest.mark.slow
+def test_below_quorum_waits_says_so_and_goes_on_when_sites_return(tmp_path):
+    faults = [
+        Fault(2, "setup", "supernode-site-b", signal.SIGSTOP),
+        Fault(2, "setup", "supernode-site-c", signal.SIGSTOP),
+        Fault(2, "waiting", "supernode-site-b", signal.SIGCONT),
+        Fault(2, "waiting", "supernode-site-c", signal.SIGCONT),
+    ]
+    space, record, events = federation_with(tmp_path, settings(3), faults)
+    rows = survived(space, record, 3)
+    assert any("SIGCONT to supernode-site-b in round 2 at waiting" in event for event in events)
+    assert rows[1]["attempts"] == 2 and "site-b" in rows[1]["earlier_attempts"][0]
+    assert trained(rows[1]) == set(SITES)

@@ -1,0 +1,160 @@
+"""The round loop under faults: the real ServerApp and ClientApp, faults injected by the stub Grid.
+
+These are fast checks of the coordinator's own handling (deadlines, dropouts at each SecAgg+ stage,
+quorum waits and retries, refused updates, a resumed run's bookkeeping). The same faults on real
+processes, by signal and packet drop, are in test_fault_federation.py.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message
+
+from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint, resume_point
+from common.settings import RunSettings
+from harness.federation import FIRST_NODE_ID, run_in_process, site_grid, write_sphere_site
+
+SITES = ("site-a", "site-b", "site-c")
+SITE_B = FIRST_NODE_ID + 1
+SITE_C = FIRST_NODE_ID + 2
+
+
+def settings(mode: str = "secagg+", rounds: int = 2, **faults: float) -> RunSettings:
+    return RunSettings.model_validate(
+        {
+            "rounds": rounds,
+            "min_sites": 2,
+            "round_timeout_s": 10,
+            "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
+            "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
+            "aggregation": {"mode": mode},
+            "faults": {"straggler_grace_s": 0.3, "stage_timeout_s": 5, "quorum_wait_s": 3, **faults},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("sites")
+    return {site: write_sphere_site(root / site, 10 * index, train=2, val=1) for index, site in enumerate(SITES)}
+
+
+def consistent(record: RunRecord, rounds: int) -> list[dict]:
+    """Every round once, in order; each checkpoint carries exactly its metrics row."""
+    rows = record.rounds()
+    assert [row["round"] for row in rows] == list(range(1, rounds + 1))
+    for row in rows:
+        saved = load_checkpoint(checkpoint_path(record.run_dir, row["round"]))
+        assert saved.round == row["round"] and saved.metrics["global_dice"] == row["global_dice"]
+        assert math.isfinite(row["global_dice"])
+    assert record.read()["rounds_done"] == rounds
+    return rows
+
+
+@pytest.mark.parametrize("stage", ["setup", "share-keys", "masked-update", "unmask"])
+def test_secure_round_completes_without_a_site_lost_at_any_stage(stage, folders, tmp_path):
+    run = settings("secagg+")
+    grid = site_grid(tmp_path / "run", run, folders, drop_at={SITE_B: stage})
+    record = run_in_process(tmp_path / "run", run, grid)
+    assert record.read()["status"] == "completed"
+    first, second = consistent(record, 2)
+    assert first["dropped"] == {"site-b": stage}
+    assert first["failures"]["site-b"].startswith(f"dropped at {stage}: no secure aggregation {stage} stage reply")
+    # lost before its masked update was in: left out of the sum; lost while unmasking: it is in
+    assert ("site-b" in first["sites"]) == (stage == "unmask")
+    assert second["dropped"] == {"site-b": "setup"} and set(second["sites"]) == {"site-a", "site-c"}
+
+
+def test_plain_round_drops_a_straggler_after_the_grace(folders, tmp_path):
+    run = settings("plain")
+    grid = site_grid(tmp_path / "run", run, folders, silent={SITE_C})
+    record = run_in_process(tmp_path / "run", run, grid)
+    first, _ = consistent(record, 2)
+    assert first["dropped"] == {"site-c": "training"}
+    assert "dropped as a straggler" in first["failures"]["site-c"]
+    assert first["train_exchange_s"] < 3  # the grace, not the stage limit
+
+
+def test_a_round_below_quorum_is_tried_again(folders, tmp_path):
+    run = settings("plain")
+    grid = site_grid(tmp_path / "run", run, folders, ignore_next={SITE_B: 1, SITE_C: 1})
+    record = run_in_process(tmp_path / "run", run, grid)
+    first, second = consistent(record, 2)
+    assert first["attempts"] == 2 and "1 of 3 sites replied, 2 needed" in first["earlier_attempts"][0]
+    assert set(first["sites"]) == set(SITES) and second["attempts"] == 1
+
+
+def test_a_round_waits_for_quorum_and_goes_on_when_sites_return(folders, tmp_path):
+    run = settings("secagg+", quorum_wait_s=30)
+    grid = site_grid(tmp_path / "run", run, folders, offline_polls={SITE_B: 2, SITE_C: 2})
+    record = run_in_process(tmp_path / "run", run, grid)
+    assert record.read()["status"] == "completed"
+    assert set(consistent(record, 2)[0]["sites"]) == set(SITES)
+
+
+def test_too_long_below_quorum_pauses_the_run_with_its_reason(folders, tmp_path):
+    run = settings("secagg+", quorum_wait_s=1.5)
+    grid = site_grid(tmp_path / "run", run, folders, offline={SITE_B, SITE_C})
+    record = run_in_process(tmp_path / "run", run, grid)
+    status = record.read()
+    assert status["status"] == "paused" and not status.get("failure")
+    assert "round 1 waited" in status["paused"] and "1 sites online, 2 needed" in status["paused"]
+    state = record.state()
+    assert state is not None and state["phase"] == "paused" and state["detail"] == status["paused"]
+    assert record.rounds() == []
+
+
+def _poisoned(how: str):
+    def tamper(reply: Message) -> Message:
+        if reply.has_error() or "arrays" not in reply.content.array_records:
+            return reply  # an evaluation reply: nothing to poison
+        arrays = reply.content["arrays"]
+        name = next(iter(arrays))
+        values = arrays[name].numpy().copy()
+        if how == "nan":
+            values.flat[0] = np.nan
+        elif how == "norm":
+            values = values + 1e6
+        else:
+            values = values.reshape(-1)
+        reply.content["arrays"] = ArrayRecord({**{k: v for k, v in arrays.items()}, name: Array(values)})
+        return reply
+
+    return tamper
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [("nan", "NaN or infinite"), ("norm", "beyond max_update_norm"), ("shape", "the model's is")],
+)
+def test_a_malformed_update_is_refused_naming_the_site(how, reason, folders, tmp_path):
+    run = settings("plain", rounds=1)
+    grid = site_grid(tmp_path / "run", run, folders, tamper={SITE_C: _poisoned(how)})
+    record = run_in_process(tmp_path / "run", run, grid)
+    (row,) = consistent(record, 1)
+    assert row["failures"]["site-c"].startswith("update refused:") and reason in row["failures"]["site-c"]
+    assert row["dropped"] == {"site-c": "training (update refused)"} and "site-c" not in {
+        site for site, scores in row["sites"].items() if "num_train" in scores
+    }
+    weights = load_checkpoint(latest_checkpoint(record.run_dir)).weights
+    assert all(bool(tensor.isfinite().all()) for tensor in weights.values())
+
+
+def test_a_resumed_run_redoes_at_most_the_round_in_flight(folders, tmp_path):
+    """The coordinator dies in round 3's training; the resumed run continues from round 2."""
+    run = settings("secagg+", rounds=4)
+    crashing = site_grid(tmp_path / "run", run, folders, crash_in_round=3)
+    with pytest.raises(SystemExit):
+        run_in_process(tmp_path / "run", run, crashing)
+    record = RunRecord(tmp_path / "run")
+    assert record.read()["status"] == "running" and [r["round"] for r in record.rounds()] == [1]
+    _, done, checkpoint = resume_point(tmp_path / "run")
+    assert done == 2  # round 2 was aggregated and checkpointed, its scores were still to come
+    resumed = site_grid(tmp_path / "run", run, folders)
+    run_in_process(tmp_path / "run", run, resumed, round_offset=done, initial_weights=checkpoint)
+    assert record.read()["status"] == "completed"
+    consistent(record, 4)
