@@ -226,6 +226,7 @@ class RoundLoop:
         evaluated = [s for s in row["sites"].values() if "dice" in s and s.get("num_val", 0) > 0]
         cases = sum(s["num_val"] for s in evaluated)
         row["global_dice"] = sum(s["dice"] * s["num_val"] for s in evaluated) / cases if cases else 0.0
+        row["closed_at"] = time.time()
         # The checkpoint first: a crash before the metrics row leaves the round unscored in
         # metrics.json, and a resume scores it again; never a row without its checkpoint's Dice.
         save_checkpoint(self.record.run_dir, row["round"], weights.to_torch_state_dict(), row, self.settings)

@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,13 +56,13 @@ def plan_faults(rounds: int, sites: list[str], rng: random.Random) -> list[Fault
 
 @dataclass
 class Chaos:
-    """``with Chaos(...)``: the planned faults happen while the block runs; ``done`` says what was done."""
+    """``with Chaos(...)``: the planned faults happen while the block runs; ``done`` says what struck when."""
 
     processes: ProcessSet
     record: RunRecord
     faults: list[Fault]
     on_event: Callable[[str], None]
-    done: list[str] = field(default_factory=list)
+    done: list[tuple[float, Fault]] = field(default_factory=list)  # (wall time, fault) of each strike
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -106,7 +107,7 @@ class Chaos:
             log.warning("chaos: could not signal %s: %s", fault.target, error)
             return
         what = f"chaos: {fault.action.name} to {fault.target} in round {fault.round} at {fault.stage}"
-        self.done.append(what)
+        self.done.append((time.time(), fault))
         self.on_event(what)
 
 
