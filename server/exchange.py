@@ -79,7 +79,9 @@ def exchange(
             node = destination.get(message_id, reply.metadata.src_node_id)
             if reply.has_error():
                 outcome.errors.append(reply)
-                outcome.failures[names.get(node, f"node {node}")] = reply.error.reason
+                outcome.failures[names.get(node, f"node {node}")] = (
+                    reply.error.reason or f"error code {reply.error.code}"
+                )
                 log.warning("%s: %s failed: %s", what, names.get(node, f"node {node}"), reply.error.reason)
             else:
                 outcome.replies.append(reply)

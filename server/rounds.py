@@ -47,6 +47,15 @@ def site_of(reply: Message) -> str:
     return str(record["name"]) if record and "name" in record else f"node {reply.metadata.src_node_id}"
 
 
+def metric(reply: Message, key: str) -> float:
+    """One number a site reported; a reply without it, or with a list there, is the site's fault."""
+    record = reply.content.metric_records.get("metrics")
+    value = record.get(key) if record is not None else None
+    if not isinstance(value, int | float):
+        raise FederationError(f"{site_of(reply)}: its reply has no number '{key}' (got {value!r})")
+    return float(value)
+
+
 class OnlineNodes:
     """The run's Grid, showing the strategy only the sites the round found online.
 
@@ -217,9 +226,8 @@ class RoundLoop:
     def _close(self, row: dict, weights: ArrayRecord, scored: Exchange, prefix: str) -> None:
         """Add the sites' Dice of the round's model (``weights``) to its row; checkpoint and record it."""
         for reply in scored.replies:
-            metrics = reply.content["metrics"]
             row["sites"].setdefault(site_of(reply), {}).update(
-                {"num_val": float(metrics[f"{prefix}num-examples"]), "dice": float(metrics[f"{prefix}dice"])}
+                {"num_val": metric(reply, f"{prefix}num-examples"), "dice": metric(reply, f"{prefix}dice")}
             )
         for site, reason in scored.failures.items():
             row["failures"].setdefault(site, f"scoring: {reason}")
@@ -243,11 +251,10 @@ class RoundLoop:
     def _train_row(round_number: int, train: Exchange, wall: float) -> dict:
         sites: dict[str, dict[str, float]] = {}
         for reply in train.replies:
-            metrics = reply.content["metrics"]
             sites[site_of(reply)] = {
-                "num_train": float(metrics["num-examples"]),
-                "train_loss": float(metrics["train-loss"]),
-                "train_seconds": float(metrics["train-seconds"]),
+                "num_train": metric(reply, "num-examples"),
+                "train_loss": metric(reply, "train-loss"),
+                "train_seconds": metric(reply, "train-seconds"),
             }
         return {
             "round": round_number,

@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import (
@@ -35,6 +35,7 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
+from flwr.app.typing import MetricRecordValues
 from flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -234,7 +235,7 @@ class SecureTraining:
         :class:`BelowQuorum` and tried again.
         """
         started = time.monotonic()
-        self.strategy.config = {**config, "server-round": round_number}
+        self.strategy.config = {**cast(Mapping[str, Scalar], config), "server-round": round_number}
         self.strategy.nodes = list(online)
         self.strategy.aggregate = None
         self.strategy.site_metrics = {}
@@ -244,7 +245,7 @@ class SecureTraining:
         self.legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
             {Key.CURRENT_ROUND: round_number, Key.START_TIME: started}
         )
-        self.workflow(self.grid, self.legacy)  # type: ignore[arg-type]  (a Grid in all but name)
+        self.workflow(self.grid, self.legacy)  # type: ignore[arg-type]  # a Grid in all but name
         failures, dropped = dict(self.grid.failures), dict(self.grid.dropped)
         if self.strategy.aggregate is None:
             stage = self.workflow.halted_at or "aggregation"
@@ -278,6 +279,8 @@ def _named(template: ArrayRecord, arrays: list[np.ndarray]) -> ArrayRecord:
 
 def _reply(node: int, mean: ArrayRecord, metrics: dict[str, Scalar]) -> Message:
     site = str(metrics.get(SITE_METRIC, f"node {node}"))
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float) and k != SITE_METRIC}
+    numbers: dict[str, MetricRecordValues] = {
+        k: v for k, v in metrics.items() if isinstance(v, int | float) and k != SITE_METRIC
+    }
     content = RecordDict({"arrays": mean, "metrics": MetricRecord(numbers), "site": ConfigRecord({"name": site})})
     return Message(content, dst_node_id=node, message_type="train")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     FedAdam,
@@ -35,15 +37,26 @@ def build_strategy(settings: RunSettings) -> Strategy:
     )
 
 
+class SiteSelection(TypedDict):
+    """The strategy arguments that pick the sites of a round (the round loop sets who is online)."""
+
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+
+
 def _base_strategy(settings: RunSettings) -> Strategy:
     """Every connected site trains and evaluates each round; ``min_sites`` must be connected."""
-    common = {
-        "fraction_train": 1.0,
-        "fraction_evaluate": 1.0,
-        "min_train_nodes": settings.min_sites,
-        "min_evaluate_nodes": settings.min_sites,
-        "min_available_nodes": settings.min_sites,
-    }
+    sites = settings.min_sites
+    common = SiteSelection(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=sites,
+        min_evaluate_nodes=sites,
+        min_available_nodes=sites,
+    )
     options = settings.strategy
     match options.name:
         case "fedavg":

@@ -18,6 +18,9 @@ import math
 import numpy as np
 from flwr.app import ArrayRecord, Message
 
+# What the round loop records of every training reply besides its case count.
+TRAINING_METRICS = ("train-loss", "train-seconds")
+
 
 def update_problem(reply: Message, reference: ArrayRecord, max_update_norm: float) -> str | None:
     """Why ``reply``'s update must not be aggregated; None when it may."""
@@ -45,4 +48,8 @@ def update_problem(reply: Message, reference: ArrayRecord, max_update_norm: floa
     cases = metrics.get("num-examples") if metrics is not None else None
     if not isinstance(cases, int | float) or not math.isfinite(cases) or cases <= 0:
         return f"its case count (num-examples) is {cases!r}, not a positive number"
+    for key in TRAINING_METRICS:
+        value = metrics.get(key) if metrics is not None else None
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            return f"its metric '{key}' is {value!r}, not a number"
     return None

@@ -38,11 +38,11 @@ def serve_superlink(coordinator: CoordinatorDir, on_event: Callable[[str], None]
         )
     with ProcessSet(coordinator.logs, {}) as processes:
         superlink = SuperLink(coordinator.root, coordinator.files, processes, host=settings.listen, port=settings.port)
-        superlink.start()
+        private_port = superlink.start()
         sites = registered_sites(coordinator)
         for site in sites:
             superlink.register_key(site.name, site.public_key)
-        write_state(coordinator, superlink.private_port, settings.address)
+        write_state(coordinator, private_port, settings.address)
         try:
             on_event(
                 f"SuperLink ready: sites connect to {settings.address} (listening on "

@@ -75,8 +75,8 @@ class SuperLink:
         """Where the coordinator's ``flwr`` CLI connects (Control API)."""
         return f"{LOOPBACK}:{self.private_port}" if self.proxy else self.address
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the SuperLink and, with ``proxy``, the public Fleet-only proxy in front of it."""
+    def start(self, timeout: float = 60.0) -> int:
+        """Start the SuperLink and, with ``proxy``, the public Fleet-only proxy; returns its private port."""
         for path, what in (
             (self.consortium.ca_cert, "consortium CA certificate"),
             (self.consortium.server_cert, "SuperLink certificate"),
@@ -128,6 +128,7 @@ class SuperLink:
                 ),
                 timeout,
             )
+        return self.private_port
 
     def flwr(self, *args: str, timeout: float = 120.0) -> str:
         """Run the ``flwr`` CLI against this SuperLink; a failure names the command and its output."""

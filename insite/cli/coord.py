@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -167,7 +168,7 @@ def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
     coordinator = CoordinatorDir(directory.resolve())
     settings = coordinator.settings()
     running = running_superlink(coordinator)
-    status = {
+    status: dict[str, Any] = {
         "consortium": settings.name,
         "address": settings.address,
         "ca": _certificate_status(coordinator.files.ca_cert, "consortium CA certificate", settings.renew_before_days),

@@ -143,3 +143,20 @@ def test_supernode_launcher_caps_the_idle_poll_of_flowers_loop():
     loop.time.sleep(3)
     assert time.monotonic() - started < 1.0 and loop.time.monotonic is time.monotonic
     assert not shorten_idle_poll(types.ModuleType("changed"), 0.05)
+
+
+def test_supernode_launcher_heartbeat_premise():
+    """The launcher's heartbeat: Flower keeps it in these two modules, and 10 s is its minimum."""
+    import flwr.supercore.heartbeat as heartbeat
+    import flwr.supernode.fleet_http_connection as connection
+    from flwr.common.constant import HEARTBEAT_MIN_INTERVAL, HEARTBEAT_PATIENCE
+
+    from deploy.site.supernode_launcher import DEFAULT_HEARTBEAT_S, shorten_heartbeat
+
+    assert HEARTBEAT_MIN_INTERVAL <= DEFAULT_HEARTBEAT_S and HEARTBEAT_PATIENCE == 2
+    before = (connection.HEARTBEAT_DEFAULT_INTERVAL, heartbeat.HEARTBEAT_DEFAULT_INTERVAL)
+    try:
+        assert shorten_heartbeat([connection, heartbeat], DEFAULT_HEARTBEAT_S)
+        assert connection.HEARTBEAT_DEFAULT_INTERVAL == heartbeat.HEARTBEAT_DEFAULT_INTERVAL == DEFAULT_HEARTBEAT_S
+    finally:
+        connection.HEARTBEAT_DEFAULT_INTERVAL, heartbeat.HEARTBEAT_DEFAULT_INTERVAL = before

@@ -1,0 +1,48 @@
+"""What a coordinator sees of a run: the state line, the round lines, the chaos plan."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from deploy.demo.chaos import SECURE_STAGES, plan_faults
+from insite.cli.progress import participation
+from insite.cli.run_report import describe_run
+
+RECORD = {"status": "running", "rounds_done": 5, "rounds_planned": 13}
+
+
+def test_state_line_says_what_the_run_waits_for():
+    now = time.time()
+    waiting = {
+        "phase": "waiting",
+        "round": 6,
+        "since": now - 30,
+        "updated": now,
+        "detail": "round 6 waits for quorum: 1 of 3 sites online, 2 needed; site-b offline since 14:02:11",
+    }
+    line = describe_run(RECORD, waiting, now)
+    assert line.startswith("round 6 waits for quorum") and "site-b offline since 14:02:11" in line
+    running = {"phase": "round", "round": 6, "stage": "share-keys", "since": now, "updated": now, "attempt": 2}
+    assert "running round 6 at share-keys" in describe_run(RECORD, running, now) and "attempt 2" in describe_run(
+        RECORD, running, now
+    )
+    assert "last reported 60 s ago" in describe_run(RECORD, {**running, "updated": now - 60}, now)
+    paused = {**RECORD, "status": "paused", "paused": "round 6 waited 900 s for quorum"}
+    assert describe_run(paused, running, now) == "paused (5 of 13 rounds done): round 6 waited 900 s for quorum"
+
+
+def test_round_line_names_the_dropped_site_and_its_return():
+    dropped = {"sites": {"site-a": {"num_train": 4}, "site-c": {"num_train": 4}}, "dropped": {"site-b": "share-keys"}}
+    back = {"sites": {name: {"num_train": 4} for name in ("site-a", "site-b", "site-c")}, "dropped": {}}
+    assert "2 of 3 sites (site-b dropped at share-keys)" in participation(dropped, None)
+    assert "3 of 3 sites (site-b rejoined)" in participation(back, dropped)
+    assert participation(back, back) == ""
+
+
+def test_chaos_plans_a_site_crash_then_a_coordinator_crash_inside_the_run():
+    for seed in range(20):
+        site, coordinator = plan_faults(13, ["site-a", "site-b", "site-c"], random.Random(seed))
+        assert 2 <= site.round < coordinator.round <= 12 and site.stage in SECURE_STAGES
+        assert site.target.startswith("supernode-site-") and coordinator.target == "serverapp"
+    assert plan_faults(3, ["site-a"], random.Random(0)) == []
