@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench install system-deps clean
+.PHONY: demo test test-slow lint bench install system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,13 @@ system-deps:
 demo: $(STAMP) system-deps
 	$(BIN)/insite demo
 
-test: $(STAMP) system-deps
+# Lint first (a minute): ruff's rules and formatting, and mypy over every package (pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint system-deps
 	$(BIN)/python -m pytest
 
 test-slow: $(STAMP) system-deps
