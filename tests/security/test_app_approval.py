@@ -17,7 +17,6 @@ from flwr.cli.build import build
 from typer.testing import CliRunner
 
 from client.ledger import HEAD_FILE, LEDGER_FILE, Ledger
-from common.errors import FederationError
 from common.run_record import RunRecord
 from common.settings import RunSettings
 from deploy.coordinator.app_bundle import stage_app
@@ -204,18 +203,20 @@ def test_site_runs_the_approved_app_and_refuses_a_modified_one(federation, app_d
     modified = _modified_copy(app_dir, tmp_path / "modified-app")
     digest = fab_digest(modified)
 
-    with pytest.raises(FederationError) as failed:
-        _run(fed, tmp_path / "refused-run", modified)
-    assert f"app {digest} refused at site-a: not approved" in str(failed.value)
-    [refusal] = [json.loads(line) for line in (cache / REFUSALS_FILE).read_text().splitlines()]
-    assert refusal["digest"] == digest and refusal["site"] == "site-a"
-    # Refused before it could read data: nothing was preprocessed; the refusal is in the ledger.
+    # The only site refuses every try of the round: the run pauses (resumable once the site approves
+    # the app), saying why; it is not counted as done.
+    refused = _run(fed, tmp_path / "refused-run", modified)
+    assert refused["status"] == "paused" and f"app {digest} refused at site-a: not approved" in refused["paused"]
+    attempts = RunSettings.model_validate(SETTINGS).faults.round_attempts
+    refusals = [json.loads(line) for line in (cache / REFUSALS_FILE).read_text().splitlines()]
+    assert len(refusals) == attempts and all(r["digest"] == digest and r["site"] == "site-a" for r in refusals)
+    # Refused before it could read data: nothing was preprocessed; each refusal is in the ledger.
     assert sorted(p.name for p in cache.iterdir()) == sorted([REFUSALS_FILE, APPROVALS_FILE, LEDGER_FILE, HEAD_FILE])
-    [entry] = Ledger(cache).entries()
-    assert entry["kind"] == "refused" and digest in entry["detail"]
+    entries = Ledger(cache).entries()
+    assert len(entries) == attempts and all(e["kind"] == "refused" and digest in e["detail"] for e in entries)
 
     record = _run(fed, tmp_path / "approved-run")
     assert record["status"] == "completed"
     assert [r["round"] for r in RunRecord(tmp_path / "approved-run").rounds()] == [1]
     assert (cache / "preprocessed").is_dir()
-    assert len((cache / REFUSALS_FILE).read_text().splitlines()) == 1
+    assert len((cache / REFUSALS_FILE).read_text().splitlines()) == attempts
