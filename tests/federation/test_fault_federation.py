@@ -97,10 +97,10 @@ def trained(row: dict) -> set[str]:
 
 
 def test_a_site_killed_during_key_exchange_costs_one_round_and_rejoins(tmp_path):
-    space, record, events = federation_with(tmp_path, settings(3), [Fault(2, "share-keys", "supernode-site-b")])
-    rows = survived(space, record, 3)
-    assert rows[1]["dropped"] == {"site-b": "share-keys"} and trained(rows[1]) == {"site-a", "site-c"}
-    assert "site-b" in trained(rows[2])  # restarted by the supervisor, back in the next round
+    space, record, events = federation_with(tmp_path, settings(2), [Fault(1, "share-keys", "supernode-site-b")])
+    rows = survived(space, record, 2)
+    assert rows[0]["dropped"] == {"site-b": "share-keys"} and trained(rows[0]) == {"site-a", "site-c"}
+    assert "site-b" in trained(rows[1])  # restarted by the supervisor, back in the next round
     assert any("supernode-site-b restarted" in event for event in events)
 
 
@@ -133,8 +133,8 @@ def test_a_stopped_site_is_dropped_as_a_straggler_and_comes_back(tmp_path):
 
 
 def test_a_killed_serverapp_is_continued_from_the_last_checkpoint(tmp_path):
-    space, record, events = federation_with(tmp_path, settings(3), [Fault(2, "masked-update", "serverapp")])
-    survived(space, record, 3)
+    space, record, events = federation_with(tmp_path, settings(2), [Fault(2, "masked-update", "serverapp")])
+    survived(space, record, 2)
     restarts = record["coordinator_restarts"]
     assert len(restarts) == 1 and "ServerApp" in restarts[0]["reason"]
     assert len(record["flower_runs"]) == 2
