@@ -14,6 +14,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+from common.background import Background
 from common.run_record import RunRecord
 
 BEAT_S = 2.0
@@ -28,8 +29,7 @@ class LiveState:
         self.beat_s = beat_s
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._background = Background("live-state", self._beat)
 
     def set(self, phase: str, **details: Any) -> None:
         """Enter ``phase`` (starting, waiting, round, evaluating, paused, completed, failed)."""
@@ -44,20 +44,17 @@ class LiveState:
     def _write(self) -> None:
         self.record.write_state({**self._state, "updated": time.time()})
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.beat_s):
+    def _beat(self, stop: threading.Event) -> None:
+        while not stop.wait(self.beat_s):
             with self._lock:
                 if self._state:
                     self._write()
 
     def __enter__(self) -> LiveState:
-        self._thread = threading.Thread(target=self._beat, name="live-state", daemon=True)
-        self._thread.start()
+        self._background.__enter__()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._background.__exit__(kind, error, trace)

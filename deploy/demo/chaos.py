@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from common.background import Background
 from common.run_record import RunRecord
 from deploy.host.processes import ProcessSet
 
@@ -63,26 +64,23 @@ class Chaos:
     faults: list[Fault]
     on_event: Callable[[str], None]
     done: list[tuple[float, Fault]] = field(default_factory=list)  # (wall time, fault) of each strike
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _background: Background | None = None
 
     def __enter__(self) -> Chaos:
         plan = "; ".join(f"round {f.round}: kill {f.target} at {f.stage}" for f in self.faults)
         self.on_event(f"chaos planned: {plan or 'nothing (too few rounds)'}")
-        self._thread = threading.Thread(target=self._watch, name="chaos", daemon=True)
-        self._thread.start()
+        self._background = Background("chaos", self._watch).__enter__()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        if self._background is not None:
+            self._background.__exit__(kind, error, trace)
 
-    def _watch(self) -> None:
+    def _watch(self, stop: threading.Event) -> None:
         pending = list(self.faults)
-        while pending and not self._stop.wait(POLL_S):
+        while pending and not stop.wait(POLL_S):
             state = self.record.state() or {}
             fault = pending[0]
             phase, round_number = state.get("phase"), int(state.get("round") or 0)

@@ -5,9 +5,10 @@ Entry points:
 - :func:`siteprep.deid.run.deidentify_tree`: a folder of raw DICOM to a de-identified folder, a
   quarantine (with a reason per file) and an audit report (:class:`siteprep.deid.run.RunReport`);
 - :func:`siteprep.deid.scan.scan_tree`: the residual-identifier scan of an output folder against
-  its originals (``insite site scan``);
-- :mod:`deploy.demo.synthetic_dicom`: raw DICOM series and DICOM-SEG with planted identifiers, for the
-  tests, the benchmark and the demo.
+  its originals (``insite site scan``).
+
+Raw DICOM with planted identifiers, for the tests, the benchmark and the demo, is made outside
+this package, by the demo's generator.
 
 One job per module: ``profile`` (Table E.1-1 + options -> one action per tag), ``engine`` (apply
 it to every element), ``identifiers`` (what counts as an identifying value), ``keys`` (site secret,
