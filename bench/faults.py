@@ -240,6 +240,7 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=Path(".bench/faults"))
     parser.add_argument("--json", type=Path, help="where to write the figures (default: WORKSPACE/faults.json)")
     args = parser.parse_args()
+    args.workspace = args.workspace.resolve()  # nginx resolves a relative config path against its own prefix
     base = load_run_settings(shipped("federation.toml"))
     settings = base.model_copy(
         update={

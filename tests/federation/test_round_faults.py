@@ -23,12 +23,12 @@ SITE_B = FIRST_NODE_ID + 1
 SITE_C = FIRST_NODE_ID + 2
 
 
-def settings(mode: str = "secagg+", rounds: int = 2, **faults: float) -> RunSettings:
+def settings(mode: str = "secagg+", rounds: int = 2, round_timeout_s: float = 10, **faults: float) -> RunSettings:
     return RunSettings.model_validate(
         {
             "rounds": rounds,
             "min_sites": 2,
-            "round_timeout_s": 10,
+            "round_timeout_s": round_timeout_s,
             "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
             "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
             "aggregation": {"mode": mode},
@@ -70,13 +70,13 @@ def test_secure_round_completes_without_a_site_lost_at_any_stage(stage, folders,
 
 
 def test_plain_round_drops_a_straggler_after_the_grace(folders, tmp_path):
-    run = settings("plain")
+    run = settings("plain", round_timeout_s=120)
     grid = site_grid(tmp_path / "run", run, folders, silent={SITE_C})
     record = run_in_process(tmp_path / "run", run, grid)
     first, _ = consistent(record, 2)
     assert first["dropped"] == {"site-c": "training"}
     assert "dropped as a straggler" in first["failures"]["site-c"]
-    assert first["train_exchange_s"] < 3  # the grace, not the stage limit
+    assert first["train_exchange_s"] < 60  # ended by the grace, not at the stage's 120 s limit
 
 
 def test_a_round_below_quorum_is_tried_again(folders, tmp_path):
