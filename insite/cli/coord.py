@@ -248,17 +248,17 @@ def run_command(
     """
     coordinator = CoordinatorDir(directory.resolve())
     run_dir = (run_dir or coordinator.new_run_dir()).resolve()
-    require_running(coordinator)  # before the run folder is created
     record = RunRecord(run_dir)
-    if (run_dir / RUN_RECORD).exists():
+    existing = (run_dir / RUN_RECORD).exists()
+    settings = None if existing else load_run_settings(config)  # a bad file is named before anything else
+    require_running(coordinator)  # before the run folder is created
+    if settings is None:
         if record.read().get("status") == "completed":
             say(f"{run_dir}: this run is complete; nothing to do")
             return
         say(f"continuing the run in {run_dir} (its own settings; --config is not read)")
     else:
-        record.create(
-            run_dir.name, load_run_settings(config), transport={"tls": True, "node_auth": True, "fleet_proxy": True}
-        )
+        record.create(run_dir.name, settings, transport={"tls": True, "node_auth": True, "fleet_proxy": True})
     _see_through(coordinator, run_dir)
 
 

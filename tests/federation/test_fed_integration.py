@@ -39,7 +39,7 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
             raise Interrupt  # like a coordinator crash: every process is reaped
 
     with pytest.raises(Interrupt):
-        run_demo_federation(space, settings, lambda _: None, stop_after_round_one, timeout=600)
+        run_demo_federation(space, settings, lambda _: None, stop_after_round_one)
     rows = RunRecord(space.run_dir).rounds()
     assert [r["round"] for r in rows] == [1]
     assert set(rows[0]["sites"]) == {"site-a", "site-b", "site-c"}
@@ -47,11 +47,9 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
 
     # Round 1 is scored by round 2's training replies, so the coordinator may already have
     # checkpointed round 2 (not yet scored) when it stopped: the resumed run scores it first.
-    resumed_settings, done, checkpoint = resume_point(space.run_dir)
+    resumed_settings, done, _checkpoint = resume_point(space.run_dir)
     assert done in (1, 2) and resumed_settings == settings
-    record = run_demo_federation(
-        space, settings, lambda _: None, lambda _: None, round_offset=done, initial_weights=checkpoint, timeout=600
-    )
+    record = run_demo_federation(space, settings, lambda _: None, lambda _: None)  # continues from `checkpoint`
     assert record["status"] == "completed" and len(record["flower_runs"]) == 2
     rows = RunRecord(space.run_dir).rounds()
     assert [r["round"] for r in rows] == [1, 2, 3]
