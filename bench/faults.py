@@ -12,25 +12,30 @@ federations (SuperLink behind the Fleet-only proxy, TLS, node authentication, Se
    round ``--coordinator-round`` (default 6) at the masked-update stage (the run supervisor continues
    the run from the last checkpoint). The draws come from ``random.Random(--seed)``.
 
-Reported, as a table and with ``--json FILE``: rounds completed per run; per fault, what was struck
-and when, the seconds from the strike to the next closed round (rows' ``closed_at``; a round's row
-closes when the next round's replies have scored its model) beside the fault-free run's median
-round time (median interval between closed rows) and the configured detection delay
-(``faults.straggler_grace_s``; the SuperNode heartbeat, two missed 10 s beats; for the ServerApp, the
-run supervisor's stale-state limit); the final global Dice of both runs and their difference.
-Targets, stated beside the figures and not asserted: every round completes; no fault costs more
-than one round plus its detection delay; the final Dice is within 0.02 of the fault-free run's.
+Reported, as a table and as JSON (``--json``, default WORKSPACE/faults.json): rounds completed per
+run; per fault, what was struck and when, the seconds from the strike to the next closed round
+(rows' ``closed_at``; a round's row closes once the next round's replies have scored its model),
+the close-to-close interval around it, the fault-free run's median round time (median interval
+between closed rows) and the detection delay: for a site, the sooner of ``faults.straggler_grace_s``
+and the SuperNode heartbeat (two missed 10 s beats, deploy/site/supernode_launcher.py); for the
+ServerApp, the run supervisor's stale-state limit. Then the final global Dice of both runs and their
+difference. Targets, printed beside the figures and not asserted: every round completes; no fault
+costs more than one round plus its detection delay; the final Dice is within 0.02 of the fault-free
+run's.
 
-Defaults, chosen so the whole invocation takes about 30 minutes on a 2-core machine (each site's
-ClientApp gets one thread; a 3-round calibration run measured ~40 s per fault-free round):
-48^3 volumes, 8 cases per site (6 train, 2 held out), the shipped configs/federation.toml
-(its fault settings included: straggler grace 60 s) with a smaller UNet (channels 8-16-32, one
-residual unit), 32^3 patches and 15 local steps, enough to reach a Dice well above chance in 10
-rounds (so the Dice comparison means something) while a round stays well under a minute.
-Timings are wall-clock on whatever else the machine runs: compare the two runs, not other machines.
+Defaults: 48^3 volumes, 8 cases per site (6 train, 2 held out), the shipped configs/federation.toml
+(fault settings included: straggler grace 60 s, quorum 2 of 3) with a smaller UNet (channels
+8-16-32, one residual unit), 32^3 patches and 15 local steps: enough for a Dice near 0.5 after
+three rounds, so the Dice comparison means something. A 3-round calibration on a 2-core machine
+measured 65-120 s per round, of which training is ~5 s: the rest is the framework's floor (under
+SecAgg+ each site starts a ClientApp process per stage, four per round, three sites on two cores
+with one thread each), so smaller data or models would not make it much shorter. The invocation
+takes about 35-40 minutes there. Timings are wall-clock on whatever else the machine runs: compare
+the two runs of one invocation, not machines.
 
-    python -m bench.faults [--rounds 10] [--size 48] [--cases 8] [--seed 0] [--workspace .bench/faults]
-                           [--json FILE]
+    python -m bench.faults [--rounds 10] [--size 48] [--cases 8] [--steps 15] [--seed 0]
+                           [--coordinator-round 6] [--workspace .bench/faults] [--json FILE]
+                           [--report-only]
 """
 
 from __future__ import annotations
@@ -112,25 +117,28 @@ def federation(root: Path, settings: RunSettings, args: argparse.Namespace, faul
         "load_1min": [load, os.getloadavg()[0]],
         "rows": RunRecord(space.run_dir).rounds(),
         "restarts": record.get("coordinator_restarts", []),
-        "struck": [(at, fault) for at, fault in chaos[0].done] if chaos else [],
+        "struck": [[at, fault.round, fault.stage, fault.target] for at, fault in chaos[0].done] if chaos else [],
     }
 
 
 def median_round_s(rows: list[dict]) -> float:
-    """The median interval between consecutive closed rows: one round's wall time, all included."""
-    closes = [row["closed_at"] for row in rows]
+    """The median interval between consecutive closed rows (one round, all included; not the final scoring)."""
+    closes = [row["closed_at"] for row in rows[:-1]]  # the last row closes after a scoring exchange only
     return statistics.median(b - a for a, b in zip(closes, closes[1:], strict=False)) if len(closes) > 1 else 0.0
 
 
 def recorded(run: dict, fault: Fault) -> str:
     """What the run itself recorded of ``fault``: the dropped site and its return, or the restart."""
     if fault.target == "serverapp":
-        return "; ".join(f"restart after round {r['rounds_done']}: {r['reason']}" for r in run["restarts"]) or "none"
-    rows: dict[int, dict] = {row["round"]: row for row in run["rows"]}
+        return "; ".join(f"restart {n} ({r['reason']})" for n, r in enumerate(run["restarts"], 1)) or "no restart"
     site = fault.target.removeprefix("supernode-")
-    back = "num_train" in rows.get(fault.round + 1, {}).get("sites", {}).get(site, {})
-    dropped = rows.get(fault.round, {}).get("dropped") or "none"
-    return f"dropped {dropped}; {f'back in round {fault.round + 1}' if back else 'not back next round'}"
+    row: dict = next((row for row in run["rows"] if row["round"] == fault.round), {})
+    back = [
+        row["round"] for row in run["rows"] if row["round"] > fault.round and "num_train" in row["sites"].get(site, {})
+    ]
+    return f"dropped {row.get('dropped') or 'nothing'}; " + (
+        f"trained again in round {back[0]}" if back else "never back"
+    )
 
 
 def fault_costs(run: dict, faults: list[Fault], round_s: float, grace_s: float) -> list[dict]:
@@ -138,7 +146,7 @@ def fault_costs(run: dict, faults: list[Fault], round_s: float, grace_s: float) 
     closes = [row["closed_at"] for row in run["rows"]]
     costs = []
     for fault in faults:
-        struck = next((at for at, done in run["struck"] if done == fault), None)
+        struck = next((at for at, *done in run["struck"] if done == [fault.round, fault.stage, fault.target]), None)
         detection = STALE_S if fault.target == "serverapp" else min(grace_s, HEARTBEAT_DETECTION_S)
         cost = interval = None
         if struck is not None:
@@ -175,9 +183,7 @@ def summarize(args: argparse.Namespace, settings: RunSettings, faults: list[Faul
         "arguments": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "run_settings": settings.model_dump(mode="json"),
         "runs": {
-            name: {key: value for key, value in run.items() if key != "struck"}
-            | {"rounds_completed": completed[name], "final_dice": dice[name]}
-            for name, run in runs.items()
+            name: run | {"rounds_completed": completed[name], "final_dice": dice[name]} for name, run in runs.items()
         },
         "median_round_s": round_s,
         "detection_delay_s": {
@@ -239,6 +245,9 @@ def main() -> None:
     parser.add_argument("--coordinator-round", type=int, default=6, help="round in which the ServerApp is killed")
     parser.add_argument("--workspace", type=Path, default=Path(".bench/faults"))
     parser.add_argument("--json", type=Path, help="where to write the figures (default: WORKSPACE/faults.json)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="report again from WORKSPACE/runs.json, the last invocation's runs"
+    )
     args = parser.parse_args()
     args.workspace = args.workspace.resolve()  # nginx resolves a relative config path against its own prefix
     base = load_run_settings(shipped("federation.toml"))
@@ -253,10 +262,15 @@ def main() -> None:
     faults = plan(args.rounds, min(args.coordinator_round, args.rounds - 1), random.Random(args.seed))
     print(f"{args.rounds} rounds, 3 sites x {args.cases} cases of {args.size}^3, {args.steps} steps, seed {args.seed}")
     print("faults: " + "; ".join(f"round {f.round} {f.stage}: kill {f.target}" for f in faults), flush=True)
-    runs = {}
-    for name, planned in (("fault-free", []), ("faults", faults)):
-        print(name, flush=True)
-        runs[name] = federation(args.workspace / name, settings, args, planned)
+    saved = args.workspace / "runs.json"  # the raw runs, kept so a report can be made again without rerunning
+    if args.report_only:
+        runs = json.loads(saved.read_text())
+    else:
+        runs = {}
+        for name, planned in (("fault-free", []), ("faults", faults)):
+            print(name, flush=True)
+            runs[name] = federation(args.workspace / name, settings, args, planned)
+            saved.write_text(json.dumps(runs, indent=1) + "\n")
     report = summarize(args, settings, faults, runs)
     print_report(report)
     path = args.json or args.workspace / "faults.json"
