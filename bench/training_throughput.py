@@ -11,7 +11,12 @@ interleaved (ClientApp, bare, ClientApp, bare, ...) so machine noise hits both a
 - "bare MONAI": a plain loop written here without any project code: MONAI CacheDataset in
   memory, RandCropByPosNegLabeld, UNet, DiceCELoss, Adam.
 
-    python -m bench.training_throughput [--config configs/federation.toml] [--repeats 3]
+``--device`` (auto | cuda | cpu, default cpu) goes to the ClientApp as the site's node config, and
+the bare loop trains on what the project's ``select_compute`` picks for it, with the same autocast
+and gradient-scaler rule: otherwise a GPU ClientApp would be measured against a CPU fp32 loop.
+Both sides print the device and precision they trained with (the ClientApp's from its own log).
+
+    python -m bench.training_throughput [--config configs/federation.toml] [--repeats 3] [--device auto]
 
 Reported: steps/s of each and the ratio ClientApp / bare (target >= 0.9x).
 """
@@ -19,11 +24,12 @@ Reported: steps/s of each and the ratio ClientApp / bare (target >= 0.9x).
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import Literal, cast
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict, UserConfigValue
@@ -42,6 +48,7 @@ from monai.transforms import (
 from client.app import app as client_app
 from client.cases import discover_cases
 from client.site import SiteContext
+from common.device import Compute, select_compute
 from common.model import build_model
 from common.settings import RunSettings, load_run_settings, to_run_config
 from configs import shipped
@@ -77,13 +84,28 @@ def _node_config(site: SiteContext) -> dict[str, UserConfigValue]:
         "site-name": site.name,
         "data-path": str(site.data_path),
         "cache-path": str(site.cache_path),
-        "device": "cpu",
+        "device": site.device,
         "threads": site.threads,
     }
 
 
-def bare_monai_round(data_path: Path, settings: RunSettings) -> tuple[float, float]:
-    """The same training as a plain MONAI loop: (steps/s with its set-up, training loop only)."""
+class _ClientAppLog(logging.Handler):
+    """Keeps the ClientApp's per-round training lines: they name the device and precision it used."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def bare_monai_round(data_path: Path, settings: RunSettings, compute: Compute) -> tuple[float, float]:
+    """The same training as a plain MONAI loop: (steps/s with its set-up, training loop only).
+
+    It trains on ``compute`` (the ClientApp's device choice) with the same autocast and gradient
+    scaler as the project's loop, so device and precision are not what the comparison measures.
+    """
     started = time.perf_counter()
     keys = ("image", "label")
     training = settings.training
@@ -115,20 +137,32 @@ def bare_monai_round(data_path: Path, settings: RunSettings) -> tuple[float, flo
         channels=tuple(net.channels),
         strides=tuple(net.strides),
         num_res_units=net.num_res_units,
-    )
+    ).to(compute.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    scaler = torch.amp.GradScaler(compute.device.type) if compute.grad_scaling else None
     model.train()
     done = 0
     loop_started = time.perf_counter()
     while done < training.local_steps:
         for batch in loader:
+            image = batch["image"].to(compute.device, non_blocking=True)
+            label = batch["label"].to(compute.device, non_blocking=True)
             optimizer.zero_grad()
-            loss_fn(model(batch["image"]), batch["label"]).backward()
-            optimizer.step()
+            with compute.autocast():
+                loss = loss_fn(model(image), label)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
             done += 1
             if done == training.local_steps:
                 break
+    if compute.device.type == "cuda":
+        torch.cuda.synchronize()  # kernels are queued: the clock stops when they have run
     finished = time.perf_counter()
     return done / (finished - started), done / (finished - loop_started)
 
@@ -142,20 +176,34 @@ def main() -> None:
     )
     parser.add_argument("--train-cases", type=int, default=48)
     parser.add_argument("--size", type=int, default=48)
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        default="cpu",
+        help="the site's device (node config 'device'); the bare loop uses what select_compute picks for it",
+    )
     args = parser.parse_args()
     settings = load_run_settings(args.config)
     torch.set_num_threads(args.threads)
+    device: Literal["auto", "cuda", "cpu"] = args.device
+    compute = select_compute(device, settings.training.mixed_precision)
+    app_log = _ClientAppLog()
+    round_log = logging.getLogger("client.local_round")
+    round_log.addHandler(app_log)
+    round_log.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_site(DEMO_SITES[0], root / "data", args.train_cases, 1, args.size, 0)
-        site = SiteContext("bench", root / "data", root / "cache", "cpu", args.threads)
-        clientapp_round(site, settings, root / "run", 0)  # warm the site's preprocessing cache
+        site = SiteContext("bench", root / "data", root / "cache", device, args.threads)
+        clientapp_round(site, settings, root / "run", 0)  # warm the site's preprocessing cache (and CUDA)
+        print(f"ClientApp  (device={device!r}): {app_log.lines[-1] if app_log.lines else 'no training log line'}")
+        print(f"bare MONAI (select_compute({device!r})): {compute.describe()}", flush=True)
         app_wall, app_inner, bare, bare_inner = [], [], [], []
         for repeat in range(1, args.repeats + 1):
             wall, inner = clientapp_round(site, settings, root / "run", repeat)
             app_wall.append(wall)
             app_inner.append(inner)
-            total, loop = bare_monai_round(root / "data", settings)
+            total, loop = bare_monai_round(root / "data", settings, compute)
             bare.append(total)
             bare_inner.append(loop)
             print(
@@ -167,7 +215,8 @@ def main() -> None:
     loop_ratio = statistics.median(a / b for a, b in zip(app_inner, bare_inner, strict=True))
     print(
         f"\n{settings.training.local_steps} steps, batch {settings.training.batch_size}, "
-        f"patch {settings.training.patch_size}^3, {args.threads} thread(s), median of {args.repeats}:"
+        f"patch {settings.training.patch_size}^3, {args.threads} thread(s), median of {args.repeats}, "
+        f"--device {device} ({compute.describe()}):"
     )
     print(f"  ClientApp (whole message)  {statistics.median(app_wall):.3f} steps/s")
     print(f"  ClientApp (training loop)  {statistics.median(app_inner):.3f} steps/s")
