@@ -50,13 +50,25 @@ class Ending:
 
 
 def _alive(pid: object) -> bool:
+    """Whether the ServerApp process still runs.
+
+    A killed ServerApp stays a zombie until Flower's SuperExec reaps it, and a zombie still answers
+    signal 0; without the /proc check its death was noticed only when its state went stale (20 s).
+    """
     try:
-        os.kill(int(str(pid)), 0)
+        number = int(str(pid))
+        os.kill(number, 0)
     except (ProcessLookupError, ValueError, TypeError):
         return False
     except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{number}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self/stat").exists()  # gone, unless there is no /proc to ask at all
+    except OSError:
         return True
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")  # the state follows the command name
 
 
 class RunSupervisor:

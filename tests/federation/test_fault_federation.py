@@ -1,7 +1,8 @@
 """The fault model on a real loopback federation: TLS, node auth, the Fleet-only proxy, SecAgg+.
 
 Faults are real: SIGKILL of a SuperNode, a ClientApp, the ServerApp or the SuperLink, SIGSTOP of a
-site, at a chosen stage of a chosen round (deploy/demo/chaos.py watches the coordinator's state).
+site, at a chosen stage of a chosen round (deploy/demo/chaos.py watches the coordinator's state), and a
+modified site whose ClientApp bypasses its egress guard and sends a poisoned update.
 Each test asserts that the run finishes every round, that no round is lost or counted twice,
 that checkpoints and metrics agree, that every site's egress ledger verifies, that no process is
 left behind, and that the round's row records the fault. The partition test (packet drops between
@@ -30,11 +31,12 @@ pytestmark = pytest.mark.federation
 SITES = [profile.name for profile in DEMO_SITES]
 
 
-def settings(rounds: int, **faults: float) -> RunSettings:
+def settings(rounds: int, aggregation: str = "secagg+", **faults: float) -> RunSettings:
     return RunSettings.model_validate(
         {
             "rounds": rounds,
             "min_sites": 2,
+            "aggregation": {"mode": aggregation},
             "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
             "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
             "faults": {"straggler_grace_s": 20, "stage_timeout_s": 90, "quorum_wait_s": 120, **faults},
@@ -166,3 +168,63 @@ def test_below_quorum_waits_says_so_and_goes_on_when_sites_return(tmp_path):
     assert any("SIGCONT to supernode-site-b in round 2 at waiting" in event for event in events)
     assert rows[1]["attempts"] == 2 and "site-b" in rows[1]["earlier_attempts"][0]
     assert trained(rows[1]) == set(SITES)
+
+
+# A modified site: every Python process started with this on its path loads it (sitecustomize), and
+# in site-c's ClientApp it replaces the egress guard with one that poisons the update it lets out.
+ROGUE_SITE = """
+import importlib.abc, importlib.machinery, sys
+
+import numpy as np
+
+
+def _rogue(guard):
+    def mod(msg, context, call_next):
+        if context.node_config.get("site-name") != "site-c":
+            return guard(msg, context, call_next)
+        reply = call_next(msg, context)  # the guard is bypassed: nothing on the site checks this
+        if msg.metadata.message_type == "train" and not reply.has_error():
+            from flwr.app import Array, ArrayRecord
+
+            arrays = reply.content["arrays"]
+            name = next(iter(arrays))
+            values = arrays[name].numpy().copy()
+            values.flat[0] = np.nan
+            reply.content["arrays"] = ArrayRecord({**dict(arrays.items()), name: Array(values)})
+        return reply
+
+    return mod
+
+
+class _Rogue(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "client.egress":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            module.egress_guard_mod = _rogue(module.egress_guard_mod)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _Rogue())
+"""
+
+
+@pytest.mark.slow
+def test_a_modified_site_sending_a_poisoned_update_is_refused_by_name(tmp_path, monkeypatch):
+    rogue = tmp_path / "rogue"
+    rogue.mkdir()
+    (rogue / "sitecustomize.py").write_text(ROGUE_SITE)
+    monkeypatch.setenv("PYTHONPATH", str(rogue))
+    space, record, _ = federation_with(tmp_path, settings(2, aggregation="plain"), [])
+    rows = survived(space, record, 2)
+    for row in rows:
+        assert "NaN" in row["failures"]["site-c"] and row["failures"]["site-c"].startswith("update refused:")
+        assert trained(row) == {"site-a", "site-b"}
+    weights = load_checkpoint(checkpoint_path(space.run_dir, 2)).weights
+    assert all(bool(tensor.isfinite().all()) for tensor in weights.values())

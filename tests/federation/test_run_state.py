@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 import time
 
+from deploy.coordinator.run_supervisor import _alive
 from deploy.demo.chaos import SECURE_STAGES, plan_faults
 from insite.cli.progress import participation
 from insite.cli.run_report import describe_run
@@ -46,3 +50,14 @@ def test_chaos_plans_a_site_crash_then_a_coordinator_crash_inside_the_run():
         assert 2 <= site.round < coordinator.round <= 12 and site.stage in SECURE_STAGES
         assert site.target.startswith("supernode-site-") and coordinator.target == "serverapp"
     assert plan_faults(3, ["site-a"], random.Random(0)) == []
+
+
+def test_a_killed_serverapp_left_as_a_zombie_counts_as_gone():
+    """Flower's SuperExec reaps its ServerApp late; the supervisor must not wait for the state to go stale."""
+    child = subprocess.Popen(["sleep", "60"])
+    assert _alive(child.pid)
+    os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child.pid) and child.poll() is not None  # gone, and only now reaped
