@@ -3,14 +3,18 @@ ingest -> check, with the same code as ``insite site deid | ingest | check``.
 
 Each synthetic site starts from a PACS-style export full of planted identifiers
 (:func:`deploy.demo.synthetic_sites.write_site_dicom`), de-identifies it with the shipped profile
-(``configs/deid.toml``) under a key file of its own kept beside, never inside, the output, turns the
-de-identified series and their DICOM-SEGs into training cases and checks them. The sites work in
-parallel processes, as three hospitals would, and report progress to the caller through a queue.
-A site's folder ends up as::
+(``configs/deid.toml``) under an encrypted key file of its own kept beside, never inside, the
+output, turns the de-identified series and their DICOM-SEGs into training cases and checks them.
+The sites work in parallel processes, as three hospitals would, and report progress to the caller
+through a queue. A site's folder ends up as::
 
     pacs-export/       the raw export (synthetic identifiers; a real site keeps this in its PACS)
-    deid.toml          the site's de-identification settings (the shipped profile)
-    deid-key.json      the site's pseudonymisation secret and honest-broker key (0600)
+    deid.toml          the site's de-identification settings (the shipped profile, the site's
+                       name, and passphrase_file naming deid-passphrase)
+    deid-key.enc       the site's pseudonymisation secret and honest-broker key, encrypted (0600)
+    deid-passphrase    the key's passphrase, random, 0600: a demo convenience, so that 'insite site
+                       scan|reidentify --config deid.toml' work unattended; a real site keeps its
+                       passphrase apart from the key (a safe, a secrets store), never beside it
     deid/              de-identified DICOM + the audit report deid-audit.json
     deid-quarantine/   anything refused, with a reason per file
     data/              training cases (cases.json, images/, labels/)
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import queue
+import secrets
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -28,11 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import SiteDataError
+from common.files import write_secret
 from deploy.demo.synthetic_sites import ScannerProfile, write_site_dicom
+from siteprep.deid.keyfile import Passphrase
+from siteprep.deid.passphrase import read_passphrase_file
 from siteprep.deid.run import deidentify_tree, source_files
 from siteprep.deid.settings import load_deid_settings, write_site_settings
 from siteprep.ingest import ingest
 from siteprep.qa import check_site_data
+
+PASSPHRASE_FILE = "deid-passphrase"  # the demo's; a real site keeps its passphrase apart from the key
 
 # One progress event: (site, stage label, stage total) starts a stage; (site, None, 0) is one step.
 ProgressEvent = tuple[str, str | None, int]
@@ -83,8 +93,8 @@ def prepare_site(
 ) -> PreparedSite:
     """Export, de-identify, ingest and check one site's data; raises SiteDataError naming the site.
 
-    What an earlier preparation left in the site's folders is replaced; its key file is kept, so
-    the same made-up patients get the same pseudonyms again.
+    What an earlier preparation left in the site's folders is replaced; its key file, settings and
+    passphrase file are kept, so the same made-up patients get the same pseudonyms again.
     """
     export, deid_dir = site_dir / "pacs-export", site_dir / "deid"
     for derived in (export, deid_dir, site_dir / "deid-quarantine", site_dir / "data"):
@@ -98,14 +108,18 @@ def prepare_site(
         progress=_Stages(profile.name, events, {"": ("write raw DICOM export", cases)}),
     )
     files = len(source_files(export))
+    config = site_dir / "deid.toml"
+    if not config.exists():
+        write_site_settings(site_dir, profile.name, passphrase_file=PASSPHRASE_FILE)
     # The sites already run in parallel, one process each: a worker pool per site would oversubscribe.
-    settings = load_deid_settings(write_site_settings(site_dir)).model_copy(update={"workers": 1})
+    settings = load_deid_settings(config).model_copy(update={"workers": 1})
     run = deidentify_tree(
         settings,
         export,
         deid_dir,
         site_dir / "deid-quarantine",
         progress=_Stages(profile.name, events, {"deid": ("de-identify", files), "scan": ("residual scan", files)}),
+        passphrase=_demo_passphrase(site_dir / PASSPHRASE_FILE),  # its own, whatever INSITE_DEID_PASSPHRASE says
     )
     audit = run.as_dict()
     deid_dir.mkdir(parents=True, exist_ok=True)
@@ -144,6 +158,13 @@ def prepare_site(
         counts["val"],
         tuple(qa.warnings),
     )
+
+
+def _demo_passphrase(path: Path) -> Passphrase:
+    """The demo site's passphrase, made at random on first use and kept in ``path`` (0600)."""
+    if not path.exists():
+        write_secret(path, secrets.token_urlsafe(24).encode() + b"\n")
+    return read_passphrase_file(path)
 
 
 def _refuse_unclean(site: str, audit: dict, quarantine: Path) -> None:

@@ -24,7 +24,7 @@ from common.settings import RunSettings, load_run_settings
 from configs import shipped
 from deploy.demo.chaos import Chaos, plan_faults
 from deploy.demo.publish import demo_publish
-from deploy.demo.site_data import ProgressEvent, prepare_sites
+from deploy.demo.site_data import PASSPHRASE_FILE, ProgressEvent, prepare_sites
 from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
 from deploy.host.processes import ProcessSet
@@ -55,7 +55,7 @@ def _prepare_sites(workspace: Workspace, train: int, val: int, size: int, seed: 
     site = folders[DEMO_SITES[0]]
     console.print(
         f"check it yourself: insite site scan {site / 'deid'} --original {site / 'pacs-export'} "
-        f"--config {site / 'deid.toml'}",
+        f"--config {site / 'deid.toml'} --passphrase-file {site / PASSPHRASE_FILE}",
         highlight=False,
         soft_wrap=True,
     )

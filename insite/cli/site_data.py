@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,13 +23,22 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from common.errors import SiteDataError
+from common.errors import ConfigError, SiteDataError
+from insite.cli.passphrase import PassphraseFileOption, current_passphrase, new_passphrase, run_passphrase
 from insite.cli.terminal import check_failed, console, err_console
 from siteprep.deid.keys import SiteKey
+from siteprep.deid.passphrase import configured_passphrase
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree, source_files
 from siteprep.deid.scan import output_files, scan_tree
-from siteprep.deid.settings import DeidSettings, site_deid_settings, write_site_settings
+from siteprep.deid.settings import (
+    SITE_KEY_FILE,
+    DeidSettings,
+    check_site_name,
+    site_deid_settings,
+    site_settings_file,
+    write_site_settings,
+)
 from siteprep.ingest import ingest as ingest_series
 from siteprep.qa import check_site_data
 
@@ -43,7 +53,7 @@ ConfigOption = typer.Option(
 KeyFileOption = typer.Option(
     None,
     "--key-file",
-    help="the site's pseudonymisation key (created 0600 on "
+    help="the site's pseudonymisation key, encrypted (made 0600 on "
     "first use; keep it outside the output folder); overrides key_file of --config",
 )
 JsonOption = typer.Option(False, "--json", help="print a machine-readable JSON summary instead of tables")
@@ -93,13 +103,21 @@ def deid(
     report: Path = typer.Option(None, help="audit report JSON (default: DST/deid-audit-<time>.json)"),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
+    passphrase_file: Path = PassphraseFileOption,
 ) -> None:
-    """De-identify SRC into DST (DICOM PS3.15 Annex E profile); quarantine what is unsafe."""
+    """De-identify SRC into DST (DICOM PS3.15 Annex E profile); quarantine what is unsafe.
+
+    The site's key file is opened with its passphrase (a plaintext one is refused: 'insite site key
+    encrypt' migrates it); a new one is made for the site named in --config.
+    """
     settings = site_deid_settings(config, key_file)
     quarantine = quarantine or destination.with_name(destination.name + "-quarantine")
     total = len(source_files(source))
+    passphrase = run_passphrase(settings, passphrase_file, dry_run)
     with _progress({"deid": total, "scan": total}, as_json) as advance:
-        result = deidentify_tree(settings, source, destination, quarantine, dry_run=dry_run, progress=advance)
+        result = deidentify_tree(
+            settings, source, destination, quarantine, dry_run=dry_run, progress=advance, passphrase=passphrase
+        )
     summary = result.as_dict()
     if not dry_run:
         report = report or destination / f"deid-audit-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -139,10 +157,11 @@ def scan(
     config: Path = ConfigOption,
     key_file: Path = KeyFileOption,
     as_json: bool = JsonOption,
+    passphrase_file: Path = PassphraseFileOption,
 ) -> None:
     """Prove that no identifying value of ORIGINAL remains anywhere in DST (exit 1 if one does)."""
     settings = site_deid_settings(config, key_file)
-    key = _read_only_key(settings)
+    key = _read_only_key(settings, passphrase_file)
     if key is None and not as_json:
         console.print(
             f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match by chance[/]"
@@ -188,9 +207,10 @@ def ingest(
     ),
     as_json: bool = JsonOption,
     dry_run: bool = DryRunOption,
+    passphrase_file: Path = PassphraseFileOption,
 ) -> None:
     """Turn de-identified series (+ DICOM-SEG or label volumes) into training cases."""
-    key = _label_key(config, key_file) if config or key_file else None
+    key = _label_key(config, key_file, passphrase_file) if config or key_file else None
     total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
     with _progress({"read headers": total, "convert": None}, as_json) as advance:
         result = ingest_series(
@@ -214,10 +234,10 @@ def ingest(
             )
 
 
-def _label_key(config: Path | None, key_file: Path | None) -> SiteKey:
+def _label_key(config: Path | None, key_file: Path | None, passphrase_file: Path | None) -> SiteKey:
     """The site's key, for mapping original series UIDs in label file names."""
     settings = site_deid_settings(config, key_file)
-    key = _read_only_key(settings)
+    key = _read_only_key(settings, passphrase_file)
     if key is None:
         raise SiteDataError(
             f"ingest: key file {settings.key_file} (from {config or '--key-file'}) does not "
@@ -226,25 +246,49 @@ def _label_key(config: Path | None, key_file: Path | None) -> SiteKey:
     return key
 
 
-def _read_only_key(settings: DeidSettings) -> SiteKey | None:
+def _read_only_key(settings: DeidSettings, passphrase_file: Path | None) -> SiteKey | None:
     """The site's key without taking its lock or creating it: look-ups only, never new patients."""
     if settings.key_file is None or not settings.key_file.is_file():
         return None
-    return SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+    passphrase = current_passphrase(settings, passphrase_file)
+    return SiteKey(settings.key_file, settings.subject_prefix, persist=False, passphrase=passphrase, site=settings.site)
 
 
 def init(
+    site: str = typer.Option(
+        ...,
+        "--site",
+        help="this site's name, as the coordinator registered it; the key file's authenticated "
+        "header names it, so a key file of another site is refused",
+    ),
     directory: Path = typer.Option(Path("."), "--dir", help="the site's folder for its settings and key"),
+    passphrase_file: Path = PassphraseFileOption,
 ) -> None:
-    """Write this site's de-identification settings (deid.toml): the shipped profile, its own key file.
+    """Write this site's de-identification settings (deid.toml) and make its encrypted key file.
 
-    The key file (deid-key.json, beside deid.toml) is created 0600 by the first 'insite site deid';
-    it never leaves the site. Then: 'insite site deid RAW OUT --config deid.toml'.
+    The key file (deid-key.enc, beside deid.toml, 0600) maps pseudonyms back to patients and never
+    leaves the site; it is encrypted under a passphrase, asked twice here, that the site keeps
+    apart from it. Then: 'insite site deid RAW OUT --config deid.toml'.
     """
-    config = write_site_settings(directory.resolve())
+    folder = directory.resolve()
+    site_settings_file(folder)  # refused before anything is asked if it exists
+    check_site_name(site)
+    key_file = folder / SITE_KEY_FILE
+    if key_file.exists():
+        raise ConfigError(
+            f"{key_file}: a key file is there already; name it in a deid.toml of your own, or choose another folder"
+        )
+    passphrase = new_passphrase(
+        f"site {site}'s key file {key_file}", configured_passphrase(DeidSettings(), passphrase_file)
+    )
+    SiteKey(key_file, DeidSettings().subject_prefix, passphrase=passphrase, site=site).close()
+    config = write_site_settings(folder, site)
     console.print(
-        f"wrote {config} (key file {config.parent / 'deid-key.json'}, made on first use);\n"
-        f"next: insite site deid RAW OUT --config {config}",
+        escape(
+            f"wrote {config} for site {site} and its encrypted key file {key_file} (passphrase from "
+            f"{passphrase.source}: keep it apart from the key; back the key up with 'insite site key backup');\n"
+            f"next: insite site deid RAW OUT --config {config}"
+        ),
         highlight=False,
     )
 

@@ -26,7 +26,8 @@ from pathlib import Path
 from siteprep.deid.dicomdir import rebuild_dicomdir
 from siteprep.deid.errors import DeidError
 from siteprep.deid.job import Prepared, member
-from siteprep.deid.keys import SiteKey
+from siteprep.deid.keyfile import Passphrase
+from siteprep.deid.keys import open_site_key
 from siteprep.deid.pool import JobSpec, run_in_workers, worker_count
 from siteprep.deid.profile import Profile
 from siteprep.deid.reasons import Reason, Unsafe
@@ -116,13 +117,19 @@ class _Runner:
     """One run's bookkeeping: commits each file's :class:`Prepared` in input order."""
 
     def __init__(
-        self, settings: DeidSettings, key_file: Path, source: Path, destination: Path, quarantine: Path, dry_run: bool
+        self,
+        settings: DeidSettings,
+        source: Path,
+        destination: Path,
+        quarantine: Path,
+        dry_run: bool,
+        passphrase: Passphrase | None,
     ) -> None:
         self.settings = settings
         self.source, self.destination, self.quarantine = source, destination, quarantine
         self.dry_run = dry_run
         self.profile = Profile(settings.options)
-        self.key = SiteKey(key_file, settings.subject_prefix, persist=not dry_run)
+        self.key = open_site_key(settings, persist=not dry_run, passphrase=passphrase)
         self.report = RunReport(dry_run, _profile_summary(settings, self.profile))
         self.outputs: dict[Path, set[str]] = {}  # written file -> its original's identifiers
         self.dicomdir_identifiers: set[str] = set()  # what the source DICOMDIRs' records held
@@ -242,17 +249,20 @@ def deidentify_tree(
     dry_run: bool = False,
     scan: bool = True,
     progress: Callable[[str], None] | None = None,
+    passphrase: Passphrase | None = None,
 ) -> RunReport:
     """De-identify every file under ``source`` into ``destination``; return the audit report.
 
     ``progress`` is called once per file with the stage name ("deid" or "scan"). With ``scan``
     the files written by this run are searched for every identifying value this run read.
+    ``passphrase`` unlocks (or makes) the site's key file; without it, the configured sources
+    are tried (:mod:`siteprep.deid.passphrase`). Worker processes get the key in memory only.
     """
     if settings.key_file is None:
         raise DeidError("the de-identification settings name no key file (key_file, or --key-file)")
     _check_layout(source, destination, quarantine, settings.key_file)
     files = source_files(source)
-    runner = _Runner(settings, settings.key_file, source, destination, quarantine, dry_run)
+    runner = _Runner(settings, source, destination, quarantine, dry_run, passphrase)
     started = time.perf_counter()
     try:
         runner.run(files, progress)

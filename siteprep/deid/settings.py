@@ -69,13 +69,27 @@ class PixelSafety(StrictModel):
     )
 
 
+SITE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class DeidSettings(StrictModel):
     """A site's de-identification settings; the key file never lives inside the output folder."""
 
+    site: str | None = Field(
+        None,
+        pattern=SITE_NAME,
+        description="this site's name; the key file's authenticated header names it, so another "
+        "site's key file is refused (the shipped profile has none: the key's header is trusted)",
+    )
     key_file: Path | None = Field(
         None,
-        description="the site's pseudonymisation key; the shipped "
+        description="the site's pseudonymisation key, encrypted; the shipped "
         "profile has none, a site's own settings ('insite site init') do",
+    )
+    passphrase_file: Path | None = Field(
+        None,
+        description="a file (0600) holding the key file's passphrase, for scripts and services; "
+        "INSITE_DEID_PASSPHRASE and --passphrase-file come first",
     )
     subject_prefix: str = Field(default="SUBJ", pattern=r"^[A-Z0-9]{1,8}$")
     options: ProfileOptions = ProfileOptions()
@@ -95,17 +109,23 @@ class DeidSettings(StrictModel):
 
 
 def load_deid_settings(path: Path) -> DeidSettings:
-    """Read the ``[deid]`` table; a relative ``key_file`` is taken relative to the file's folder."""
+    """Read the ``[deid]`` table; relative ``key_file`` and ``passphrase_file`` are taken from the file's folder."""
     settings = validated(DeidSettings, read_table(path, "deid"), str(path))
+    if settings.passphrase_file is not None:
+        settings = settings.model_copy(update={"passphrase_file": _resolved(settings.passphrase_file, path.parent)})
     if settings.key_file is None:
         return settings
     return with_key_file(settings, settings.key_file, path.parent)
 
 
+def _resolved(path: Path, base: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
 def with_key_file(settings: DeidSettings, key_file: Path, base: Path) -> DeidSettings:
     """``settings`` using ``key_file`` (``~`` expanded, relative to ``base``)."""
-    key_file = key_file.expanduser()
-    return settings.model_copy(update={"key_file": key_file if key_file.is_absolute() else (base / key_file).resolve()})
+    return settings.model_copy(update={"key_file": _resolved(key_file, base)})
 
 
 def site_deid_settings(config: Path | None, key_file: Path | None) -> DeidSettings:
@@ -121,26 +141,44 @@ def site_deid_settings(config: Path | None, key_file: Path | None) -> DeidSettin
         raise ConfigError(
             f"{config or 'the shipped profile'}: no key file named. The site's pseudonymisation key "
             "(pseudonyms, date offsets, UID secret) is needed: make the site's settings with 'insite "
-            "site init' and pass --config deid.toml, or pass --key-file PATH (created on first use, "
-            "0600; keep it outside the output folder and back it up)"
+            "site init --site NAME' and pass --config deid.toml, or pass --key-file PATH (an "
+            "encrypted key, 0600; keep it outside the output folder and back it up)"
         )
     return settings
 
 
-def write_site_settings(folder: Path, key_file: str = "deid-key.json") -> Path:
-    """The site's own ``deid.toml``: the shipped profile, with its key file kept beside it."""
+def check_site_name(site: str) -> str:
+    """``site`` if it can name a site (:data:`SITE_NAME`), else a :class:`ConfigError` saying why."""
+    if not re.fullmatch(SITE_NAME, site):
+        raise ConfigError(f"site name {site!r}: letters, digits, '.', '_' and '-' only (up to 64), as registered")
+    return site
+
+
+SITE_KEY_FILE = "deid-key.enc"  # the name 'insite site init' gives a site's key file
+
+
+def site_settings_file(folder: Path) -> Path:
+    """Where ``insite site init`` writes the site's ``deid.toml``; refused if one is there already."""
     config = folder / "deid.toml"
     if config.exists():
         raise ConfigError(f"{config}: exists already; edit it, or choose another folder")
-    text, found = re.subn(
-        r"^# key_file = .*$",
-        f"key_file = {json.dumps(key_file)}",
-        SHIPPED_PROFILE.read_text(encoding="utf-8"),
-        count=1,
-        flags=re.MULTILINE,
-    )
-    if not found:
-        raise ConfigError(f"{SHIPPED_PROFILE}: has no '# key_file = ...' line to fill in")
+    return config
+
+
+def write_site_settings(
+    folder: Path, site: str, key_file: str = SITE_KEY_FILE, passphrase_file: str | None = None
+) -> Path:
+    """The site's own ``deid.toml``: the shipped profile, naming the site and its key file kept beside it."""
+    config = site_settings_file(folder)
+    check_site_name(site)
+    text = SHIPPED_PROFILE.read_text(encoding="utf-8")
+    fills = {"site": site, "key_file": key_file}
+    if passphrase_file is not None:
+        fills["passphrase_file"] = passphrase_file
+    for name, value in fills.items():
+        text, found = re.subn(rf"^# {name} = .*$", f"{name} = {json.dumps(value)}", text, count=1, flags=re.MULTILINE)
+        if not found:
+            raise ConfigError(f"{SHIPPED_PROFILE}: has no '# {name} = ...' line to fill in")
     folder.mkdir(parents=True, exist_ok=True)
     config.write_text(text, encoding="utf-8")
     return config

@@ -58,7 +58,7 @@ def site(tmp_path_factory):
             write_series(image[:3], root / "raw" / "p0" / "unlabeled", patient, series_number=2)
     (root / "raw" / "notes.txt").write_text("Ward list\n")
     config = root / "deid.toml"
-    config.write_text(f'[deid]\nkey_file = "{root / "secret" / "key.json"}"\n')
+    config.write_text(f'[deid]\nsite = "site-a"\nkey_file = "{root / "secret" / "key.enc"}"\n')
     return root, config, truth
 
 
@@ -77,7 +77,7 @@ def test_site_path_end_to_end(cli, site):
     assert summary["residual_scan"]["files_with_residuals"] == 0
     assert summary["actions_per_attribute"]["PatientName"]
     assert Path(summary["report"]).is_file() and Path(summary["report"]).parent == out
-    assert not list(out.rglob("key.json")) and (root / "secret" / "key.json").is_file()
+    assert not list(out.rglob("key.enc")) and (root / "secret" / "key.enc").is_file()
 
     scan = json.loads(cli("scan", out, "--original", root / "raw", "--config", config, "--json").stdout)
     assert scan["files_with_residuals"] == 0 and scan["files_scanned"] == 21
@@ -204,14 +204,21 @@ def test_deid_works_from_any_folder_and_names_the_missing_key(cli, site, tmp_pat
     assert refused.exit_code != 0 and "insite site init" in str(refused.exception)
     assert "--key-file" in str(refused.exception) and not (tmp_path / "out0").exists()
 
-    made = cli("init", "--dir", "site-settings")
+    made = cli("init", "--site", "site-a", "--dir", "site-settings")
     assert "deid.toml" in made.stdout
     config = elsewhere / "site-settings" / "deid.toml"
+    key = config.parent / "deid-key.enc"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600  # made by init, encrypted
     summary = json.loads(cli("deid", root / "raw", tmp_path / "out1", "--config", config, "--json").stdout)
-    key = config.parent / "deid-key.json"
-    assert summary["files"]["written"] == 21 and key.is_file() and (key.stat().st_mode & 0o777) == 0o600
-    again = cli("init", "--dir", "site-settings", ok=False)
+    assert summary["files"]["written"] == 21
+    again = cli("init", "--site", "site-a", "--dir", "site-settings", ok=False)
     assert "exists already" in str(again.exception)
 
-    by_key = json.loads(cli("deid", root / "raw", tmp_path / "out2", "--key-file", "k.json", "--json").stdout)
-    assert by_key["files"]["written"] == 21 and (elsewhere / "k.json").is_file()
+    # the shipped profile with a key of the site's own: its header names the site
+    by_key = cli("deid", root / "raw", tmp_path / "out2", "--key-file", "site-settings/deid-key.enc", "--json")
+    assert json.loads(by_key.stdout)["files"]["written"] == 21
+    assert sorted(p.name for p in (tmp_path / "out1").iterdir() if p.is_dir()) == sorted(
+        p.name for p in (tmp_path / "out2").iterdir() if p.is_dir()
+    )  # the same subjects
+    new = cli("deid", root / "raw", tmp_path / "out3", "--key-file", "k.enc", "--json", ok=False)
+    assert "insite site init --site" in str(new.exception) and not (elsewhere / "k.enc").exists()

@@ -50,7 +50,7 @@ def test_two_runs_two_folders_agree(tmp_path, settings, planted_tree):
 def test_other_site_secret_gives_unrelated_pseudonyms(tmp_path, settings, planted_tree):
     source, _ = planted_tree
     deidentify_tree(settings, source, tmp_path / "out1", tmp_path / "q1")
-    other = DeidSettings(key_file=tmp_path / "other-site" / "key.json")
+    other = DeidSettings(site="site-b", key_file=tmp_path / "other-site" / "key.enc")
     deidentify_tree(other, source, tmp_path / "out2", tmp_path / "q2")
     one, two = _summary(tmp_path / "out1"), _summary(tmp_path / "out2")
     assert not set(one) & set(two)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydicom import dcmread
 from pydicom.fileset import FileSet
 
-from siteprep.deid.keys import SiteKey
+from siteprep.deid.keys import open_site_key
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree
 from siteprep.deid.scan import scan_tree
@@ -34,7 +34,7 @@ def test_dicomdir_is_rebuilt_from_deidentified_files(tmp_path, settings, planted
     assert {instance.PatientID for instance in rebuilt}.isdisjoint({p.patient_id for p in patients})
     assert all("PixelData" in instance.load() for instance in rebuilt)  # members are whole files
 
-    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+    key = open_site_key(settings, persist=False)
     independent = scan_tree(out, source, Profile(settings.options), key)
     assert independent.files_scanned == 1 + 2 * 12 and not independent.findings
 

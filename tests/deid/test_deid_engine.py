@@ -4,7 +4,6 @@ file meta, private blocks and options; pixel data untouched and output readable 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from pydicom.data import get_testdata_file
 from deploy.demo.synthetic_dicom import PRIVATE_CREATOR, PRIVATE_GROUP
 from siteprep.deid.engine import deidentify_dataset
 from siteprep.deid.errors import DeidError
-from siteprep.deid.keys import SiteKey
+from siteprep.deid.keys import SiteKey, open_site_key
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree
 from siteprep.deid.settings import DeidSettings, ProfileOptions, SafePrivate
@@ -77,13 +76,12 @@ def test_method_attributes_and_dates(tmp_path, settings, planted_tree):
         assert not any(tag.is_private for tag in ds.keys())
 
 
-def test_key_maps_back_and_dates_shift_by_the_patients_offset(tmp_path, settings, planted_tree):
+def test_key_maps_back_and_dates_shift_by_the_patients_offset(tmp_path, settings, planted_tree, key_patients):
     """The honest-broker key maps each subject to its patient, and every date of that patient
     moved by the same offset (intervals preserved)."""
     source, patients = planted_tree
     deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q")
-    key = json.loads(settings.key_file.read_text())
-    by_subject = {entry["subject"]: entry for entry in key["patients"].values()}
+    by_subject = key_patients(settings)
     study_dates = {p.patient_id: p.study_date for p in patients}
     for ds in _outputs(tmp_path / "out"):
         entry = by_subject[str(ds.PatientID)]
@@ -108,7 +106,8 @@ def test_pixel_data_unchanged_and_output_valid(tmp_path, settings, planted_tree)
 def test_safe_private_allow_list_keeps_only_listed(tmp_path, planted_tree):
     source, _ = planted_tree
     settings = DeidSettings(
-        key_file=tmp_path / "k.json",
+        site="site-a",
+        key_file=tmp_path / "k.enc",
         options=ProfileOptions(retain_safe_private=True),
         safe_private=(SafePrivate(creator=PRIVATE_CREATOR, group=PRIVATE_GROUP, element=0x01),),
     )
@@ -165,8 +164,8 @@ def test_key_file_is_private_and_outside_output(tmp_path, settings, planted_tree
     source, _ = planted_tree
     deidentify_tree(settings, source, tmp_path / "out", tmp_path / "q")
     assert os.stat(settings.key_file).st_mode & 0o777 == 0o600
-    assert not list((tmp_path / "out").rglob("*.json"))
-    inside = DeidSettings(key_file=tmp_path / "out" / "key.json")
+    assert not list((tmp_path / "out").rglob("*.enc"))
+    inside = settings.model_copy(update={"key_file": tmp_path / "out" / "key.enc"})
     with pytest.raises(DeidError, match="inside the output folder"):
         deidentify_tree(inside, source, tmp_path / "out", tmp_path / "q")
     os.chmod(settings.key_file, 0o644)
@@ -175,12 +174,12 @@ def test_key_file_is_private_and_outside_output(tmp_path, settings, planted_tree
 
 
 def test_one_run_at_a_time_per_key(tmp_path, settings):
-    first = SiteKey(settings.key_file, "SUBJ")
+    first = open_site_key(settings)
     with pytest.raises(DeidError, match="in use by another"):
-        SiteKey(settings.key_file, "SUBJ")
-    SiteKey(settings.key_file, "SUBJ", persist=False)  # read-only users (scan) are not blocked
+        open_site_key(settings)
+    open_site_key(settings, persist=False)  # read-only users (scan) are not blocked
     first.close()
-    SiteKey(settings.key_file, "SUBJ").close()
+    open_site_key(settings).close()
 
 
 def test_dry_run_writes_nothing(tmp_path, settings, planted_tree):

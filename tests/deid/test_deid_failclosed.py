@@ -30,7 +30,7 @@ def _run(tmp_path: Path, files: dict[str, bytes], settings: DeidSettings | None 
     for name, data in files.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(data)
-    settings = settings or DeidSettings(key_file=tmp_path / "key.json")
+    settings = settings or DeidSettings(site="site-a", key_file=tmp_path / "key.enc")
     report = deidentify_tree(settings, source, tmp_path / "out", tmp_path / "quarantine")
     reasons = {
         json.loads(p.read_text())["source"]: json.loads(p.read_text())["reason"]
@@ -107,7 +107,9 @@ def test_ultrasound_cleaning_rule_blanks_outside_regions(tmp_path, slice_file):
     region.RegionLocationMinX0, region.RegionLocationMinY0 = 4, 6
     region.RegionLocationMaxX1, region.RegionLocationMaxY1 = 20, 25
     data = _modified(slice_file, Modality="US", SequenceOfUltrasoundRegions=[region])
-    settings = DeidSettings(key_file=tmp_path / "key.json", pixels=PixelSafety(blank_outside_ultrasound_regions=True))
+    settings = DeidSettings(
+        site="site-a", key_file=tmp_path / "key.enc", pixels=PixelSafety(blank_outside_ultrasound_regions=True)
+    )
     report, reasons = _run(tmp_path, {"us.dcm": data}, settings)
     assert report.written == 1 and not reasons
     (output,) = (tmp_path / "out").rglob("*.dcm")

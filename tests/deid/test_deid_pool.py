@@ -4,7 +4,6 @@ worker that dies ends the run without leaving staged files behind."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -40,18 +39,18 @@ def mixed_tree(planted_tree) -> Path:
     return source
 
 
-def test_workers_write_what_one_process_writes(tmp_path, settings, mixed_tree):
+def test_workers_write_what_one_process_writes(tmp_path, settings, mixed_tree, key_patients):
     one = deidentify_tree(settings.model_copy(update={"workers": 1}), mixed_tree, tmp_path / "one", tmp_path / "q1")
-    key_after_one = json.loads(settings.key_file.read_text())
+    key_after_one = key_patients(settings)
     three = deidentify_tree(settings.model_copy(update={"workers": 3}), mixed_tree, tmp_path / "three", tmp_path / "q3")
     assert _tree(tmp_path / "one") == _tree(tmp_path / "three") and one.written >= 2 and one.duplicates == 1
     assert _tree(tmp_path / "q1") == _tree(tmp_path / "q3") and sum(one.quarantined.values()) == 2
     assert _comparable(one) == _comparable(three)
-    assert json.loads(settings.key_file.read_text()) == key_after_one  # nothing new for known patients
+    assert key_patients(settings) == key_after_one  # nothing new for known patients
     assert three.residual_scan.files_with_residuals == 0
 
 
-def test_workers_agree_on_new_patients(tmp_path, settings, planted_tree):
+def test_workers_agree_on_new_patients(tmp_path, settings, planted_tree, key_patients):
     source, patients = planted_tree
     report = deidentify_tree(settings.model_copy(update={"workers": 2}), source, tmp_path / "out", tmp_path / "q")
     ids_by_folder: dict[str, set[str]] = {}
@@ -60,8 +59,7 @@ def test_workers_agree_on_new_patients(tmp_path, settings, planted_tree):
         ids_by_folder.setdefault(folder, set()).add(str(dcmread(path).PatientID))
     assert len(ids_by_folder) == len(patients) == len(report.subjects)
     assert all(ids == {folder} for folder, ids in ids_by_folder.items())
-    key = json.loads(settings.key_file.read_text())
-    assert sorted(entry["subject"] for entry in key["patients"].values()) == sorted(ids_by_folder)
+    assert sorted(key_patients(settings)) == sorted(ids_by_folder)
     assert not list((tmp_path / "out").rglob("*.tmp")) and not list((tmp_path / "out").glob(".staging-*"))
 
 

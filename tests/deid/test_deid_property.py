@@ -128,7 +128,9 @@ def test_planted_identifiers_never_survive(tmp_path_factory, case, clean_descrip
     root = tmp_path_factory.mktemp("prop")
     (root / "raw").mkdir()
     dataset.save_as(root / "raw" / "in.dcm", enforce_file_format=True)
-    settings = DeidSettings(key_file=root / "key.json", options=ProfileOptions(clean_descriptors=clean_descriptors))
+    settings = DeidSettings(
+        site="site-a", key_file=root / "key.enc", options=ProfileOptions(clean_descriptors=clean_descriptors)
+    )
     report = deidentify_tree(settings, root / "raw", root / "out", root / "q")
     assert report.written == 1, report.quarantined
     assert report.residual_scan.files_with_residuals == 0

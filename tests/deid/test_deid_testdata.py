@@ -13,7 +13,7 @@ from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.errors import InvalidDicomError
 
 from siteprep.deid.engine import deidentify_dataset
-from siteprep.deid.keys import SiteKey
+from siteprep.deid.keys import SiteKey, open_site_key
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree
 from siteprep.deid.scan import needles, output_files, scan_file, scan_tree
@@ -34,7 +34,7 @@ def shipped_run(tmp_path_factory):
         copy.parent.mkdir(parents=True)
         shutil.copyfile(path, copy)
         originals[copy] = path
-    settings = DeidSettings(key_file=root / "key.json")
+    settings = DeidSettings(site="site-a", key_file=root / "key.enc")
     report = deidentify_tree(settings, root / "src", root / "out", root / "quarantine")
     return root, settings, report, originals
 
@@ -57,14 +57,14 @@ def test_written_files_hold_no_original_identifier(shipped_run):
     root, settings, report, _ = shipped_run
     assert report.residual_scan.files_scanned == len(output_files(root / "out"))
     assert report.residual_scan.files_with_residuals == 0, report.residual_scan.findings[:5]
-    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+    key = open_site_key(settings, persist=False)
     independent = scan_tree(root / "out", root / "src", Profile(settings.options), key)
     assert independent.files_with_residuals == 0, independent.findings[:5]
 
 
 def test_written_files_reread_with_pixels_unchanged(shipped_run):
     root, settings, _, originals = shipped_run
-    key = SiteKey(settings.key_file, settings.subject_prefix, persist=False)
+    key = open_site_key(settings, persist=False)
     pixels_by_new_uid: dict[str, set] = {}  # some shipped files share a SOP instance UID
     for copy in originals:
         try:

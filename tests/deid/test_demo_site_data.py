@@ -73,11 +73,17 @@ def test_every_file_is_written_and_none_holds_an_identifier(prepared):
             assert value.encode() not in blob, f"{value} in {text}"
 
 
-def test_key_stays_outside_the_output_and_private(prepared):
+def test_key_stays_outside_the_output_private_and_encrypted(prepared):
     site_dir, _, _ = prepared
-    key = site_dir / "deid-key.json"
+    key = site_dir / "deid-key.enc"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((site_dir / "deid-passphrase").stat().st_mode) == 0o600
     assert not list((site_dir / "deid").rglob("deid-key*"))
+    held = key.read_bytes()
+    assert held.startswith(b'{"check":') and f'"site":"{SITE.name}"'.encode() in held.split(b"\n")[0]
+    subjects = {p.name for p in (site_dir / "deid").iterdir() if p.is_dir()}
+    for value in _planted_values(site_dir / "pacs-export") | subjects:
+        assert value.encode() not in held, value
 
 
 def test_ingested_cases_hold_the_synthetic_volumes(prepared, tmp_path):
