@@ -134,11 +134,6 @@ class SiteKey:
         assert self.path is not None  # a BorrowedKey never persists
         atomic_write(self.path, self._sealer.seal(render_document(self._secret, self._patients)), mode=0o600)
 
-    @property
-    def site(self) -> str | None:
-        """The site the key file belongs to (None: a key in memory only)."""
-        return self._sealer.site if self._sealer else None
-
     def patients(self) -> dict[str, dict]:
         """Every known patient by subject code: ``date_offset_days`` and the ``original`` identity."""
         return {
