@@ -8,8 +8,10 @@ exception on the way out stops everything it started.
 
 A process started with a :class:`RestartPolicy` (the SuperLink, the proxy, each SuperNode) that
 dies is started again by :meth:`ProcessSet.supervise` with the same command, after a delay that
-doubles with each restart; only a process that keeps dying (``max_restarts`` within ``window_s``)
-ends the federation, naming it. One crashed site costs the federation a round, not the run.
+doubles with each restart in a row; only a process that keeps dying (``max_restarts`` within
+``window_s``) ends the federation, naming it. One that had stayed up ``stable_s`` before it died
+starts a fresh count, so a site that crashes once a day comes back after the first delay every
+time. One crashed site costs the federation a round, not the run.
 """
 
 from __future__ import annotations
@@ -87,12 +89,15 @@ def wait_for_port(host: str, port: int, process: ManagedProcess, timeout: float)
 @dataclass(frozen=True)
 class RestartPolicy:
     """Restart a dead process after ``first_delay_s``, doubling up to ``max_delay_s``; give up after
-    ``max_restarts`` restarts within ``window_s`` (a process that cannot stay up needs a person)."""
+    ``max_restarts`` restarts within ``window_s`` (a process that cannot stay up needs a person).
+    A death after ``stable_s`` of running is a new fault, not the last one recurring: the count
+    starts again (as supervisord's ``startsecs`` and systemd's start-limit interval do)."""
 
     first_delay_s: float = 1.0
     max_delay_s: float = 30.0
     max_restarts: int = 10
     window_s: float = 600.0
+    stable_s: float = 60.0
 
 
 @dataclass
@@ -105,6 +110,7 @@ class ManagedProcess:
     restart: RestartPolicy | None = None
     restarts: list[float] = field(default_factory=list)  # monotonic times of recent restarts
     due: float | None = None  # when a dead process is started again
+    started: float = field(default_factory=time.monotonic)  # when this incarnation was started
 
     @property
     def pid(self) -> int:
@@ -213,6 +219,8 @@ class ProcessSet:
             assert policy is not None
             if process.due is None:
                 process.restarts = [t for t in process.restarts if now - t < policy.window_s]
+                if now - process.started >= policy.stable_s:
+                    process.restarts.clear()
                 if len(process.restarts) >= policy.max_restarts:
                     raise LaunchError(
                         f"{process.name} exited with code {code} and was restarted {len(process.restarts)} "
@@ -225,6 +233,7 @@ class ProcessSet:
                 _kill_group(process)  # children of the dead leader would hold its ports
             elif now >= process.due:
                 process.popen = _spawn(process.name, process.argv, process.env, process.log_path)
+                process.started = now
                 process.restarts.append(now)
                 process.due = None
                 events.append(f"{process.name} restarted (pid {process.pid}, restart {len(process.restarts)})")
