@@ -29,7 +29,7 @@ def test_a_process_that_cannot_stay_up_backs_off_and_is_given_up(tmp_path):
     policy = RestartPolicy(first_delay_s=0.1, max_delay_s=10, max_restarts=3, window_s=60, stable_s=5)
     with ProcessSet(tmp_path, dict(os.environ)) as processes:
         crashing = processes.start("crashing", ["false"], restart=policy)
-        delays = []
+        delays: list[tuple[float, float]] = []
         with pytest.raises(LaunchError, match="crashing exited with code 1 and was restarted 3 times"):
             while True:
                 processes.supervise()
