@@ -211,7 +211,7 @@ def main() -> None:
         )
     print()
     for ours in (r for r in results if r.tool.startswith("insite")):
-        against = f"{ours.rate / dicognito:.2f}x" if dicognito else "- (dicognito not installed: pip install -e .[bench-deid])"
+        against = f"{ours.rate / dicognito:.2f}x" if dicognito else "- (not installed: pip install -e .[bench-deid])"
         print(
             f"{ours.tool}: {against} dicognito (target >= 1.5), "
             f"{ours.rate / floor:.2f}x plain read+write (target >= 0.7), original identifiers in "
