@@ -86,27 +86,32 @@ class Chaos:
             phase, round_number = state.get("phase"), int(state.get("round") or 0)
             at = state.get("stage") if phase == "round" else phase  # a stage, or "waiting"
             if round_number == fault.round and at == fault.stage:
-                self._strike(fault, state)
-                pending.pop(0)
+                if self._strike(fault, state):
+                    pending.pop(0)
             elif round_number > fault.round:
                 pending.pop(0)  # that round passed at a stage it never reached (e.g. plain aggregation)
 
-    def _strike(self, fault: Fault, state: dict) -> None:
+    def _strike(self, fault: Fault, state: dict) -> bool:
+        """Signal the fault's target; False while there is nothing to signal yet (try again next poll)."""
         try:
             if fault.target == "serverapp":
                 os.kill(int(state["pid"]), fault.action)
             elif fault.target.startswith("clientapp-"):
                 supernode = self.processes.find(fault.target.replace("clientapp-", "supernode-", 1))
-                for pid in clientapps_of(supernode.pid):
+                clientapps = clientapps_of(supernode.pid)
+                if not clientapps:  # the stage's ClientApp is started a moment after the stage begins
+                    return False
+                for pid in clientapps:
                     os.kill(pid, fault.action)
             else:
                 os.killpg(self.processes.find(fault.target).pid, fault.action)
         except (ProcessLookupError, StopIteration, KeyError, ValueError) as error:
             log.warning("chaos: could not signal %s: %s", fault.target, error)
-            return
+            return True
         what = f"chaos: {fault.action.name} to {fault.target} in round {fault.round} at {fault.stage}"
         self.done.append((time.time(), fault))
         self.on_event(what)
+        return True
 
 
 def clientapps_of(supernode: int) -> list[int]:
