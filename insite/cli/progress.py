@@ -16,7 +16,11 @@ def participation(row: dict, previous: dict | None) -> str:
     """Who took part, who dropped out at which stage, who came back: "2 of 3 sites (site-b dropped at ...)"."""
     dropped = row.get("dropped", {})
     took_part = trained(row)
-    notes = [f"{site} dropped at {stage}" for site, stage in sorted(dropped.items())]
+    # A site lost at unmask had already sent its masked update, which the protocol still counts.
+    notes = [
+        f"{site} dropped at {stage}" + (", its update counted" if site in took_part else "")
+        for site, stage in sorted(dropped.items())
+    ]
     if previous is not None:
         back = sorted(took_part - trained(previous) - set(dropped))
         notes += [f"{site} rejoined" for site in back if site in previous.get("dropped", {})]
@@ -27,8 +31,13 @@ def participation(row: dict, previous: dict | None) -> str:
     return f"  [yellow]{len(took_part)} of {len(took_part | set(dropped))} sites ({'; '.join(notes)})[/]"
 
 
+def site_dice(metrics: dict) -> str:
+    """A site's Dice, or "-" when the site was not there to score the round's model."""
+    return f"{metrics['dice']:.3f}" if "dice" in metrics else "-"
+
+
 def round_line(row: dict, total_rounds: int, previous: dict | None = None) -> str:
-    sites = "  ".join(f"{name} {m.get('dice', float('nan')):.3f}" for name, m in sorted(row["sites"].items()))
+    sites = "  ".join(f"{name} {site_dice(m)}" for name, m in sorted(row["sites"].items()))
     return (
         f"round {row['round']:>3}/{total_rounds}  global Dice [bold]{row['global_dice']:.3f}[/]"
         f"  {sites}  ({row['wall_s']:.1f} s){participation(row, previous)}"
@@ -47,7 +56,7 @@ def rounds_table(rows: list[dict]) -> Table:
         table.add_row(
             str(row["round"]),
             f"{row['global_dice']:.3f}",
-            *[f"{row['sites'].get(n, {}).get('dice', float('nan')):.3f}" for n in sites],
+            *[site_dice(row["sites"].get(n, {})) for n in sites],
             f"{row['wall_s']:.1f}",
         )
     return table

@@ -10,7 +10,7 @@ import time
 
 from deploy.coordinator.run_supervisor import _alive
 from deploy.demo.chaos import SECURE_STAGES, plan_faults
-from insite.cli.progress import participation
+from insite.cli.progress import participation, round_line
 from insite.cli.run_report import describe_run
 
 RECORD = {"status": "running", "rounds_done": 5, "rounds_planned": 13}
@@ -42,6 +42,10 @@ def test_round_line_names_the_dropped_site_and_its_return():
     assert "2 of 3 sites (site-b dropped at share-keys)" in participation(dropped, None)
     assert "3 of 3 sites (site-b rejoined)" in participation(back, dropped)
     assert participation(back, back) == ""
+    late = {**back, "sites": {**back["sites"], "site-a": {"num_train": 4}}, "dropped": {"site-a": "unmask"}}
+    assert "3 of 3 sites (site-a dropped at unmask, its update counted)" in participation(late, back)
+    unscored = {**back, "global_dice": 0.5, "wall_s": 1.0, "round": 6, "sites": {**back["sites"], "site-a": {}}}
+    assert "site-a -  site-b" in round_line(unscored, 13) and "nan" not in round_line(unscored, 13)
 
 
 def test_chaos_plans_a_site_crash_then_a_coordinator_crash_inside_the_run():
