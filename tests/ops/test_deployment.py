@@ -42,6 +42,10 @@ strides = [2, 2]
 """
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Foreground:
     """An 'insite' service started as an operator would, in its own session; always reaped."""
 
@@ -55,6 +59,9 @@ class Foreground:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env={**os.environ, "COLUMNS": "200"},
+                # As in a terminal: a test run started in the background inherits SIGINT ignored
+                # (POSIX shells do that to background jobs), and Python keeps it ignored.
+                preexec_fn=_default_sigint,
             )
 
     def output(self) -> str:
