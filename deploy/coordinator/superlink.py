@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 from functools import cached_property
 from pathlib import Path
 
@@ -93,7 +94,9 @@ class SuperLink:
         superlink = self.processes.start(
             "superlink",
             [
-                flower_tool("flower-superlink"),
+                sys.executable,
+                "-m",
+                "deploy.coordinator.superlink_launcher",
                 # Node registrations and runs survive a restart (the processes are restarted).
                 "--database",
                 str(self.database),

@@ -36,7 +36,7 @@ class Fault:
 
     round: int
     stage: str
-    target: str  # "supernode-<site>", "clientapp-<site>", "serverapp", "superlink" or "proxy"
+    target: str  # "supernode-<site>", "clientapp-<site>", "superexec-<site>", "serverapp", "superlink" or "proxy"
     action: signal.Signals = signal.SIGKILL  # SIGSTOP makes a straggler, SIGCONT lets it go on
 
 
@@ -96,12 +96,13 @@ class Chaos:
         try:
             if fault.target == "serverapp":
                 os.kill(int(state["pid"]), fault.action)
-            elif fault.target.startswith("clientapp-"):
-                supernode = self.processes.find(fault.target.replace("clientapp-", "supernode-", 1))
-                clientapps = clientapps_of(supernode.pid)
-                if not clientapps:  # the stage's ClientApp is started a moment after the stage begins
+            elif fault.target.startswith(("clientapp-", "superexec-")):
+                part, site = fault.target.split("-", 1)
+                supernode = self.processes.find(f"supernode-{site}").pid
+                pids = clientapps_of(supernode) if part == "clientapp" else superexecs_of(supernode)
+                if not pids:  # the stage's ClientApp is started a moment after the stage begins
                     return False
-                for pid in clientapps:
+                for pid in pids:
                     os.kill(pid, fault.action)
             else:
                 os.killpg(self.processes.find(fault.target).pid, fault.action)
@@ -114,8 +115,8 @@ class Chaos:
         return True
 
 
-def clientapps_of(supernode: int) -> list[int]:
-    """The ``flwr-clientapp`` processes a SuperNode's SuperExec started (they run in sessions of their own)."""
+def _process_table() -> tuple[dict[int, int], dict[int, str]]:
+    """Each process's parent and command line."""
     parents: dict[int, int] = {}
     commands: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
@@ -127,6 +128,18 @@ def clientapps_of(supernode: int) -> list[int]:
             commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError, ValueError):
             continue
+    return parents, commands
+
+
+def superexecs_of(supernode: int, commands: dict[int, str] | None = None) -> list[int]:
+    """The SuperExec (ClientApp launcher) a SuperNode started: it names its parent on its command line."""
+    table = _process_table()[1] if commands is None else commands
+    return [pid for pid, command in table.items() if f"--parent-pid {supernode}" in command]
+
+
+def clientapps_of(supernode: int) -> list[int]:
+    """The ``flwr-clientapp`` processes a SuperNode's SuperExec started (they run in sessions of their own)."""
+    parents, commands = _process_table()
 
     def descends(pid: int) -> bool:
         while pid > 1:
@@ -135,7 +148,7 @@ def clientapps_of(supernode: int) -> list[int]:
                 return True
         return False
 
-    superexecs = {pid for pid, command in commands.items() if f"--parent-pid {supernode}" in command}
+    superexecs = set(superexecs_of(supernode, commands))
     return [
         pid
         for pid, command in commands.items()

@@ -18,6 +18,9 @@ only then answers the node's pending messages with an error and lets a restarted
 same node id) activate again. Flower's interval is 30 s; the launcher sets Flower's minimum, 10 s
 (``$INSITE_SUPERNODE_HEARTBEAT_S``), so a crashed site is detected, and can rejoin, within ~20 s:
 the detection delay of the fault model (docs/ARCHITECTURE.md).
+
+Watchdog. A SuperNode whose heartbeat thread or SuperExec dies ends itself, so that its supervisor
+restarts it, instead of staying up but offline (deploy/host/flower_watchdog.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import logging
 import os
 import time
 from types import ModuleType
+
+from deploy.host.flower_watchdog import watch
 
 DEFAULT_IDLE_POLL_S = 0.5
 IDLE_POLL_ENV = "INSITE_SUPERNODE_IDLE_POLL_S"
@@ -88,6 +93,8 @@ def main() -> None:
     interval = float(os.environ.get(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S))
     if not shorten_heartbeat([connection, heartbeat], interval):
         log.warning("this Flower version's heartbeat has moved; the SuperNode keeps Flower's interval")
+    if not watch(supernode_loop, "the SuperNode's SuperExec (ClientApp launcher)"):
+        log.warning("this Flower version starts its SuperExec elsewhere; only the SuperNode's threads are watched")
     flower_supernode()
 
 

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
+import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -44,14 +47,21 @@ def settings(rounds: int, aggregation: str = "secagg+", **faults: float) -> RunS
     )
 
 
-def federation_with(tmp_path: Path, run: RunSettings, faults: list[Fault]) -> tuple[Workspace, dict, list[str]]:
-    """A three-site demo federation that meets ``faults``; returns its workspace, record and events."""
+def federation_with(
+    tmp_path: Path, run: RunSettings, faults: list[Fault], during: Callable[[Workspace], object] | None = None
+) -> tuple[Workspace, dict, list[str]]:
+    """A three-site demo federation that meets ``faults``; returns its workspace, record and events.
+
+    ``during`` (given the workspace) makes a fault of its own while the run goes on, in a thread.
+    """
     space = Workspace(tmp_path / "ws")
     for profile in DEMO_SITES:
         write_site(profile, space.site_dir(profile.name) / "data", 2, 1, size=32)
     provision_demo(space, SITES)
     RunRecord(space.run_dir).create("faults", run, transport={"tls": True, "node_auth": True})
     events: list[str] = []
+    if during is not None:
+        threading.Thread(target=during, args=(space,), daemon=True).start()
     record = run_demo_federation(
         space,
         run,
@@ -148,6 +158,41 @@ def test_a_killed_superlink_is_restarted_and_the_run_continued(target, tmp_path)
     assert any("superlink restarted" in event for event in events)
     assert len(record["coordinator_restarts"]) == 1
     assert len(node_ids(space)) == len(SITES)  # the sites came back with the same node ids
+
+
+@pytest.mark.slow
+def test_a_supernode_whose_superexec_died_ends_itself_is_restarted_and_rejoins(tmp_path):
+    """Flower would keep such a SuperNode up but unable to start a ClientApp (deploy/host/flower_watchdog.py)."""
+    space, record, events = federation_with(tmp_path, settings(4), [Fault(2, "setup", "superexec-site-b")])
+    rows = survived(space, record, 4)
+    assert any("supernode-site-b exited with code 70" in event for event in events), events
+    assert "site-b" in trained(rows[3])
+
+
+def lock_superlink_database(at_round: int, seconds: float) -> Callable[[Workspace], None]:
+    """Hold the SuperLink database's write lock for ``seconds`` once round ``at_round`` trains."""
+
+    def lock(space: Workspace) -> None:
+        run = RunRecord(space.run_dir)
+        deadline = time.monotonic() + 600
+        while (run.state() or {}).get("stage") != "masked-update" or (run.state() or {}).get("round") != at_round:
+            assert time.monotonic() < deadline, "the run never reached the round to lock"
+            time.sleep(0.1)
+        with closing(sqlite3.connect(space.root / "superlink" / "state.db", timeout=60)) as database:
+            database.execute("BEGIN EXCLUSIVE")
+            time.sleep(seconds)
+            database.rollback()
+
+    return lock
+
+
+@pytest.mark.slow
+def test_a_superlink_database_locked_past_flowers_wait_costs_no_process(tmp_path):
+    """Flower waits 5 s for the lock, then answers HTTP 500; the SuperLink launcher waits longer."""
+    space, record, events = federation_with(tmp_path, settings(3), [], during=lock_superlink_database(2, 12))
+    rows = survived(space, record, 3)
+    assert not [event for event in events if "exited with code" in event], events
+    assert trained(rows[2]) == set(SITES)
 
 
 @pytest.mark.slow
