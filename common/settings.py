@@ -132,6 +132,9 @@ class FaultSettings(StrictModel):
     quorum_wait_s: float = Field(
         900, ge=0, description="how long a round waits for min_sites sites to be online before the run pauses"
     )
+    rejoin_wait_s: float = Field(
+        30, ge=0, description="how long a round, its quorum met, still waits for sites of the last round to rejoin"
+    )
     round_attempts: int = Field(3, ge=1, description="tries of a round that ends with fewer than min_sites replies")
     max_update_norm: float = Field(
         1000.0, gt=0, description="plain mode: an update that moves the model farther than this (L2) is refused"

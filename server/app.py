@@ -11,12 +11,12 @@ from flwr.serverapp import Grid, ServerApp
 
 from common.errors import CheckpointError, InsiteError
 from common.model import build_model
+from common.run_lock import run_lock
 from common.run_record import RunRecord, load_checkpoint
 from common.settings import RunSettings, from_run_config
 from server.live_state import LiveState
 from server.presence import QuorumLost
 from server.rounds import RoundLoop
-from server.run_lock import run_lock
 from server.secure import SecureTraining
 from server.strategy import build_strategy
 

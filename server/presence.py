@@ -5,6 +5,12 @@ wait for. A round here first calls :meth:`Presence.wait_for_quorum`: it returns 
 as soon as ``min_sites`` are, says what it waits for while it waits ("round 6 waits for quorum:
 1 of 3 sites online, 2 needed; site-b offline since 14:02:11; ..."), and gives up after ``quorum_wait_s`` with
 :class:`QuorumLost`, which pauses the run instead of failing it.
+
+A site that was online when the last round began and is not now is most likely restarting (its
+supervisor brings it back within two heartbeats, deploy/site/supernode_launcher.py). Once the
+quorum is there, the round waits up to ``rejoin_wait_s`` more for such sites, so that a crashed site
+takes part again from the next round, and says so ("round 6 waits up to 30 s for site-b to rejoin").
+A site that misses that wait is not waited for again until it has been back for a round.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ class Presence:
         min_sites: int,
         wait_s: float,
         known: Iterable[str] = (),
+        rejoin_wait_s: float = 0.0,
         on_wait: Callable[[int, str], None] = lambda round_number, message: None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
@@ -46,10 +53,12 @@ class Presence:
         self.grid = grid
         self.min_sites = min_sites
         self.wait_s = wait_s
+        self.rejoin_wait_s = rejoin_wait_s
         self.on_wait = on_wait
         self.clock = clock
         self.sleep = sleep
         self.last_seen: dict[str, float | None] = dict.fromkeys(known)
+        self.at_last_round: set[str] = set()  # the sites online when the last round began
 
     def online(self) -> dict[int, str]:
         """Node id -> site name of every site online now (Flower's view: heartbeats in time)."""
@@ -79,6 +88,8 @@ class Presence:
             if len(online) >= self.min_sites:
                 if said:
                     log.info("round %d has its quorum: %s", round_number, ", ".join(sorted(online.values())))
+                online = self._wait_for_rejoining(round_number, online)
+                self.at_last_round = set(online.values())
                 return online
             missing = "; ".join(self.offline(online.values())) or "no other site has connected yet"
             waited = self.clock() - started
@@ -97,3 +108,25 @@ class Presence:
                 self.on_wait(round_number, message)
                 said = message
             self.sleep(POLL_S)
+
+    def _wait_for_rejoining(self, round_number: int, online: dict[int, str]) -> dict[int, str]:
+        """``online``, or more: up to ``rejoin_wait_s`` for the sites of the last round that are not."""
+        started = self.clock()
+        said = ""
+        while missing := sorted(self.at_last_round - set(online.values())):
+            waited = self.clock() - started
+            if waited >= self.rejoin_wait_s:
+                if said:
+                    log.warning("round %d goes on without %s after %.0f s", round_number, ", ".join(missing), waited)
+                break
+            message = (
+                f"round {round_number} waits up to {self.rejoin_wait_s:.0f} s for {', '.join(missing)} to rejoin "
+                f"({len(online)} sites online, quorum met); {'; '.join(self.offline(online.values()))}"
+            )
+            if message != said:
+                log.warning(message)
+                self.on_wait(round_number, message)
+                said = message
+            self.sleep(POLL_S)
+            online = self.online()
+        return online

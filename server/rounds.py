@@ -101,6 +101,7 @@ class RoundLoop:
             settings.min_sites,
             self.faults.quorum_wait_s,
             known=record.read().get("sites", []),
+            rejoin_wait_s=self.faults.rejoin_wait_s,
             on_wait=lambda round_number, message: self.state.set("waiting", round=round_number, detail=message),
         )
 

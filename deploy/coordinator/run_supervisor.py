@@ -7,7 +7,7 @@ seconds with its pid) and the SuperLink through its own processes and the Contro
 coordinator is gone it stops what is left of the old Flower run and submits a new one that
 continues from the last checkpoint. At most the round in flight is redone; round numbers, metrics
 and checkpoints stay consistent (common/run_record.py), and only one ServerApp can hold a run
-folder (server/run_lock.py). After ``faults.coordinator_restarts`` such restarts it gives up, naming
+folder (common/run_lock.py). After ``faults.coordinator_restarts`` such restarts it gives up, naming
 why, since a coordinator that cannot stay up needs a person.
 
 It ends when the run is completed, or paused (too few sites for too long: continue it later with
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import FederationError, LaunchError
+from common.run_lock import held_by
 from common.run_record import RunRecord, latest_checkpoint, resume_point
 from common.settings import to_run_config
 from deploy.coordinator.superlink import SuperLink
@@ -127,18 +128,34 @@ class RunSupervisor:
                     },
                 ]
             )
-            self.wait_ready()
             self.run_id = self.submit()
 
     def submit(self) -> int:
-        """A new Flower run that starts where the run folder stands: fresh, or from its last checkpoint."""
+        """A new Flower run that starts where the run folder stands: fresh, or from its last checkpoint.
+
+        A SuperLink that is down (restarted by its supervisor, perhaps right after it answered) is
+        waited for, up to ``READY_S``; a refusal by a SuperLink that is up is raised at once.
+        """
         run_dir = self.record.run_dir
         if latest_checkpoint(run_dir) is None:
             config = to_run_config(self.settings, run_dir)
         else:
             _, done, checkpoint = resume_point(run_dir)
             config = to_run_config(self.settings, run_dir, done, checkpoint)
-        run_id = self.superlink.submit(config, self.app_dir)
+        deadline = time.monotonic() + READY_S
+        while True:
+            try:
+                run_id = self.superlink.submit(config, self.app_dir)
+                break
+            except LaunchError as refused:
+                if self.superlink_answers():
+                    raise
+                if time.monotonic() > deadline:
+                    raise FederationError(
+                        f"the SuperLink did not come back within {READY_S:.0f} s to take the run: {refused}"
+                    ) from None
+                log.info("waiting for the SuperLink to come back to submit the run: %s", refused)
+                time.sleep(2.0)
         self.on_event(f"submitted Flower run {run_id}")
         return run_id
 
@@ -204,28 +221,39 @@ class RunSupervisor:
         self.seen_lines = len(lines)
 
     def bury(self, run_id: int) -> None:
-        """Stop what is left of a lost Flower run: its ServerApp, if it still lives, and the run."""
-        state = self.record.state() or {}
-        if state.get("flower_run") == run_id and _alive(state.get("pid")):
+        """End what is left of a lost Flower run before the next is submitted, so none races it.
+
+        Its ServerApp (any process still holding the run folder's lock) is killed, and the run is
+        stopped at the SuperLink, waiting up to ``READY_S`` for a restarting SuperLink: a run left
+        pending there would be started by the SuperLink once it is back, beside its successor.
+        """
+        holder = held_by(self.record.run_dir)
+        if holder is not None and _alive(holder):
             try:
-                os.kill(int(state["pid"]), signal.SIGKILL)
+                os.kill(holder, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        try:
-            self.superlink.flwr("stop", str(run_id), CONNECTION, timeout=60)
-        except LaunchError as error:  # already ended, or the SuperLink is still coming back
-            log.info("flwr stop %d: %s", run_id, error)
-
-    def wait_ready(self) -> None:
-        """Until the SuperLink answers its Control API again (restarted by its own supervisor)."""
         deadline = time.monotonic() + READY_S
         while True:
-            for event in self.superlink.processes.supervise():
-                self.on_event(event)
             try:
-                self.superlink.flwr("list", CONNECTION, "--format", "json", timeout=60)
+                self.superlink.flwr("stop", str(run_id), CONNECTION, timeout=60)
                 return
             except LaunchError as error:
+                if self.superlink_answers():  # it answers, so the run has already ended there
+                    log.info("flwr stop %d: %s", run_id, error)
+                    return
                 if time.monotonic() > deadline:
-                    raise FederationError(f"the SuperLink did not come back within {READY_S:.0f} s: {error}") from None
-            time.sleep(2.0)
+                    raise FederationError(
+                        f"the SuperLink did not come back within {READY_S:.0f} s to stop run {run_id}: {error}"
+                    ) from None
+                time.sleep(2.0)
+
+    def superlink_answers(self) -> bool:
+        """Whether the SuperLink answers its Control API (after its supervisor has had its say)."""
+        for event in self.superlink.processes.supervise():
+            self.on_event(event)
+        try:
+            self.superlink.flwr("list", CONNECTION, "--format", "json", timeout=60)
+        except LaunchError:
+            return False
+        return True

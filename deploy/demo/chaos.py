@@ -99,7 +99,10 @@ class Chaos:
             elif fault.target.startswith(("clientapp-", "superexec-")):
                 part, site = fault.target.split("-", 1)
                 supernode = self.processes.find(f"supernode-{site}").pid
-                pids = clientapps_of(supernode) if part == "clientapp" else superexecs_of(supernode)
+                if part == "clientapp":  # the stage's own, not the last stage's still on its way out
+                    pids = [pid for pid in clientapps_of(supernode) if started_at(pid) >= float(state["since"])]
+                else:
+                    pids = superexecs_of(supernode)
                 if not pids:  # the stage's ClientApp is started a moment after the stage begins
                     return False
                 for pid in pids:
@@ -129,6 +132,16 @@ def _process_table() -> tuple[dict[int, int], dict[int, str]]:
         except (OSError, IndexError, ValueError):
             continue
     return parents, commands
+
+
+def started_at(pid: int) -> float:
+    """When process ``pid`` started, as a wall-clock time (to the kernel's 10 ms tick); 0 if it is gone."""
+    try:
+        ticks = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[19])
+    except OSError:
+        return 0.0
+    age = float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
 
 
 def superexecs_of(supernode: int, commands: dict[int, str] | None = None) -> list[int]:

@@ -45,7 +45,7 @@ def _end_process(what: str) -> None:
 
 def _on_thread_exception(args: threading.ExceptHookArgs) -> None:
     thread = args.thread.name if args.thread is not None else "a thread"
-    sys.__excepthook__(args.exc_type, args.exc_value, args.exc_traceback)
+    threading.__excepthook__(args)  # the usual "Exception in thread ..." traceback first
     _end_process(f"{thread} died: {args.exc_type.__name__}: {args.exc_value}")
 
 

@@ -17,6 +17,7 @@ from flwr.app import Array, ArrayRecord, Message
 from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint, resume_point
 from common.settings import RunSettings
 from harness.federation import FIRST_NODE_ID, run_in_process, site_grid, write_sphere_site
+from server.presence import Presence
 
 SITES = ("site-a", "site-b", "site-c")
 SITE_B = FIRST_NODE_ID + 1
@@ -158,3 +159,49 @@ def test_a_resumed_run_redoes_at_most_the_round_in_flight(folders, tmp_path):
     run_in_process(tmp_path / "run", run, resumed, round_offset=done, initial_weights=checkpoint)
     assert record.read()["status"] == "completed"
     consistent(record, 4)
+
+
+class _Nodes:
+    """Flower's Grid as Presence asks it: who is online now, from a script of polls."""
+
+    def __init__(self, polls: list[set[str]]) -> None:
+        self.polls = polls
+
+    def get_nodes(self):
+        from types import SimpleNamespace
+
+        names = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
+        return [SimpleNamespace(node_id=index, name=name) for index, name in enumerate(sorted(names))]
+
+
+def _presence(polls: list[set[str]], rejoin_wait_s: float) -> tuple[Presence, list[str]]:
+    clock = iter(range(10_000))
+    said: list[str] = []
+    presence = Presence(
+        _Nodes(polls),
+        2,
+        wait_s=100,
+        known=SITES,
+        rejoin_wait_s=rejoin_wait_s,
+        on_wait=lambda round_number, message: said.append(message),
+        clock=lambda: float(next(clock)),
+        sleep=lambda seconds: None,
+    )
+    return presence, said
+
+
+def test_a_site_of_the_last_round_is_waited_for_once_and_joins_the_next_round():
+    everyone, restarting = set(SITES), {"site-a", "site-c"}
+    presence, said = _presence([everyone, restarting, restarting, everyone], rejoin_wait_s=30)
+    assert set(presence.wait_for_quorum(1).values()) == everyone
+    assert set(presence.wait_for_quorum(2).values()) == everyone  # it came back within the wait
+    assert len(said) == 1 and said[0].startswith("round 2 waits up to 30 s for site-b to rejoin")
+
+
+def test_a_site_that_does_not_rejoin_in_time_is_not_waited_for_again():
+    everyone, without_b = set(SITES), {"site-a", "site-c"}
+    presence, said = _presence([everyone, without_b], rejoin_wait_s=5)
+    assert set(presence.wait_for_quorum(1).values()) == everyone
+    assert set(presence.wait_for_quorum(2).values()) == without_b  # the round went on after the wait
+    waits = len(said)
+    assert set(presence.wait_for_quorum(3).values()) == without_b and len(said) == waits  # no second wait

@@ -6,8 +6,12 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 
+import pytest
+
+from common.errors import FederationError
 from deploy.coordinator.run_supervisor import _alive
 from deploy.demo.chaos import SECURE_STAGES, plan_faults
 from insite.cli.progress import participation, round_line
@@ -65,3 +69,33 @@ def test_a_killed_serverapp_left_as_a_zombie_counts_as_gone():
     while _alive(child.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child.pid) and child.poll() is not None  # gone, and only now reaped
+
+
+def test_the_run_lock_names_its_live_holder_and_is_free_once_it_dies(tmp_path):
+    """The supervisor kills a lost run's ServerApp by this before it submits the next run."""
+    from common.run_lock import held_by, run_lock
+
+    assert held_by(tmp_path) is None  # no lock file yet
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom common.run_lock import run_lock\n"
+            "with run_lock(__import__('pathlib').Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert held_by(tmp_path) == holder.pid
+        with pytest.raises(FederationError, match=f"another ServerApp \\(pid {holder.pid}\\)"):
+            with run_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    assert held_by(tmp_path) is None  # the kernel let go of it with the process
+    with run_lock(tmp_path):
+        assert held_by(tmp_path) == os.getpid()

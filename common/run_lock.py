@@ -3,7 +3,9 @@
 After a crash the run supervisor submits a new Flower run on the same run folder. Should the old
 ServerApp still be alive (hung, or its SuperLink restarted under it), two processes would write
 the same checkpoints and rounds. The lock (``fcntl``, released by the kernel when its holder dies,
-however it dies) makes the second one refuse, naming the first one's pid.
+however it dies) makes the second one refuse, naming the first one's pid. Before it submits, the
+supervisor ends any ServerApp still holding the folder (:func:`held_by`): it belongs to a Flower
+run already given up.
 """
 
 from __future__ import annotations
@@ -25,6 +27,21 @@ def lock_holder(run_dir: Path) -> int | None:
         return int((run_dir / LOCK_FILE).read_text().strip() or 0) or None
     except (OSError, ValueError):
         return None
+
+
+def held_by(run_dir: Path) -> int | None:
+    """The pid of the live process holding ``run_dir``'s lock; None if no one holds it."""
+    try:
+        descriptor = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return lock_holder(run_dir)
+    finally:
+        os.close(descriptor)  # closing releases a lock this test took
+    return None
 
 
 @contextmanager
