@@ -20,7 +20,6 @@ and ends the process only if it is still running by then.
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -34,8 +33,6 @@ PART_DIED_EXIT_CODE = 70
 #: A SuperNode or SuperLink that was told to stop is gone well within this (its graceful exit
 #: deactivates the node and stops its servers).
 SHUTDOWN_GRACE_S = 10.0
-
-log = logging.getLogger(__name__)
 
 
 def _end_process(what: str) -> None:
