@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from common.errors import FederationError, LaunchError
 from common.run_lock import held_by
@@ -34,6 +35,7 @@ from deploy.coordinator.superlink import SuperLink
 from deploy.host.flower import CONNECTION
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_S = 0.5
 STALE_S = 20.0  # the ServerApp refreshes state.json every 2 s; this much silence means it is gone
@@ -142,20 +144,7 @@ class RunSupervisor:
         else:
             _, done, checkpoint = resume_point(run_dir)
             config = to_run_config(self.settings, run_dir, done, checkpoint)
-        deadline = time.monotonic() + READY_S
-        while True:
-            try:
-                run_id = self.superlink.submit(config, self.app_dir)
-                break
-            except LaunchError as refused:
-                if self.superlink_answers():
-                    raise
-                if time.monotonic() > deadline:
-                    raise FederationError(
-                        f"the SuperLink did not come back within {READY_S:.0f} s to take the run: {refused}"
-                    ) from None
-                log.info("waiting for the SuperLink to come back to submit the run: %s", refused)
-                time.sleep(2.0)
+        run_id = self.once_superlink_is_up(lambda: self.superlink.submit(config, self.app_dir), "take the run")
         self.on_event(f"submitted Flower run {run_id}")
         return run_id
 
@@ -233,19 +222,33 @@ class RunSupervisor:
                 os.kill(holder, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        try:
+            self.once_superlink_is_up(
+                lambda: self.superlink.flwr("stop", str(run_id), CONNECTION, timeout=60), f"stop run {run_id}"
+            )
+        except LaunchError as error:  # refused by a SuperLink that is up: the run has already ended there
+            log.info("flwr stop %d: %s", run_id, error)
+
+    def once_superlink_is_up(self, action: Callable[[], T], what: str) -> T:
+        """``action()``, tried again while the SuperLink is down (its supervisor restarts it), up to ``READY_S``.
+
+        A ``LaunchError`` from a SuperLink that answers is raised at once: trying again would not help.
+        """
         deadline = time.monotonic() + READY_S
+        said = False
         while True:
             try:
-                self.superlink.flwr("stop", str(run_id), CONNECTION, timeout=60)
-                return
+                return action()
             except LaunchError as error:
-                if self.superlink_answers():  # it answers, so the run has already ended there
-                    log.info("flwr stop %d: %s", run_id, error)
-                    return
+                if self.superlink_answers():
+                    raise
                 if time.monotonic() > deadline:
                     raise FederationError(
-                        f"the SuperLink did not come back within {READY_S:.0f} s to stop run {run_id}: {error}"
+                        f"the SuperLink did not come back within {READY_S:.0f} s to {what}: {error}"
                     ) from None
+                if not said:
+                    self.on_event(f"waiting up to {READY_S:.0f} s for the SuperLink to come back to {what}")
+                    said = True
                 time.sleep(2.0)
 
     def superlink_answers(self) -> bool:
