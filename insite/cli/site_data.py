@@ -134,6 +134,11 @@ def deid(
         f"for {summary['subjects']} subject(s); quarantined {files['quarantined']}"
         f"{'' if dry_run else f' (in {quarantine})'}; {summary['files_per_second']} files/s"
     )
+    if files["bare_data_sets"]:
+        console.print(
+            f"{files['bare_data_sets']} file(s) had no preamble/file meta (an older archive's bare data set): "
+            "read in the one encoding that parses them completely, file meta rebuilt"
+        )
     if files["duplicates"]:
         console.print(
             f"[yellow]{files['duplicates']} file(s) repeated a SOP instance already written; "

@@ -21,6 +21,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 from siteprep.deid.dicomdir import referenced_files
 from siteprep.deid.elements import peek
 from siteprep.deid.engine import SafePrivateKey, deidentify_dataset
+from siteprep.deid.headerless import was_bare
 from siteprep.deid.identifiers import collect_identifiers
 from siteprep.deid.keys import SiteKey
 from siteprep.deid.parsing import parse_warnings_are_unsafe, read_strictly
@@ -42,6 +43,7 @@ class Prepared:
     target: Path | None = None  # where its de-identified version goes
     staged: Path | None = None  # that version, encoded (None in a dry run)
     identifiers: set[str] = field(default_factory=set)
+    bare: bool = False  # read without preamble/file meta (siteprep.deid.headerless); its meta is rebuilt
     subject: str = ""
     actions: Counter = field(default_factory=Counter)
 
@@ -102,6 +104,7 @@ class FileJob:
             target=target,
             staged=staged,
             identifiers=outcome.identifiers,
+            bare=was_bare(dataset),
             subject=outcome.subject,
             actions=outcome.actions,
         )

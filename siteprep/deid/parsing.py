@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from siteprep.deid.elements import raw_vr
+from siteprep.deid.headerless import read_headerless
 from siteprep.deid.reasons import Reason, Unsafe
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -77,11 +78,16 @@ def _check_complete(dataset: Dataset) -> None:
 
 
 def read_strictly(path: Path) -> Dataset:
-    """Parse ``path`` completely or raise :class:`Unsafe` naming why it cannot be trusted."""
+    """Parse ``path`` completely or raise :class:`Unsafe` naming why it cannot be trusted.
+
+    A file without preamble and file meta is read only if its encoding is unambiguous
+    (:mod:`siteprep.deid.headerless`).
+    """
+    dataset: Dataset
     try:
         dataset = dcmread(path)
-    except InvalidDicomError as error:
-        raise Unsafe(Reason.NOT_DICOM, str(error).strip()[:200]) from None
+    except InvalidDicomError:  # no preamble and 'DICM': perhaps a bare data set from an older archive
+        dataset = read_headerless(path)
     except Exception as error:  # pydicom raises many types on malformed input; all mean "unsafe"
         raise Unsafe(Reason.UNREADABLE, f"{type(error).__name__}: {error}"[:200]) from None
     if not dataset.file_meta.get("TransferSyntaxUID"):

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class Reason(StrEnum):
-    NOT_DICOM = "not_dicom"  # no 128-byte preamble + 'DICM' (PS3.10 7.1)
+    NOT_DICOM = "not_dicom"  # no preamble + 'DICM' (PS3.10 7.1), nor one unambiguous bare data set
     UNREADABLE = "unreadable"  # pydicom raised while parsing
     PARSE_WARNING = "parse_warning"  # parsed only by guessing (e.g. VR/transfer syntax contradiction)
     MISSING_TRANSFER_SYNTAX = "missing_transfer_syntax"

@@ -46,6 +46,7 @@ class RunReport:
     files_in: int = 0
     written: int = 0
     duplicates: int = 0
+    bare_data_sets: int = 0  # written from files without preamble/file meta (siteprep.deid.headerless)
     subjects: set[str] = field(default_factory=set)
     quarantined: Counter = field(default_factory=Counter)
     actions: dict[str, Counter] = field(default_factory=dict)
@@ -65,6 +66,7 @@ class RunReport:
                 "in": self.files_in,
                 "written": self.written,
                 "duplicates": self.duplicates,
+                "bare_data_sets": self.bare_data_sets,
                 "quarantined": sum(self.quarantined.values()),
             },
             "quarantined_by_reason": dict(sorted(self.quarantined.items())),
@@ -186,6 +188,7 @@ class _Runner:
             self.report.duplicates += 1
         self.outputs.setdefault(target, set()).update(prepared.identifiers)
         self.report.written += 1
+        self.report.bare_data_sets += prepared.bare
 
     def _place(self, staged: Path, target: Path) -> None:
         """Move a staged file to its place (atomic: staging is inside the output folder).

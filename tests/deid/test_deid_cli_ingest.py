@@ -72,7 +72,7 @@ def test_site_path_end_to_end(cli, site):
     root, config, truth = site
     out = root / "out"
     summary = json.loads(cli("deid", root / "raw", out, "--config", config, "--json").stdout)
-    assert summary["files"] == {"in": 22, "written": 21, "duplicates": 0, "quarantined": 1}
+    assert summary["files"] == {"in": 22, "written": 21, "duplicates": 0, "bare_data_sets": 0, "quarantined": 1}
     assert summary["quarantined_by_reason"] == {"not_dicom": 1}
     assert summary["residual_scan"]["files_with_residuals"] == 0
     assert summary["actions_per_attribute"]["PatientName"]

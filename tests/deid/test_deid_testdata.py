@@ -68,7 +68,7 @@ def test_written_files_reread_with_pixels_unchanged(shipped_run):
     pixels_by_new_uid: dict[str, set] = {}  # some shipped files share a SOP instance UID
     for copy in originals:
         try:
-            original = dcmread(copy)
+            original = dcmread(copy, force=True)  # bare data sets too: the run reads them when unambiguous
         except Exception:
             continue
         if "SOPInstanceUID" in original:
@@ -86,7 +86,7 @@ def test_character_sets_are_cleaned(tmp_path, path):
     try:
         ds = dcmread(path)
     except InvalidDicomError:
-        pytest.skip("no preamble: the run quarantines it")
+        pytest.skip("not DICOM (a text file): the run quarantines it")
     if "SOPInstanceUID" not in ds:
         pytest.skip("no SOP instance: the run quarantines it")
     outcome = deidentify_dataset(ds, profile, SiteKey(tmp_path / "key.json", "SUBJ", persist=False))
