@@ -7,23 +7,25 @@ DeidentificationMethodCodeSequence gains the Clean Recognizable Visual Features 
 113102) and DeidentificationMethod says so. Everything else in the header stays as the
 de-identified input had it.
 
-New UIDs are name-based 2.25 UIDs of the input's UIDs (pydicom's ``generate_uid`` with entropy
-sources: a SHA-512 hash, not a random number), so defacing the same series again gives the same
-UIDs and a re-run replaces its earlier output instead of duplicating it. A key is not needed: the
+New UIDs are 2.25 UIDs of name-based (SHA-1, version 5) UUIDs of the input's UIDs (PS3.5 B.2,
+ISO/IEC 9834-8), so defacing the same series again gives the same UIDs and a re-run replaces its
+earlier output instead of duplicating it. (pydicom's ``generate_uid`` ignores its entropy
+sources under the 2.25 root and returns a random UUID.) A key is not needed: the
 input UIDs are already the de-identifier's keyed ones, so hashing them reveals nothing new.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import UID
 
-UID_NAMESPACE = "insite site deface v1"
+UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:insite:site-deface:v1")
 CLEAN_VISUAL_FEATURES = codes.DCM.CleanRecognizableVisualFeaturesOption
 IMAGE_PROCESSING = codes.DCM.ImageProcessing
 SOURCE_FOR_PROCESSING = codes.DCM.SourceImageForImageProcessingOperation
@@ -31,9 +33,9 @@ DERIVATION = "Defaced: voxels under a registered head template's face mask set t
 METHOD_TEXT = "Defaced DCM 113102"
 
 
-def derived_uid(kind: str, uid: str) -> str:
+def derived_uid(kind: str, uid: str) -> UID:
     """The UID a defaced ``kind`` ("series" or "instance") takes for input UID ``uid``."""
-    return generate_uid(prefix=None, entropy_srcs=[UID_NAMESPACE, kind, uid])
+    return UID(f"2.25.{uuid.uuid5(UID_NAMESPACE, f'{kind}:{uid}').int}")
 
 
 def _code_item(code) -> Dataset:
