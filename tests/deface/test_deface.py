@@ -215,3 +215,24 @@ def test_header_screening(attributes: dict, verdict: HeaderVerdict):
 def test_uids_are_derived_deterministically():
     assert derived_uid("series", "1.2.3") == derived_uid("series", "1.2.3")
     assert derived_uid("series", "1.2.3") != derived_uid("instance", "1.2.3") != derived_uid("series", "1.2.4")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("modality", ["MR", "CT"])
+@pytest.mark.parametrize("seed", [101, 102, 103])
+def test_fine_series_are_defaced(tmp_path, seed: int, modality: str):
+    """At 1.5 mm, as MR and as CT (the template's grey values mapped onto -1000 HU and up)."""
+    phantom = posed_head(np.random.default_rng(seed), spacing_mm=1.5)
+    volume = phantom.volume if modality == "MR" else phantom.volume * 5.0 - 1000.0
+    write_series(volume, tmp_path / "src" / "s", random_patient(random.Random(seed)), modality=modality,
+                 spacing=phantom.spacing, origin=phantom.origin, body_part="HEAD")  # fmt: skip
+    report = deface_tree(tmp_path / "src", tmp_path / "dst", tmp_path / "q", tmp_path / "qa", DefaceSettings())
+    (result,) = report.series
+    assert result.outcome is Outcome.DEFACED, result
+    before, after = (
+        _volume(*_series_under(tmp_path / "src").values()),
+        _volume(*_series_under(tmp_path / "dst").values()),
+    )
+    face, rest = phantom.face & phantom.head, phantom.head & ~phantom.face
+    assert float(np.mean(after[face] == max(before.min(), -1000))) >= 0.95
+    assert float(np.mean(after[rest] != before[rest])) <= 0.01
