@@ -166,7 +166,7 @@ class _Runner:
         """
         qa_folder = destination.with_name(destination.name + "-deface-qa")
         defacer = Defacer(
-            self.destination, destination, self.quarantine / "deface", qa_folder, self.settings.deface, True
+            self.destination, destination, self.quarantine / "deface", qa_folder, self.settings.deface, move=True
         )
         defacer.run(*read_series(self.destination), (lambda: progress("deface")) if progress else None)
         placed = defacer.report.placed
