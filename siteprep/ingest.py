@@ -2,7 +2,7 @@
 
 One case per image series, split strictly by SeriesInstanceUID: two series are never merged, and
 a series whose slices do not form one regular stack (mixed orientations, repeated or unevenly
-spaced positions, differing matrix sizes) is skipped with a reason rather than guessed at. The
+spaced positions, differing matrix sizes; :mod:`siteprep.series`) is skipped with a reason. The
 label comes from a DICOM-SEG that references the series (read with highdicom, frame by frame
 against the series' own SOP instances) or from a label volume ``<SeriesInstanceUID>.nii.gz`` in
 a labels folder, named by either the de-identified UID or, given the site's key, the original one.
@@ -31,11 +31,9 @@ from pydicom.dataset import Dataset
 from client.cases import Case, Split, write_index
 from common.errors import SiteDataError
 from siteprep.deid.keys import SiteKey
+from siteprep.series import IMAGE_MODALITIES, Series, add_slice, read_volume, stack_slices
 
 log = logging.getLogger(__name__)
-IMAGE_MODALITIES = frozenset({"CT", "MR", "PT"})
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-SPACING_TOLERANCE = 1e-3  # relative; slices further apart than this are not one regular stack
 
 
 @dataclass
@@ -54,16 +52,9 @@ class IngestReport:
         }
 
 
-@dataclass
-class _Series:
-    uid: str
-    subject: str
-    headers: list[tuple[Path, Dataset]] = field(default_factory=list)
-
-
-def _scan(source: Path, progress: Callable[[], None] | None) -> tuple[dict[str, _Series], dict[str, Path]]:
+def _scan(source: Path, progress: Callable[[], None] | None) -> tuple[dict[str, Series], dict[str, Path]]:
     """Image series by SeriesInstanceUID, and SEG files by the series they reference."""
-    series: dict[str, _Series] = {}
+    series: dict[str, Series] = {}
     segs: dict[str, Path] = {}
     for path in sorted(source.rglob("*.dcm")):
         header = dcmread(path, stop_before_pixels=True)
@@ -72,56 +63,10 @@ def _scan(source: Path, progress: Callable[[], None] | None) -> tuple[dict[str, 
             for reference in header.get("ReferencedSeriesSequence", []):
                 segs[str(reference.SeriesInstanceUID)] = path
         elif modality in IMAGE_MODALITIES and "SeriesInstanceUID" in header:
-            uid = str(header.SeriesInstanceUID)
-            entry = series.setdefault(uid, _Series(uid, str(header.get("PatientID", "unknown"))))
-            entry.headers.append((path, header))
+            add_slice(series, path, header)
         if progress:
             progress()
     return series, segs
-
-
-def _geometry(series: _Series) -> tuple[list[tuple[Path, Dataset]], np.ndarray]:
-    """Slices sorted along the stack normal and the voxel-to-RAS affine; raises ValueError."""
-    first = series.headers[0][1]
-    if int(first.get("NumberOfFrames", 1) or 1) > 1:
-        raise ValueError("multi-frame images are not supported by ingest")
-    orientation = np.array(first.ImageOrientationPatient, dtype=float)
-    shape = (first.Rows, first.Columns)
-    for _, header in series.headers:
-        if (header.Rows, header.Columns) != shape:
-            raise ValueError("slices differ in matrix size")
-        if not np.allclose(np.array(header.ImageOrientationPatient, dtype=float), orientation, atol=1e-4):
-            raise ValueError("slices differ in orientation")
-    row_dir, col_dir = orientation[:3], orientation[3:]
-    normal = np.cross(row_dir, col_dir)
-    ordered = sorted(
-        series.headers, key=lambda item: float(np.dot(normal, np.array(item[1].ImagePositionPatient, dtype=float)))
-    )
-    positions = np.array([np.array(h.ImagePositionPatient, dtype=float) for _, h in ordered])
-    if len(ordered) < 2:
-        raise ValueError("a single slice is not a volume")
-    steps = np.diff(positions @ normal)
-    if np.any(steps <= 0) or np.ptp(steps) > SPACING_TOLERANCE * max(abs(float(steps.mean())), 1.0):
-        raise ValueError("slice positions repeat or are unevenly spaced (two stacks in one series?)")
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
-    affine = np.eye(4)
-    affine[:3, 0] = row_dir * col_spacing  # +i (column index) runs along the row direction
-    affine[:3, 1] = col_dir * row_spacing  # +j (row index) runs along the column direction
-    affine[:3, 2] = (positions[-1] - positions[0]) / (len(ordered) - 1)
-    affine[:3, 3] = positions[0]
-    return ordered, LPS_TO_RAS @ affine
-
-
-def _volume(ordered: list[tuple[Path, Dataset]]) -> np.ndarray:
-    """(columns, rows, slices) in modality units (rescale applied), the NIfTI axis order."""
-    planes = []
-    for path, _ in ordered:
-        ds = dcmread(path)
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-        planes.append(ds.pixel_array.astype(np.float32) * slope + intercept)
-    volume = np.stack(planes, axis=-1).transpose(1, 0, 2)
-    integral = np.array_equal(volume, np.round(volume)) and np.abs(volume).max() < 32768
-    return volume.astype(np.int16) if integral else volume
 
 
 def _seg_label(seg_path: Path, ordered: list[tuple[Path, Dataset]]) -> np.ndarray:
@@ -131,7 +76,7 @@ def _seg_label(seg_path: Path, ordered: list[tuple[Path, Dataset]]) -> np.ndarra
     return np.asarray(labels, dtype=np.uint8).transpose(2, 1, 0)
 
 
-def _case_id(series: _Series) -> str:
+def _case_id(series: Series) -> str:
     return f"{series.subject}-{hashlib.sha256(series.uid.encode()).hexdigest()[:8]}"
 
 
@@ -196,8 +141,8 @@ def ingest(
             report.missing_labels.append(uid)
             continue
         try:
-            ordered, affine = _geometry(item)
-            image = _volume(ordered)
+            ordered, affine = stack_slices(item)
+            image = read_volume(ordered)
             if uid in segs:
                 label = _seg_label(segs[uid], ordered)
             else:

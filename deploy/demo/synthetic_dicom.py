@@ -144,6 +144,7 @@ def write_series(
     series_number: int = 1,
     series_uid: str | None = None,
     rescale: tuple[str, str] | None = None,
+    body_part: str | None = None,
 ) -> list[Path]:
     """Write ``volume`` as one DICOM file per slice; returns the paths in slice order.
 
@@ -152,7 +153,8 @@ def write_series(
     clipped to 12 stored bits; ``rescale`` = (slope, intercept) from :func:`fitted_rescale` keeps
     any range. ``spacing`` is (slice, row, column) in mm and ``origin`` the patient position
     (x, y, z) in mm of the first voxel; slices advance along +z with axial orientation. Files are
-    named ``slice_NNNN.dcm`` so the name holds nothing.
+    named ``slice_NNNN.dcm`` so the name holds nothing. ``body_part`` sets BodyPartExamined
+    (scanners leave it out as often as not).
     """
     if volume.ndim != 3:
         raise ValueError(f"volume must be 3D (slices, rows, columns), got shape {volume.shape}")
@@ -177,6 +179,8 @@ def write_series(
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.Modality = modality
+        if body_part:
+            ds.BodyPartExamined = body_part
         ds.Manufacturer = "INSITE SYNTHETIC"
         ds.InstitutionName = patient.institution
         ds.InstitutionAddress = patient.address

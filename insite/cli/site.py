@@ -1,6 +1,6 @@
 """``insite site ...``: what a site administrator runs on the site's own machine."""
 
-from insite.cli import site_approve, site_data, site_key, site_ledger, site_node
+from insite.cli import site_approve, site_data, site_deface, site_key, site_ledger, site_node
 from insite.cli.terminal import command_group
 
 app = command_group()
@@ -9,3 +9,4 @@ site_key.register(app)
 site_approve.register(app)
 site_node.register(app)
 site_ledger.register(app)
+site_deface.register(app)

@@ -61,7 +61,7 @@ DryRunOption = typer.Option(False, "--dry-run", help="report what would happen; 
 
 
 @contextmanager
-def _progress(totals: Mapping[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
+def stage_progress(totals: Mapping[str, int | None], quiet: bool) -> Iterator[Callable[[str], None]]:
     """A per-stage progress bar; ``advance(stage)`` moves that stage's bar by one."""
     with Progress(
         TextColumn("{task.description:>14}"),
@@ -76,7 +76,7 @@ def _progress(totals: Mapping[str, int | None], quiet: bool) -> Iterator[Callabl
         yield lambda stage: bars.advance(tasks[stage])
 
 
-def _print_json(data: dict) -> None:
+def print_json(data: dict) -> None:
     print(json.dumps(data, indent=1, default=str))
 
 
@@ -114,7 +114,10 @@ def deid(
     quarantine = quarantine or destination.with_name(destination.name + "-quarantine")
     total = len(source_files(source))
     passphrase = run_passphrase(settings, passphrase_file, dry_run)
-    with _progress({"deid": total, "scan": total}, as_json) as advance:
+    stages: dict[str, int | None] = {"deid": total, "scan": total}
+    if settings.deface.enabled and not dry_run:
+        stages["deface"] = None  # series, counted as they are found
+    with stage_progress(stages, as_json) as advance:
         result = deidentify_tree(
             settings, source, destination, quarantine, dry_run=dry_run, progress=advance, passphrase=passphrase
         )
@@ -126,7 +129,7 @@ def deid(
         summary["report"] = str(report)
         summary["quarantine"] = str(quarantine)
     if as_json:
-        _print_json(summary)
+        print_json(summary)
         return
     files = summary["files"]
     console.print(
@@ -150,6 +153,13 @@ def deid(
             table.add_row(reason, str(count))
         console.print(table)
     console.print(f"profile: PS3.15 E.1-1 2024b, DCM codes {', '.join(summary['profile']['method_codes'])}")
+    if summary["deface"]:
+        counts = summary["deface"]["series"]
+        console.print(
+            f"defacing: {counts['defaced']} head series defaced, {counts['quarantined']} quarantined "
+            f"(QA pictures in {destination.name}-deface-qa beside the output)",
+            highlight=False,
+        )
     if summary["residual_scan"]:
         _scan_table(summary["residual_scan"])
     if not dry_run:
@@ -172,10 +182,10 @@ def scan(
             f"[yellow]no key file {settings.key_file}: dates are searched tree-wide and may match by chance[/]"
         )
     totals = {"read originals": len(source_files(original)), "scan output": len(output_files(destination))}
-    with _progress(totals, as_json) as advance:
+    with stage_progress(totals, as_json) as advance:
         result = scan_tree(destination, original, Profile(settings.options), key, advance).as_dict()
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         _scan_table(result)
         console.print(
@@ -217,12 +227,12 @@ def ingest(
     """Turn de-identified series (+ DICOM-SEG or label volumes) into training cases."""
     key = _label_key(config, key_file, passphrase_file) if config or key_file else None
     total = len(list(source.rglob("*.dcm"))) if source.is_dir() else 0
-    with _progress({"read headers": total, "convert": None}, as_json) as advance:
+    with stage_progress({"read headers": total, "convert": None}, as_json) as advance:
         result = ingest_series(
             source, data_path, labels, dry_run=dry_run, progress=advance, val_fraction=val_fraction, key=key
         ).as_dict()
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     console.print(
         f"{'would write' if dry_run else 'wrote'} {result['cases']} case(s) "
@@ -306,7 +316,7 @@ def check(
     """QA of a training folder: spacing, orientation, shapes, labels, duplicates, counts (exit 1 on a problem)."""
     result = check_site_data(data_path, min_cases)
     if as_json:
-        _print_json(result.as_dict())
+        print_json(result.as_dict())
     else:
         table = Table("case", "split", "shape", "spacing (mm)", "orientation", "label values")
         for case in result.cases:

@@ -19,10 +19,12 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from siteprep.deface.outcome import Outcome
+from siteprep.deface.tree import Defacer, read_series
 from siteprep.deid.dicomdir import rebuild_dicomdir
 from siteprep.deid.errors import DeidError
 from siteprep.deid.job import Prepared, member
@@ -55,6 +57,7 @@ class RunReport:
     source_dicomdirs: int = 0
     dicomdir_rebuilt: bool = False
     dicomdir_not_indexed: int = 0
+    deface: dict | None = None  # the defacing pass's report, when [deid.deface] enabled it
 
     def as_dict(self) -> dict:
         return {
@@ -76,6 +79,7 @@ class RunReport:
             "files_per_second": round(self.files_in / self.seconds, 1) if self.seconds else None,
             "residual_scan": self.residual_scan.as_dict() if self.residual_scan else None,
             "notes": _dicomdir_notes_for(self),
+            "deface": self.deface,
         }
 
 
@@ -156,6 +160,23 @@ class _Runner:
             for index, path in enumerate(files):
                 commit(path, job.run(index, path))
 
+    def deface_into(self, destination: Path, progress: Callable[[str], None] | None) -> None:
+        """Deface the head series written so far (in a pending folder) while moving all of it into ``destination``.
+
+        Series the defacer quarantines go to ``QUARANTINE/deface/`` and leave the written count;
+        QA pictures go beside ``destination`` (``DST-deface-qa``): they show faces.
+        """
+        qa_folder = destination.with_name(destination.name + "-deface-qa")
+        defacer = Defacer(
+            self.destination, destination, self.quarantine / "deface", qa_folder, self.settings.deface, move=True
+        )
+        defacer.run(*read_series(self.destination), (lambda: progress("deface")) if progress else None)
+        placed = defacer.report.placed
+        self.outputs = {placed[path]: found for path, found in self.outputs.items() if path in placed}
+        self.written_from = {source: placed[path] for source, path in self.written_from.items() if path in placed}
+        self.report.written -= sum(r.files for r in defacer.report.series if r.outcome is Outcome.QUARANTINED)
+        self.report.deface = defacer.report.as_dict()
+
     def commit(self, path: Path, prepared: Prepared) -> None:
         self.report.files_in += 1
         if prepared.unsafe is not None:
@@ -224,6 +245,17 @@ class _Runner:
 
 
 @contextmanager
+def _pending_folder(destination: Path) -> Iterator[Path]:
+    """Where the run writes when it defaces: beside ``destination``, so no undefaced head ever lands in it."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    pending = Path(tempfile.mkdtemp(prefix=f".{destination.name}.pending-deface-", dir=destination.parent))
+    try:
+        yield pending
+    finally:
+        shutil.rmtree(pending, ignore_errors=True)
+
+
+@contextmanager
 def _staging_folder(destination: Path, dry_run: bool) -> Iterator[Path]:
     """A private folder inside ``destination`` for encoded files until they are placed.
 
@@ -256,7 +288,8 @@ def deidentify_tree(
 ) -> RunReport:
     """De-identify every file under ``source`` into ``destination``; return the audit report.
 
-    ``progress`` is called once per file with the stage name ("deid" or "scan"). With ``scan``
+    ``progress`` is called once per file with the stage name ("deid" or "scan"), and once per series
+    with "deface" when ``[deid.deface] enabled`` asks for the defacing pass (:meth:`_Runner.deface_into`). With ``scan``
     the files written by this run are searched for every identifying value this run read.
     ``passphrase`` unlocks (or makes) the site's key file; without it, the configured sources
     are tried (:mod:`siteprep.deid.passphrase`). Worker processes get the key in memory only.
@@ -265,12 +298,16 @@ def deidentify_tree(
         raise DeidError("the de-identification settings name no key file (key_file, or --key-file)")
     _check_layout(source, destination, quarantine, settings.key_file)
     files = source_files(source)
-    runner = _Runner(settings, source, destination, quarantine, dry_run, passphrase)
+    defacing = settings.deface.enabled and not dry_run
     started = time.perf_counter()
-    try:
-        runner.run(files, progress)
-    finally:
-        runner.key.close()
+    with _pending_folder(destination) if defacing else nullcontext(destination) as output:
+        runner = _Runner(settings, source, output, quarantine, dry_run, passphrase)
+        try:
+            runner.run(files, progress)
+        finally:
+            runner.key.close()
+        if defacing:
+            runner.deface_into(destination, progress)
     searches = sorted(runner.outputs.items())
     if runner.report.source_dicomdirs and not dry_run and runner.outputs:
         searches += _rebuild_dicomdir(runner, destination)

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from common.errors import ConfigError
 from common.validation import StrictModel, read_table, validated
 from configs import shipped
+from siteprep.deface.settings import DefaceSettings
 
 SHIPPED_PROFILE = shipped("deid.toml")
 
@@ -95,6 +96,7 @@ class DeidSettings(StrictModel):
     options: ProfileOptions = ProfileOptions()
     safe_private: tuple[SafePrivate, ...] = ()
     pixels: PixelSafety = PixelSafety()
+    deface: DefaceSettings = DefaceSettings()
     workers: int | None = Field(
         None,
         ge=1,
