@@ -246,28 +246,58 @@ def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
     return False
 
 
-def blank_outside_ultrasound_regions(dataset: Dataset) -> None:
-    """Zero every pixel outside the union of SequenceOfUltrasoundRegions (PS3.3 C.8.5.5).
+def decoded_frames(dataset: Dataset) -> np.ndarray:
+    """Every frame's stored values, with a frame axis first: (frames, rows, columns[, samples]).
 
-    The result is stored uncompressed (Explicit VR Little Endian) with BurnedInAnnotation NO.
+    Colour comes as RGB (the decoders convert YBR); palette colour stays indices, because
+    cleaning changes stored values and the palette must still apply to them.
     """
     try:
-        frames = dataset.pixel_array
+        array = dataset.pixel_array
     except Exception as error:
         raise Unsafe(Reason.PIXEL_DATA_UNDECODABLE, f"{type(error).__name__}: {error}"[:200]) from None
-    frame_axis = 1 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else 0
-    rows, columns = frames.shape[frame_axis], frames.shape[frame_axis + 1]
-    keep = np.zeros((rows, columns), dtype=bool)
+    return array if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else array[np.newaxis]
+
+
+def store_cleaned(dataset: Dataset, frames: np.ndarray) -> None:
+    """Replace the pixel data by cleaned ``frames`` (as :func:`decoded_frames` gave them).
+
+    Stored uncompressed (Explicit VR Little Endian, pydicom's :meth:`~pydicom.dataset.Dataset.set_pixel_data`):
+    re-encoding lossy syntaxes would alter the pixels a second time, and the file is written
+    whole or not at all. BurnedInAnnotation becomes NO: callers clean first, then store.
+    """
+    photometric = dataset.PhotometricInterpretation
+    if photometric.startswith("YBR"):  # the decoders return RGB for YBR data
+        photometric = "RGB"
+    try:
+        dataset.set_pixel_data(frames if len(frames) > 1 else frames[0], photometric, int(dataset.BitsStored))
+    except ValueError as error:  # e.g. 32-bit samples, which pydicom cannot store
+        raise Unsafe(Reason.WRITE_FAILED, f"cleaned pixel data cannot be stored: {error}"[:200]) from None
+    dataset.BurnedInAnnotation = "NO"
+
+
+def outside_ultrasound_regions(dataset: Dataset) -> np.ndarray | None:
+    """(rows, columns) mask of the pixels outside every SequenceOfUltrasoundRegions item (PS3.3 C.8.5.5).
+
+    None for anything but an US image with regions. Outside the calibrated regions an US screen
+    shows only its annotation band: patient, operator, date, settings.
+    """
+    if peek(dataset, "Modality") != "US" or not dataset.get("SequenceOfUltrasoundRegions"):
+        return None
+    outside = np.ones((int(dataset.Rows), int(dataset.Columns)), dtype=bool)
     for region in dataset.SequenceOfUltrasoundRegions:
-        keep[
+        outside[
             region.RegionLocationMinY0 : region.RegionLocationMaxY1 + 1,
             region.RegionLocationMinX0 : region.RegionLocationMaxX1 + 1,
-        ] = True
-    shape = [1] * frames.ndim
-    shape[frame_axis], shape[frame_axis + 1] = rows, columns
-    cleaned = np.where(keep.reshape(shape), frames, 0).astype(frames.dtype)
-    photometric = dataset.PhotometricInterpretation
-    if photometric.startswith("YBR"):  # the decoders return RGB for YBR JPEG data
-        photometric = "RGB"
-    dataset.set_pixel_data(cleaned, photometric, int(dataset.BitsStored))
-    dataset.BurnedInAnnotation = "NO"
+        ] = False
+    return outside
+
+
+def blank_outside_ultrasound_regions(dataset: Dataset) -> None:
+    """Zero every pixel outside the union of SequenceOfUltrasoundRegions, in every frame."""
+    frames = decoded_frames(dataset)
+    outside = outside_ultrasound_regions(dataset)
+    if outside is not None:
+        frames = frames.copy()
+        frames[:, outside] = 0
+    store_cleaned(dataset, frames)
