@@ -74,6 +74,12 @@ def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
 
 
+def label_box(label: Label) -> tuple[int, int, int, int]:
+    """(top, left, bottom, right) of the label's ink in the image; bottom and right exclusive."""
+    left, top, right, bottom = _font(label.font, label.size).getbbox(label.text)
+    return label.row + top, label.column + left, label.row + bottom, label.column + right
+
+
 def label_lines(patient: PlantedPatient) -> list[str]:
     """What an ultrasound screen prints of its patient: name, ID, birth and study dates."""
     family, given = patient.name.split("^")
@@ -110,9 +116,7 @@ def _coverage(labels: Sequence[Label], rows: int, columns: int) -> np.ndarray:
     return np.asarray(mask, dtype=np.float64) / 255
 
 
-def _painted(
-    base: np.ndarray, frame_labels: Sequence[Sequence[Label]], colour: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _painted(base: np.ndarray, frame_labels: Sequence[Sequence[Label]], colour: bool) -> tuple[np.ndarray, np.ndarray]:
     """Display values in [0, 1] ((frames, rows, columns[, 3])) with each frame's labels drawn, and the text mask."""
     frames, rows, columns = base.shape
     image = np.repeat(base[..., np.newaxis], 3, axis=-1) * (1.0, 0.9, 0.8) if colour else base.copy()

@@ -77,17 +77,29 @@ def require_tesseract() -> None:
 class DisplayRendering:
     """Frames of one object as a display shows them, on the 8-bit scale of its original frames.
 
-    Made from the original frames that will be read; applied to their cleaned versions too, so
-    that filling the text changes neither the scale nor whether text is taken to be bright.
+    Made from the original frames; applied to their cleaned versions too, so that filling the
+    text changes neither the scale nor whether text is taken to be bright.
     """
 
-    def __init__(self, dataset: Dataset, originals: np.ndarray) -> None:
+    def __init__(self, dataset: Dataset, frames: np.ndarray, first_read: int) -> None:
         self.dataset = dataset
         self.photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-        display = self._display_values(originals)
-        self.low, self.high = float(display.min()), float(display.max())
-        # dark text on a light page (documents, screen captures) when most of the image is light
-        self.dark_text = bool(np.median(self._scaled(display)) >= 128)
+        self.low, self.high = self._display_range(frames)
+        # dark text on a light page (documents, screen captures) when most of the first frame read is light
+        self.dark_text = bool(np.median(self._scaled(self._display_values(frames[first_read : first_read + 1]))) >= 128)
+
+    def _display_range(self, frames: np.ndarray) -> tuple[float, float]:
+        """What the lowest and highest stored values of all frames look like on a display.
+
+        From the stored extremes only: the display transforms are monotonic (but a palette), and
+        this costs no display rendering of every frame of a long cine.
+        """
+        low, high = int(frames.min()), int(frames.max())
+        if frames.ndim == 4:
+            return float(low), float(high)
+        probe = np.arange(low, high + 1) if self.photometric == "PALETTE COLOR" else np.array([low, high])
+        shown = self._display_values(probe.astype(frames.dtype).reshape(1, 1, -1))
+        return float(shown.min()), float(shown.max())
 
     def _display_values(self, frames: np.ndarray) -> np.ndarray:
         if self.photometric == "PALETTE COLOR":

@@ -264,13 +264,17 @@ def store_cleaned(dataset: Dataset, frames: np.ndarray) -> None:
 
     Stored uncompressed (Explicit VR Little Endian, pydicom's :meth:`~pydicom.dataset.Dataset.set_pixel_data`):
     re-encoding lossy syntaxes would alter the pixels a second time, and the file is written
-    whole or not at all. BurnedInAnnotation becomes NO: callers clean first, then store.
+    whole or not at all. BurnedInAnnotation becomes NO: callers clean first, then store. The SOP
+    Instance UID is kept (pydicom would make a random one): the header step maps it with the site
+    key like every UID, so references to the object from others stay valid and reruns agree.
     """
     photometric = dataset.PhotometricInterpretation
     if photometric.startswith("YBR"):  # the decoders return RGB for YBR data
         photometric = "RGB"
     try:
-        dataset.set_pixel_data(frames if len(frames) > 1 else frames[0], photometric, int(dataset.BitsStored))
+        dataset.set_pixel_data(
+            frames if len(frames) > 1 else frames[0], photometric, int(dataset.BitsStored), generate_instance_uid=False
+        )
     except ValueError as error:  # e.g. 32-bit samples, which pydicom cannot store
         raise Unsafe(Reason.WRITE_FAILED, f"cleaned pixel data cannot be stored: {error}"[:200]) from None
     dataset.BurnedInAnnotation = "NO"

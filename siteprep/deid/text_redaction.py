@@ -141,7 +141,7 @@ def redact_burned_in_text(dataset: Dataset, rules: BurnedInText, identifiers: It
     if outside is not None:
         cleaned[:, outside] = black
     read = frames_to_read(len(frames), rules.cine_frames)
-    rendering = DisplayRendering(dataset, frames[read])
+    rendering = DisplayRendering(dataset, frames, read[0])
     boxes = [word.box for i in read for word in read_words(rendering.page(cleaned[i])) if policy.redacts(word)]
     text = _padded(boxes, rules.padding, cleaned.shape[1:3])
     fraction = float(text.mean())
