@@ -5,7 +5,8 @@ image itself: in the corners, in a band above the calibrated regions, sometimes 
 :func:`write_annotated` writes such an object the way a scanner does (US or Secondary Capture SOP
 class, full patient and study header, BurnedInAnnotation YES, SequenceOfUltrasoundRegions for
 US, JPEG baseline YBR_FULL_422 when asked) and returns which pixels the text covers, so a test
-can prove the text is gone and the rest untouched.
+can prove the text is gone and the rest untouched. :func:`read_plainly` is the second reader
+those checks use: tesseract on the plain display, independent of the redactor's own rendering.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from typing import Literal
 
 import matplotlib
 import numpy as np
+import pytesseract
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.pixels import apply_voi_lut
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     SecondaryCaptureImageStorage,
@@ -76,7 +80,7 @@ def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
 
 def label_box(label: Label) -> tuple[int, int, int, int]:
     """(top, left, bottom, right) of the label's ink in the image; bottom and right exclusive."""
-    left, top, right, bottom = _font(label.font, label.size).getbbox(label.text)
+    left, top, right, bottom = (int(v) for v in _font(label.font, label.size).getbbox(label.text))
     return label.row + top, label.column + left, label.row + bottom, label.column + right
 
 
@@ -133,7 +137,7 @@ def _painted(base: np.ndarray, frame_labels: Sequence[Sequence[Label]], colour: 
     return image, text
 
 
-def _header(patient: PlantedPatient, sop_class: str, modality: str) -> Dataset:
+def _header(patient: PlantedPatient, sop_class: UID, modality: str) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = sop_class
@@ -240,3 +244,31 @@ def write_annotated(
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return Annotated(path, text, [label for labels in frame_labels for label in labels])
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in ("".join(c for c in part if c.isalnum()).upper() for part in text.split()) if len(w) >= 4]
+
+
+def planted_words(lines: Sequence[str]) -> set[str]:
+    """The burned-in words of at least 4 letters or digits, upper case, as OCR output is compared with them."""
+    return {word for line in lines for word in _words(line)}
+
+
+def read_plainly(dataset: Dataset) -> list[str]:
+    """Words of 4+ letters or digits tesseract reads on every frame shown plainly: VOI LUT, colour as
+    luminance, stretched to 8 bits, enlarged 3x, no thresholding (psm 11)."""
+    frames = dataset.pixel_array if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else dataset.pixel_array[None]
+    words = []
+    for frame in frames:
+        shown = np.asarray(frame if frame.ndim == 3 else apply_voi_lut(frame, dataset), dtype=np.float64)
+        shown = (255 * (shown - shown.min()) / max(1.0, float(shown.max() - shown.min()))).astype(np.uint8)
+        image = Image.fromarray(shown).convert("L")  # colour as its luminance (ITU-R 601)
+        image = image.resize((image.width * 3, image.height * 3), Image.Resampling.LANCZOS)
+        words += _words(" ".join(pytesseract.image_to_data(image, config="--psm 11", output_type="dict")["text"]))
+    return words
+
+
+def found(words: Sequence[str], planted: set[str]) -> set[str]:
+    """The planted words that ``words`` hold, or are pieces of."""
+    return {p for p in planted for w in words if p in w or w in p}

@@ -13,7 +13,9 @@ variance: usually pictures of text), an object is quarantined when
 
 unless a cleaning rule covers it: with ``blank_outside_ultrasound_regions`` an US image with a
 SequenceOfUltrasoundRegions has every pixel outside the calibrated regions set to zero (the
-annotation band of an US screen), and the file records Clean Pixel Data (113101).
+annotation band of an US screen), and the file records Clean Pixel Data (113101). With
+``burned_in_text.enabled``, OCR redaction (:mod:`siteprep.deid.text_redaction`) cleans what
+this check flags instead of quarantining it; this module stays the gate that decides what needs it.
 """
 
 from __future__ import annotations
@@ -275,7 +277,7 @@ def store_cleaned(dataset: Dataset, frames: np.ndarray) -> None:
         dataset.set_pixel_data(
             frames if len(frames) > 1 else frames[0], photometric, int(dataset.BitsStored), generate_instance_uid=False
         )
-    except ValueError as error:  # e.g. 32-bit samples, which pydicom cannot store
+    except (ValueError, NotImplementedError) as error:  # 32-bit samples, big-endian datasets: pydicom cannot
         raise Unsafe(Reason.WRITE_FAILED, f"cleaned pixel data cannot be stored: {error}"[:200]) from None
     dataset.BurnedInAnnotation = "NO"
 

@@ -14,17 +14,25 @@ import random
 from pathlib import Path
 
 import numpy as np
-import pytesseract
 import pytest
 import typer
-from PIL import Image
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, VLPhotographicImageStorage
 from typer.testing import CliRunner
 
-from deploy.demo.burned_in_annotation import FONTS, Annotated, Label, Region, label_box, label_lines, write_annotated
+from deploy.demo.burned_in_annotation import (
+    FONTS,
+    Annotated,
+    Label,
+    Region,
+    found,
+    label_box,
+    label_lines,
+    planted_words,
+    read_plainly,
+    write_annotated,
+)
 from deploy.demo.synthetic_dicom import random_patient
 from insite.cli import site_data
 from siteprep.deid.burned_in_text import TESSERACT_HINT, Box, DisplayRendering, Word, read_words, tesseract_path
@@ -106,31 +114,6 @@ def _quarantine_reasons(root: Path) -> dict[str, dict]:
     }
 
 
-def _pieces(lines: list[str]) -> set[str]:
-    """The planted words of at least 4 letters or digits, as OCR output is compared with them."""
-    return {
-        w for line in lines for w in ("".join(c for c in p if c.isalnum()).upper() for p in line.split()) if len(w) >= 4
-    }
-
-
-def _independent_read(dataset: Dataset) -> list[str]:
-    """Tesseract on the plain display rendering (no thresholding), enlarged 3x: a second reader."""
-    words = []
-    for frame in decoded_frames(dataset):
-        shown = frame if frame.ndim == 3 else apply_voi_lut(frame, dataset)
-        shown = np.asarray(shown, dtype=np.float64)
-        shown = (255 * (shown - shown.min()) / max(1.0, float(shown.max() - shown.min()))).astype(np.uint8)
-        image = Image.fromarray(shown).convert("L")  # colour as its luminance (ITU-R 601)
-        image = image.resize((image.width * 3, image.height * 3), Image.Resampling.LANCZOS)
-        found = pytesseract.image_to_data(image, config="--psm 11", output_type=pytesseract.Output.DICT)
-        words += ["".join(c for c in t if c.isalnum()).upper() for t in found["text"]]
-    return [w for w in words if len(w) >= 4]
-
-
-def _found(words: list[str], pieces: set[str]) -> set[str]:
-    return {p for p in pieces for w in words if p in w or w in p}
-
-
 CLEANED = ["grey8", "grey16", "jpeg", "us", "cine"]
 
 
@@ -140,10 +123,10 @@ def test_text_is_gone_and_ocr_reads_none_of_it(cleaned, name):
     root, settings, _, objects = cleaned
     annotated, lines = objects[name]
     original = dcmread(annotated.path)
-    pieces = _pieces(lines)
-    assert _found(_independent_read(original), pieces), "the second reader must see the text before cleaning"
+    pieces = planted_words(lines)
+    assert found(read_plainly(original), pieces), "the second reader must see the text before cleaning"
     written = _written(root, settings, annotated.path)
-    assert not _found(_independent_read(written), pieces)
+    assert not found(read_plainly(written), pieces)
     # the pipeline's own reader, on every written frame, shown on the original's display scale
     rendering = DisplayRendering(original, decoded_frames(original), 0)
     policy = TextPolicy(BurnedInText(), lines)
@@ -196,8 +179,8 @@ def test_text_that_cannot_be_removed_keeps_the_object_quarantined(cleaned):
     assert "frame 4 " in reasons["moving"]["detail"] and "frame 6 " in reasons["moving"]["detail"]
     assert "covers" in reasons["document"]["detail"]
     for name in ("moving", "document"):  # the detail names places, never the text read
-        assert not _found(
-            ["".join(c for c in reasons[name]["detail"] if c.isalnum()).upper()], _pieces(objects[name][1])
+        assert not found(
+            ["".join(c for c in reasons[name]["detail"] if c.isalnum()).upper()], planted_words(objects[name][1])
         )
 
 
