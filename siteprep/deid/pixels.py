@@ -264,9 +264,10 @@ def decoded_frames(dataset: Dataset) -> np.ndarray:
 def store_cleaned(dataset: Dataset, frames: np.ndarray) -> None:
     """Replace the pixel data by cleaned ``frames`` (as :func:`decoded_frames` gave them).
 
-    Stored uncompressed (Explicit VR Little Endian, pydicom's :meth:`~pydicom.dataset.Dataset.set_pixel_data`):
-    re-encoding lossy syntaxes would alter the pixels a second time, and the file is written
-    whole or not at all. BurnedInAnnotation becomes NO: callers clean first, then store. The SOP
+    Stored uncompressed (pydicom's :meth:`~pydicom.dataset.Dataset.set_pixel_data`): compressed
+    pixel data becomes Explicit VR Little Endian (re-encoding a lossy syntax would alter the
+    pixels a second time), uncompressed data keeps its transfer syntax; the file is written whole
+    or not at all. BurnedInAnnotation becomes NO: callers clean first, then store. The SOP
     Instance UID is kept (pydicom would make a random one): the header step maps it with the site
     key like every UID, so references to the object from others stay valid and reruns agree.
     """
