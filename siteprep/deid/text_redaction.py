@@ -18,8 +18,8 @@ quarantined):
    not static shows there), are OCR'd again; any word the policy says remains keeps the object
    quarantined (``burned_in_text_remains``; the detail gives counts and places, never the text);
 5. only then the cleaned pixels replace the original ones, uncompressed (compressed objects
-   become Explicit VR Little Endian, :func:`~siteprep.deid.pixels.store_cleaned`), BurnedInAnnotation becomes NO, and the
-   caller records Clean Pixel Data (DCM 113101).
+   become Explicit VR Little Endian, :func:`~siteprep.deid.pixels.store_cleaned`),
+   BurnedInAnnotation becomes NO, and the caller records Clean Pixel Data (DCM 113101).
 
 Pixels are filled with the value a display shows black (the lowest stored value, the highest for
 MONOCHROME1, zero for colour); palette colour is cleaned in its stored indices. Nothing outside

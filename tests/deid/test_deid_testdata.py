@@ -122,6 +122,4 @@ def test_with_text_redaction_risky_objects_are_cleaned_or_stay_quarantined(shipp
     ]
     assert report.written - as_shipped.written > 50  # files; some share a SOP instance, hence one output
     assert len(cleaned) > 30
-    assert all(
-        ds.BurnedInAnnotation == "NO" and not ds.file_meta.TransferSyntaxUID.is_encapsulated for ds in cleaned
-    )
+    assert all(ds.BurnedInAnnotation == "NO" and not ds.file_meta.TransferSyntaxUID.is_encapsulated for ds in cleaned)
