@@ -20,9 +20,10 @@ install: $(STAMP)
 
 # Debian packages (command:package): nginx is the coordinator's public proxy, tcpdump records the
 # wire test, ssh-keygen cross-checks key fingerprints, systemd-analyze verifies the systemd units in
-# deploy/systemd. Installs only what is missing, only as root with apt-get; otherwise it names what
-# to install and goes on (the tests that need them then skip, saying why).
-SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump ssh-keygen:openssh-client systemd-analyze:systemd
+# deploy/systemd, tesseract (with its English data) reads burned-in text for 'insite site deid'.
+# Installs only what is missing, only as root with apt-get; otherwise it names what to install and
+# goes on (the tests that need them then skip, saying why).
+SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump ssh-keygen:openssh-client systemd-analyze:systemd tesseract:tesseract-ocr
 
 system-deps:
 	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; \

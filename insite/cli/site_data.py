@@ -26,6 +26,7 @@ from rich.table import Table
 from common.errors import ConfigError, SiteDataError
 from insite.cli.passphrase import PassphraseFileOption, current_passphrase, new_passphrase, run_passphrase
 from insite.cli.terminal import check_failed, console, err_console
+from siteprep.deid.burned_in_text import TESSERACT_HINT, tesseract_path
 from siteprep.deid.keys import SiteKey
 from siteprep.deid.passphrase import configured_passphrase
 from siteprep.deid.profile import Profile
@@ -111,6 +112,11 @@ def deid(
     encrypt' migrates it); a new one is made for the site named in --config.
     """
     settings = site_deid_settings(config, key_file)
+    if settings.pixels.burned_in_text.enabled and tesseract_path() is None:
+        err_console.print(
+            "[yellow]warning: burned-in text redaction is on, but tesseract is not installed: the objects it "
+            f"would clean stay quarantined (ocr_unavailable); {escape(TESSERACT_HINT)}[/]"
+        )
     quarantine = quarantine or destination.with_name(destination.name + "-quarantine")
     total = len(source_files(source))
     passphrase = run_passphrase(settings, passphrase_file, dry_run)

@@ -29,6 +29,7 @@ from siteprep.deid.pixels import blank_outside_ultrasound_regions, check_burned_
 from siteprep.deid.profile import Profile
 from siteprep.deid.reasons import Reason, Unsafe
 from siteprep.deid.settings import DeidSettings
+from siteprep.deid.text_redaction import redact_burned_in_text, redaction_applies
 from siteprep.deid.writing import encode_file
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,7 @@ class FileJob:
                 )
             if not peek(dataset, "SOPInstanceUID") or not peek(dataset, "SOPClassUID"):
                 raise Unsafe(Reason.MISSING_SOP_INSTANCE, "no SOPClassUID/SOPInstanceUID")
-            clean_pixels = check_burned_in_risk(dataset, self.settings.pixels)
-            if clean_pixels:
-                blank_outside_ultrasound_regions(dataset)
+            clean_pixels = self._clean_pixels(dataset)
             outcome = deidentify_dataset(dataset, self.profile, self.key, self.safe_private, clean_pixels)
         target = (
             self.destination
@@ -108,6 +107,28 @@ class FileJob:
             subject=outcome.subject,
             actions=outcome.actions,
         )
+
+    def _clean_pixels(self, dataset: Dataset) -> bool:
+        """Whether the object's pixels were cleaned (Clean Pixel Data); :class:`Unsafe` if it must stay out.
+
+        The pixel check decides what needs cleaning; OCR redaction, where the site enables it,
+        cleans what the check would quarantine, and the US band too. The deny-list is read here,
+        before the header is de-identified.
+        """
+        rules = self.settings.pixels
+        try:
+            needs_cleaning = check_burned_in_risk(dataset, rules)
+        except Unsafe as risk:
+            if not redaction_applies(dataset, risk.reason, rules.burned_in_text):
+                raise
+            needs_cleaning = True
+        if not needs_cleaning:
+            return False
+        if rules.burned_in_text.enabled:
+            redact_burned_in_text(dataset, rules.burned_in_text, collect_identifiers(dataset, self.profile))
+        else:
+            blank_outside_ultrasound_regions(dataset)
+        return True
 
     def _stage(self, dataset: Dataset, index: int, folder: Path) -> Path:
         """The encoded file under a name of its own (``.tmp``: never taken for an output).

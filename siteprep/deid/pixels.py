@@ -13,7 +13,9 @@ variance: usually pictures of text), an object is quarantined when
 
 unless a cleaning rule covers it: with ``blank_outside_ultrasound_regions`` an US image with a
 SequenceOfUltrasoundRegions has every pixel outside the calibrated regions set to zero (the
-annotation band of an US screen), and the file records Clean Pixel Data (113101).
+annotation band of an US screen), and the file records Clean Pixel Data (113101). With
+``burned_in_text.enabled``, OCR redaction (:mod:`siteprep.deid.text_redaction`) cleans what
+this check flags instead of quarantining it; this module stays the gate that decides what needs it.
 """
 
 from __future__ import annotations
@@ -246,28 +248,63 @@ def check_burned_in_risk(dataset: Dataset, rules: PixelSafety) -> bool:
     return False
 
 
-def blank_outside_ultrasound_regions(dataset: Dataset) -> None:
-    """Zero every pixel outside the union of SequenceOfUltrasoundRegions (PS3.3 C.8.5.5).
+def decoded_frames(dataset: Dataset) -> np.ndarray:
+    """Every frame's stored values, with a frame axis first: (frames, rows, columns[, samples]).
 
-    The result is stored uncompressed (Explicit VR Little Endian) with BurnedInAnnotation NO.
+    Colour comes as RGB (the decoders convert YBR); palette colour stays indices, because
+    cleaning changes stored values and the palette must still apply to them.
     """
     try:
-        frames = dataset.pixel_array
+        array = dataset.pixel_array
     except Exception as error:
         raise Unsafe(Reason.PIXEL_DATA_UNDECODABLE, f"{type(error).__name__}: {error}"[:200]) from None
-    frame_axis = 1 if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else 0
-    rows, columns = frames.shape[frame_axis], frames.shape[frame_axis + 1]
-    keep = np.zeros((rows, columns), dtype=bool)
+    return array if int(dataset.get("NumberOfFrames", 1) or 1) > 1 else array[np.newaxis]
+
+
+def store_cleaned(dataset: Dataset, frames: np.ndarray) -> None:
+    """Replace the pixel data by cleaned ``frames`` (as :func:`decoded_frames` gave them).
+
+    Stored uncompressed (pydicom's :meth:`~pydicom.dataset.Dataset.set_pixel_data`): compressed
+    pixel data becomes Explicit VR Little Endian (re-encoding a lossy syntax would alter the
+    pixels a second time), uncompressed data keeps its transfer syntax; the file is written whole
+    or not at all. BurnedInAnnotation becomes NO: callers clean first, then store. The SOP
+    Instance UID is kept (pydicom would make a random one): the header step maps it with the site
+    key like every UID, so references to the object from others stay valid and reruns agree.
+    """
+    photometric = dataset.PhotometricInterpretation
+    if photometric.startswith("YBR"):  # the decoders return RGB for YBR data
+        photometric = "RGB"
+    try:
+        dataset.set_pixel_data(
+            frames if len(frames) > 1 else frames[0], photometric, int(dataset.BitsStored), generate_instance_uid=False
+        )
+    except (ValueError, NotImplementedError) as error:  # 32-bit samples, big-endian datasets: pydicom cannot
+        raise Unsafe(Reason.WRITE_FAILED, f"cleaned pixel data cannot be stored: {error}"[:200]) from None
+    dataset.BurnedInAnnotation = "NO"
+
+
+def outside_ultrasound_regions(dataset: Dataset) -> np.ndarray | None:
+    """(rows, columns) mask of the pixels outside every SequenceOfUltrasoundRegions item (PS3.3 C.8.5.5).
+
+    None for anything but an US image with regions. Outside the calibrated regions an US screen
+    shows only its annotation band: patient, operator, date, settings.
+    """
+    if peek(dataset, "Modality") != "US" or not dataset.get("SequenceOfUltrasoundRegions"):
+        return None
+    outside = np.ones((int(dataset.Rows), int(dataset.Columns)), dtype=bool)
     for region in dataset.SequenceOfUltrasoundRegions:
-        keep[
+        outside[
             region.RegionLocationMinY0 : region.RegionLocationMaxY1 + 1,
             region.RegionLocationMinX0 : region.RegionLocationMaxX1 + 1,
-        ] = True
-    shape = [1] * frames.ndim
-    shape[frame_axis], shape[frame_axis + 1] = rows, columns
-    cleaned = np.where(keep.reshape(shape), frames, 0).astype(frames.dtype)
-    photometric = dataset.PhotometricInterpretation
-    if photometric.startswith("YBR"):  # the decoders return RGB for YBR JPEG data
-        photometric = "RGB"
-    dataset.set_pixel_data(cleaned, photometric, int(dataset.BitsStored))
-    dataset.BurnedInAnnotation = "NO"
+        ] = False
+    return outside
+
+
+def blank_outside_ultrasound_regions(dataset: Dataset) -> None:
+    """Zero every pixel outside the union of SequenceOfUltrasoundRegions, in every frame."""
+    frames = decoded_frames(dataset)
+    outside = outside_ultrasound_regions(dataset)
+    if outside is not None:
+        frames = frames.copy()
+        frames[:, outside] = 0
+    store_cleaned(dataset, frames)

@@ -18,6 +18,9 @@ class Reason(StrEnum):
     SCANNED_OR_CAPTURED = "scanned_or_captured"  # ConversionType or ImageType says scanned/screen capture
     LOW_INTENSITY_VARIANCE = "low_intensity_variance"  # few grey levels: likely a picture of text (seed 003)
     PIXEL_DATA_UNDECODABLE = "pixel_data_undecodable"  # cannot be checked for burned-in text
+    OCR_UNAVAILABLE = "ocr_unavailable"  # burned-in text redaction is on, but tesseract is not installed
+    OCR_FAILED = "ocr_failed"  # tesseract failed on the object's pixels
+    BURNED_IN_TEXT_REMAINS = "burned_in_text_remains"  # text read again after redaction, or too much to redact
     WRITE_FAILED = "write_failed"
     DEID_FAILED = "deid_failed"  # the de-identifier itself raised: a bug to report
 

@@ -59,6 +59,37 @@ class SafePrivate(StrictModel):
     element: int = Field(ge=0x00, le=0xFF, description="the low byte of the element (xx in gggg,bbxx)")
 
 
+class BurnedInText(StrictModel):
+    """OCR redaction of burned-in text, for the objects :class:`PixelSafety` flags (PS3.15 E.3.1).
+
+    Off by default: OCR verification proves only that the OCR engine reads no text left, so
+    releasing objects that used to be quarantined is the site's decision to make, after it has
+    looked at a sample; and sites without tesseract keep today's behaviour.
+    """
+
+    enabled: bool = Field(default=False, description="clean flagged objects by OCR redaction instead of quarantining")
+    allowed_tokens: tuple[str, ...] = Field(
+        default=(), description="harmless words (e.g. 'cm', 'MHz', 'TGC') left in place; never the object's identifiers"
+    )
+    padding: int = Field(default=4, ge=0, le=64, description="pixels added around each detected word before filling")
+    cine_frames: int = Field(
+        default=5, ge=1, le=64, description="frames of a multi-frame object read for text, evenly spaced first to last"
+    )
+    min_confidence: float = Field(
+        default=50.0, ge=0, le=100, description="verification: words read with less confidence are OCR noise"
+    )
+    max_redacted_fraction: float = Field(
+        default=0.3, gt=0, le=1, description="more of a frame than this under text: a document, quarantined"
+    )
+    keep_quarantined_modalities: tuple[str, ...] = Field(
+        # OT ("other") is where photographs without a modality of their own land: pydicom's
+        # OT-PAL-8-face.dcm is a face photograph stored as a secondary capture with modality OT,
+        # which OCR would pass (it holds no text).
+        default=("XC", "SM", "OT"),
+        description="modalities OCR cannot make safe (photographs, slide labels with barcodes)",
+    )
+
+
 class PixelSafety(StrictModel):
     """When an object is likely to carry burned-in identifiers (PS3.15 E.3.1 Clean Pixel Data)."""
 
@@ -68,6 +99,7 @@ class PixelSafety(StrictModel):
     blank_outside_ultrasound_regions: bool = Field(
         default=False, description="clean US images by blanking every pixel outside SequenceOfUltrasoundRegions"
     )
+    burned_in_text: BurnedInText = BurnedInText()
 
 
 SITE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

@@ -12,28 +12,36 @@ from pydicom import dcmread
 from pydicom.data import get_charset_files, get_testdata_files
 from pydicom.errors import InvalidDicomError
 
+from siteprep.deid.burned_in_text import TESSERACT_HINT, tesseract_path
 from siteprep.deid.engine import deidentify_dataset
 from siteprep.deid.keys import SiteKey, open_site_key
 from siteprep.deid.profile import Profile
 from siteprep.deid.run import deidentify_tree
 from siteprep.deid.scan import needles, output_files, scan_file, scan_tree
-from siteprep.deid.settings import DeidSettings, ProfileOptions
+from siteprep.deid.settings import BurnedInText, DeidSettings, PixelSafety, ProfileOptions
 
 
 def _shipped_files() -> list[Path]:
     return sorted({Path(p) for p in get_testdata_files() + get_charset_files() if Path(p).is_file()})
 
 
-@pytest.fixture(scope="module")
-def shipped_run(tmp_path_factory):
+def _copy_shipped(root: Path) -> dict[Path, Path]:
+    """Each shipped file alone in a folder of its own under ``root / "src"``: copy -> original."""
     pytest.importorskip("data_store", reason="pydicom-data (the test extra) is not installed")
-    root = tmp_path_factory.mktemp("shipped")
     originals = {}
     for index, path in enumerate(_shipped_files()):
         copy = root / "src" / f"{index:03d}" / path.name
         copy.parent.mkdir(parents=True)
         shutil.copyfile(path, copy)
         originals[copy] = path
+    return originals
+
+
+@pytest.fixture(scope="module")
+def shipped_run(tmp_path_factory):
+    """As shipped: burned-in text redaction off, so every risky object is quarantined."""
+    root = tmp_path_factory.mktemp("shipped")
+    originals = _copy_shipped(root)
     settings = DeidSettings(site="site-a", key_file=root / "key.enc")
     report = deidentify_tree(settings, root / "src", root / "out", root / "quarantine")
     return root, settings, report, originals
@@ -93,3 +101,25 @@ def test_character_sets_are_cleaned(tmp_path, path):
     out = tmp_path / "out.dcm"
     ds.save_as(out, enforce_file_format=True)
     assert scan_file(out, needles(outcome.identifiers), out.name) == []
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(tesseract_path() is None, reason=f"tesseract not installed; {TESSERACT_HINT}")
+def test_with_text_redaction_risky_objects_are_cleaned_or_stay_quarantined(shipped_run, tmp_path):
+    """With redaction on, risky objects that used to be quarantined are written, cleaned; the
+    rest keep a reason. (About a minute of OCR: bench.burned_in_text reports the figures.)"""
+    _, _, as_shipped, _ = shipped_run
+    _copy_shipped(tmp_path)
+    settings = DeidSettings(
+        site="site-a", key_file=tmp_path / "key.enc", pixels=PixelSafety(burned_in_text=BurnedInText(enabled=True))
+    )
+    report = deidentify_tree(settings, tmp_path / "src", tmp_path / "out", tmp_path / "quarantine")
+    assert report.residual_scan is not None and report.residual_scan.files_with_residuals == 0
+    cleaned = [
+        ds
+        for ds in (dcmread(path) for path in (tmp_path / "out").rglob("*.dcm"))
+        if "113101" in {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
+    ]
+    assert report.written - as_shipped.written > 50  # files; some share a SOP instance, hence one output
+    assert len(cleaned) > 30
+    assert all(ds.BurnedInAnnotation == "NO" and not ds.file_meta.TransferSyntaxUID.is_encapsulated for ds in cleaned)
