@@ -81,12 +81,14 @@ class BurnedInText(StrictModel):
     max_redacted_fraction: float = Field(
         default=0.3, gt=0, le=1, description="more of a frame than this under text: a document, quarantined"
     )
+    clean_colour_captures: bool = Field(
+        default=False,
+        description="also clean colour (RGB, YBR, palette) objects other than ultrasound: off, because a colour "
+        "capture may be a photograph or a 3D rendering that shows a face, which OCR cannot see "
+        "(pydicom's OT-PAL-8-face.dcm is a face photograph stored as a secondary capture)",
+    )
     keep_quarantined_modalities: tuple[str, ...] = Field(
-        # OT ("other") is where photographs without a modality of their own land: pydicom's
-        # OT-PAL-8-face.dcm is a face photograph stored as a secondary capture with modality OT,
-        # which OCR would pass (it holds no text).
-        default=("XC", "SM", "OT"),
-        description="modalities OCR cannot make safe (photographs, slide labels with barcodes)",
+        default=("XC", "SM"), description="modalities OCR cannot make safe (photographs, slide labels with barcodes)"
     )
 
 

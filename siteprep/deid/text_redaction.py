@@ -51,6 +51,7 @@ from siteprep.deid.text_policy import TextPolicy
 log = logging.getLogger(__name__)
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"  # the one capture family whose pixels OCR can clean
+COLOUR_PHOTOMETRICS = ("RGB", "YBR", "PALETTE COLOR")  # PS3.3 C.7.6.3.1.2; the rest are MONOCHROME1/2
 # What the pixel check says of an object that OCR can make safe; the others (a truncated file,
 # undecodable pixels) are no matter of text.
 CLEANABLE_RISKS = frozenset(
@@ -80,16 +81,21 @@ def redaction_applies(dataset: Dataset, risk: Reason, rules: BurnedInText) -> bo
 
     Not photographs and documents of other SOP classes (VL photographs, encapsulated PDF, dose
     reports: faces or no image), not objects that say they show recognisable features, not the
-    site's ``keep_quarantined_modalities``, and only objects with integer pixel data.
+    site's ``keep_quarantined_modalities``, not colour objects other than ultrasound unless the
+    site allows them (a photograph or a 3D rendering may show a face, and OCR cannot see one),
+    and only objects with integer pixel data.
     """
     sop_class = first_string(dataset, "SOPClassUID")
+    modality = first_string(dataset, "Modality").upper()
+    colour = first_string(dataset, "PhotometricInterpretation").upper().startswith(COLOUR_PHOTOMETRICS)
     return (
         rules.enabled
         and risk in CLEANABLE_RISKS
         and PIXEL_DATA in dataset._dict
         and (not sop_class.startswith(CAPTURE_PREFIXES) or sop_class.startswith(SECONDARY_CAPTURE))
         and first_string(dataset, "RecognizableVisualFeatures").upper() != "YES"
-        and first_string(dataset, "Modality").upper() not in rules.keep_quarantined_modalities
+        and modality not in rules.keep_quarantined_modalities
+        and (not colour or modality == "US" or rules.clean_colour_captures)
     )
 
 

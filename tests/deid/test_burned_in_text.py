@@ -79,7 +79,8 @@ def cleaned(tmp_path_factory):
     add("grey8", [screen], kind="grey8", modality="SC", rows=ROWS, columns=COLUMNS, seed=1)
     other_fonts = [Label(**{**vars(label), "font": FONTS[(i + 1) % 3]}) for i, label in enumerate(screen)]
     add("grey16", [other_fonts], kind="grey16", modality="SC", rows=ROWS, columns=COLUMNS, seed=2)
-    add("jpeg", [_screen(["", "", "", ""], (YELLOW, CYAN, GREEN, YELLOW))], kind="rgb-jpeg", modality="OT", seed=3)
+    # a colour ultrasound screen exported as JPEG (colour captures of other modalities stay quarantined)
+    add("jpeg", [_screen(["", "", "", ""], (YELLOW, CYAN, GREEN, YELLOW))], kind="rgb-jpeg", modality="US", seed=3)
     us_labels = [
         Label("", 8, 8, 18, FONTS[0], YELLOW),
         Label("", 10, 190, 14, FONTS[1], GREEN),
@@ -250,6 +251,21 @@ def test_photographs_and_documents_are_not_for_ocr():
     assert not redaction_applies(face, Reason.RISKY_SOP_CLASS, rules)
     assert not redaction_applies(_object(secondary_capture, "OT"), Reason.TRUNCATED, rules)
     assert not redaction_applies(_object(secondary_capture, "OT"), Reason.RISKY_SOP_CLASS, BurnedInText())
+
+
+def test_colour_captures_other_than_ultrasound_stay_quarantined_unless_allowed():
+    """A colour capture may be a photograph or a 3D rendering that shows a face: OCR cannot see one."""
+    rules = ON.burned_in_text
+    secondary_capture = "1.2.840.10008.5.1.4.1.1.7"
+    for photometric in ("RGB", "YBR_FULL_422", "PALETTE COLOR"):
+        capture = _object(secondary_capture, "OT", PhotometricInterpretation=photometric)
+        assert not redaction_applies(capture, Reason.RISKY_SOP_CLASS, rules)
+        allowed = rules.model_copy(update={"clean_colour_captures": True})
+        assert redaction_applies(capture, Reason.RISKY_SOP_CLASS, allowed)
+    ultrasound = _object("1.2.840.10008.5.1.4.1.1.6.1", "US", PhotometricInterpretation="RGB")
+    assert redaction_applies(ultrasound, Reason.RISKY_MODALITY, rules)
+    grey = _object(secondary_capture, "OT", PhotometricInterpretation="MONOCHROME2")
+    assert redaction_applies(grey, Reason.RISKY_SOP_CLASS, rules)
 
 
 def _word(text: str, confidence: float = 90.0) -> Word:
