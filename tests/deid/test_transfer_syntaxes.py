@@ -10,6 +10,7 @@ modality's DICOM exporter would.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from pydicom.uid import (
 )
 
 from deploy.demo.synthetic_dicom import random_patient, write_series
+from siteprep import pixel_codecs
 from siteprep.deid.keys import open_site_key
 from siteprep.deid.run import RunReport, deidentify_tree
 from siteprep.deid.settings import DeidSettings
@@ -167,3 +169,19 @@ def test_ingested_voxels_match_the_source(site, syntax):
         assert 0 < error.mean() <= mean and error.max() <= largest, (error.mean(), error.max())
     else:
         assert error.max() == 0
+
+
+def test_12_bit_jpeg_is_decoded_first_time_with_nothing_logged(tmp_path, caplog):
+    """pydicom logs a traceback per plugin that refuses a frame: the 12-bit plugin is tried first."""
+    path = write_series(smooth_volume(np.random.default_rng(1))[:2], tmp_path, random_patient(random.Random(1)))[0]
+    encode_as(path, JPEGExtended12Bit)
+    with caplog.at_level(logging.DEBUG, logger="pydicom"):
+        assert dcmread(path).pixel_array.shape == SHAPE[1:]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_pydicom_plugins_for_jpeg_extended_are_the_ones_re_added():
+    """siteprep.pixel_codecs re-adds pydicom's own JPEG Extended plugins after its own, by name."""
+    decoder = get_decoder(JPEGExtended12Bit)
+    labels = set(decoder.available_plugins) | {line.split(" - ")[0] for line in decoder.missing_dependencies}
+    assert labels == {pixel_codecs.PLUGIN, *pixel_codecs.PYDICOM_PLUGINS}
