@@ -22,7 +22,7 @@ install: $(STAMP)
 # wire test, ssh-keygen cross-checks key fingerprints, systemd-analyze verifies the systemd units in
 # deploy/systemd. Installs only what is missing, only as root with apt-get; otherwise it names what
 # to install and goes on (the tests that need them then skip, saying why).
-SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump ssh-keygen:openssh-client systemd-analyze:systemd
+SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump ssh-keygen:openssh-client systemd-analyze:systemd chromium:chromium
 
 system-deps:
 	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; \

@@ -12,10 +12,10 @@ import time
 import pytest
 
 from common.errors import FederationError
+from deploy.coordinator.run_state import describe_run
 from deploy.coordinator.run_supervisor import _alive
 from deploy.demo.chaos import SECURE_STAGES, plan_faults
 from insite.cli.progress import participation, round_line
-from insite.cli.run_report import describe_run
 
 RECORD = {"status": "running", "rounds_done": 5, "rounds_planned": 13}
 
