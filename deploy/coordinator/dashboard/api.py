@@ -62,7 +62,12 @@ def _app_of(site: str, records: list[tuple[Path, dict[str, Any]]], flower: dict[
         for run_id in reversed(record.get("flower_runs", [])):
             if int(run_id) in flower:
                 run = flower[int(run_id)]
-                return {"digest": run.fab_hash, "version": run.fab_version, "run": run_dir.name, "flower_run": run_id}
+                return {
+                    "digest": run.fab_hash,
+                    "version": run.fab_version,
+                    "run": run_dir.name,
+                    "flower_run": str(run_id),
+                }
     return None
 
 
@@ -93,7 +98,7 @@ def _site_row(
         "name": name,
         "registered": registered,
         "key_fingerprint": key_fingerprint,
-        "node_id": node.node_id if node else None,
+        "node_id": str(node.node_id) if node else None,  # a 64-bit id: JavaScript numbers would round it
         "online": bool(node and node.online(now)),
         "flower_status": node.status if node else "never connected",
         "last_seen": _iso(heartbeat),
@@ -203,11 +208,14 @@ def _round_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _flower_run(run_id: int, run: FlowerRun | None) -> dict[str, Any]:
-    """A Flower run of this run: the app digest shipped and the bytes the SuperLink counted on the wire."""
+    """A Flower run of this run: the app digest shipped and the bytes the SuperLink counted on the wire.
+
+    Its id is a string: a 64-bit id as a JSON number is rounded by JavaScript.
+    """
     if run is None:
-        return {"flower_run": run_id, "app_digest": UNKNOWN, "bytes_to_sites": None, "bytes_from_sites": None}
+        return {"flower_run": str(run_id), "app_digest": UNKNOWN, "bytes_to_sites": None, "bytes_from_sites": None}
     return {
-        "flower_run": run_id,
+        "flower_run": str(run_id),
         "app_digest": run.fab_hash,
         "app_version": run.fab_version,
         "bytes_to_sites": run.bytes_sent,

@@ -46,7 +46,8 @@ function showSites(data) {
     row.dataset.site = site.name;
     row.dataset.online = String(site.online);
     cell(row, site.registered ? site.name : `${site.name} (key no longer registered)`);
-    cell(row, site.online ? "online" : `offline (${site.flower_status})`, site.online ? "good" : "bad");
+    const state = site.online ? "online" : site.flower_status === "online" ? "offline (heartbeat overdue)" : "offline";
+    cell(row, site.flower_status === "never connected" ? "never connected" : state, site.online ? "good" : "bad");
     const seen = cell(row, site.last_seen ? ago(site.last_seen_s_ago) : "never");
     if (site.last_seen) seen.title = site.last_seen;
     cell(row, site.key_fingerprint || "not registered");
