@@ -30,7 +30,7 @@ from deploy.coordinator.consortium import (
     running_superlink,
     write_kit,
 )
-from deploy.coordinator.dashboard.server import DEFAULT_PORT, Binding, binding_for, serve
+from deploy.coordinator.dashboard.server import DEFAULT_PORT, Binding, available_port, binding_for, serve
 from deploy.coordinator.dashboard.source import consortium_source
 from deploy.coordinator.pki import (
     certificate_fingerprint,
@@ -213,7 +213,9 @@ def launch_command(
     dashboard: bool = typer.Option(
         True, "--dashboard/--no-dashboard", help="Serve the read-only dashboard on loopback while it runs."
     ),
-    dashboard_port: int = typer.Option(DEFAULT_PORT, "--dashboard-port", min=1, max=65535, help="Its port."),
+    dashboard_port: int = typer.Option(
+        DEFAULT_PORT, "--dashboard-port", min=1, max=65535, help="Its port (a free one if this is taken)."
+    ),
 ) -> None:
     """Start the SuperLink (TLS, node authentication) and its public Fleet-only proxy.
 
@@ -223,7 +225,8 @@ def launch_command(
     ('insite coord dashboard') runs alongside on http://127.0.0.1:PORT/.
     """
     coordinator = CoordinatorDir(directory.resolve())
-    binding = binding_for(consortium_source(coordinator), LOOPBACK, dashboard_port) if dashboard else None
+    port = available_port(LOOPBACK, dashboard_port)  # a taken port must not keep the SuperLink down
+    binding = binding_for(consortium_source(coordinator), LOOPBACK, port) if dashboard else None
     serve_superlink(coordinator, on_event=say, dashboard=binding)
     say("SuperLink stopped; every process it started is gone")
 

@@ -64,7 +64,7 @@ def consortium(tmp_path_factory) -> DashboardSource:
 
 
 @pytest.fixture()
-def chromium() -> str:
+def chromium_path() -> str:
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine: install Debian's 'chromium' package ('make system-deps')")
     pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency: pip install -e '.[test]'")

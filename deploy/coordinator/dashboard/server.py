@@ -117,6 +117,7 @@ def _server(source: DashboardSource, binding: Binding) -> uvicorn.Server:
         log_config=None,  # the application's own logging setup stays as it is
         access_log=False,
         lifespan="off",
+        ws="none",  # the page polls; no websockets
     )
     return uvicorn.Server(config)
 
