@@ -20,10 +20,11 @@ install: $(STAMP)
 
 # Debian packages (command:package): nginx is the coordinator's public proxy, tcpdump records the
 # wire test, ssh-keygen cross-checks key fingerprints, systemd-analyze verifies the systemd units in
-# deploy/systemd, tesseract (with its English data) reads burned-in text for 'insite site deid'.
+# deploy/systemd, tesseract (with its English data) reads burned-in text for 'insite site deid', chromium
+# runs the dashboard's browser tests.
 # Installs only what is missing, only as root with apt-get; otherwise it names what to install and
 # goes on (the tests that need them then skip, saying why).
-SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump ssh-keygen:openssh-client systemd-analyze:systemd tesseract:tesseract-ocr
+SYSTEM_PACKAGES := nginx:nginx-light tcpdump:tcpdump ssh-keygen:openssh-client systemd-analyze:systemd tesseract:tesseract-ocr chromium:chromium
 
 system-deps:
 	@PATH="$$PATH:/usr/sbin:/sbin"; missing=""; \

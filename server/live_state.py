@@ -34,7 +34,8 @@ class LiveState:
     def set(self, phase: str, **details: Any) -> None:
         """Enter ``phase`` (starting, waiting, round, evaluating, paused, completed, failed)."""
         with self._lock:
-            if phase != self._state.get("phase") or details.get("stage") != self._state.get("stage"):
+            moved = any(details.get(key) != self._state.get(key) for key in ("round", "stage"))
+            if phase != self._state.get("phase") or moved:  # "since" is when this round's stage began
                 since = time.time()
             else:
                 since = self._state.get("since", time.time())

@@ -27,6 +27,7 @@ from pathlib import Path
 from client.site import SiteContext
 from common.errors import ConfigError
 from common.settings import RunSettings
+from deploy.coordinator.dashboard.source import DashboardSource
 from deploy.coordinator.pki import (
     LOOPBACK_NAMES,
     ConsortiumFiles,
@@ -74,6 +75,17 @@ class Workspace:
         if not sites.is_dir():
             raise ConfigError(f"{self.root}: no sites/ folder; each site needs sites/<name>/data")
         return sorted(p.name for p in sites.iterdir() if p.is_dir())
+
+    @property
+    def dashboard(self) -> DashboardSource:
+        """What the coordinator's dashboard shows of the demo: its one run and the manifest it publishes."""
+        return DashboardSource(
+            name="insite demo consortium",
+            pki=self.consortium,
+            database=self.root / "superlink" / "state.db",
+            runs=self.run_dir,
+            manifests=(self.root / "publish" / "manifest.toml",),
+        )
 
     def site(self, name: str, threads: int) -> DemoSite:
         base = self.site_dir(name)

@@ -30,15 +30,19 @@ from deploy.coordinator.consortium import (
     running_superlink,
     write_kit,
 )
+from deploy.coordinator.dashboard.server import DEFAULT_PORT, Binding, available_port, binding_for, serve
+from deploy.coordinator.dashboard.source import consortium_source
 from deploy.coordinator.pki import (
     certificate_fingerprint,
     certificate_names,
     days_left,
     load_certificate,
 )
+from deploy.coordinator.run_state import run_summary
 from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.service import serve_superlink
-from insite.cli.run_report import describe_run, report_run, round_printer
+from deploy.host.processes import LOOPBACK
+from insite.cli.run_report import report_run, round_printer
 from insite.cli.terminal import command_group, console, run_paused, say
 
 app = command_group()
@@ -200,32 +204,80 @@ def status_command(directory: Path = DIR, as_json: bool = JSON) -> None:
 def _runs(coordinator: CoordinatorDir, latest: int = 5) -> list[dict]:
     """The latest runs of the consortium folder and the state each is in."""
     folders = sorted((coordinator.root / "runs").glob("*/run.json"), key=lambda p: p.stat().st_mtime)
-    runs = []
-    for path in folders[-latest:]:
-        record = RunRecord(path.parent)
-        raw = record.read()
-        runs.append(
-            {
-                "name": path.parent.name,
-                "folder": str(path.parent),
-                "status": raw.get("status"),
-                "state": describe_run(raw, record.state(), time.time()),
-                "live": record.state(),
-            }
-        )
-    return runs
+    return [run_summary(path.parent, time.time()) for path in folders[-latest:]]
 
 
 @app.command("launch")
-def launch_command(directory: Path = DIR) -> None:
+def launch_command(
+    directory: Path = DIR,
+    dashboard: bool = typer.Option(
+        True, "--dashboard/--no-dashboard", help="Serve the read-only dashboard on loopback while it runs."
+    ),
+    dashboard_port: int = typer.Option(
+        DEFAULT_PORT, "--dashboard-port", min=1, max=65535, help="Its port (a free one if this is taken)."
+    ),
+) -> None:
     """Start the SuperLink (TLS, node authentication) and its public Fleet-only proxy.
 
     Runs in the foreground until Ctrl-C (or SIGTERM), then stops every process it started. The
     SuperLink itself listens on loopback only; sites reach just the Fleet API through the proxy
-    at the consortium address. Every registered site is let in at start.
+    at the consortium address. Every registered site is let in at start. The dashboard
+    ('insite coord dashboard') runs alongside on http://127.0.0.1:PORT/.
     """
-    serve_superlink(CoordinatorDir(directory.resolve()), on_event=say)
+    coordinator = CoordinatorDir(directory.resolve())
+    port = available_port(LOOPBACK, dashboard_port)  # a taken port must not keep the SuperLink down
+    binding = binding_for(consortium_source(coordinator), LOOPBACK, port) if dashboard else None
+    serve_superlink(coordinator, on_event=say, dashboard=binding)
     say("SuperLink stopped; every process it started is gone")
+
+
+@app.command("dashboard")
+def dashboard_command(
+    directory: Path = DIR,
+    host: str = typer.Option(
+        LOOPBACK,
+        "--host",
+        help="Interface to listen on. Anything but loopback serves HTTPS with the consortium's certificate "
+        "and requires the login token.",
+    ),
+    port: int = typer.Option(DEFAULT_PORT, "--port", min=1, max=65535, help="Port to listen on."),
+    manifest: list[Path] = typer.Option(
+        [],
+        "--manifest",
+        help="Shared-assets manifest(s) to show with their approvals (default: publish/*manifest*.toml "
+        "in the consortium folder).",
+    ),
+    token: bool = typer.Option(
+        False,
+        "--token",
+        help="Print the dashboard's login token (made on first use, kept 0600 in private/) and the "
+        "address to open with it, then exit.",
+    ),
+) -> None:
+    """Serve the coordinator's read-only web dashboard until Ctrl-C.
+
+    Sites online or offline (the SuperLink's heartbeats), the current run's state, Dice per round
+    as a live chart, per-round failures and timings, the run history and the publication
+    manifest's approvals; the page polls the JSON API under /api, which scripts may use as well.
+    It binds to 127.0.0.1 unless --host says otherwise.
+    """
+    coordinator = CoordinatorDir(directory.resolve())
+    source = consortium_source(coordinator, tuple(path.resolve() for path in manifest))
+    if token:
+        remote = binding_for(source, host if host != LOOPBACK else coordinator.settings().host, port)
+        if remote.token is None:
+            say("a dashboard on loopback needs no token; give --host to the interface it will listen on")
+            return
+        print(remote.token)
+        say(f"open {remote.login_url} (the token is then kept in a cookie)")
+        return
+    binding = binding_for(source, host, port)
+    say(f"dashboard for {source.name}: {_open_address(binding)} (read-only; Ctrl-C stops it)")
+    serve(source, binding)
+
+
+def _open_address(binding: Binding) -> str:
+    return binding.login_url if binding.token is None else f"{binding.url} (log in: 'insite coord dashboard --token')"
 
 
 @app.command("run")

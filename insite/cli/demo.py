@@ -22,12 +22,13 @@ from client.ledger import Ledger
 from common.run_record import RunRecord, latest_checkpoint, resume_point
 from common.settings import RunSettings, load_run_settings
 from configs import shipped
+from deploy.coordinator.dashboard.server import DashboardServer, available_port, binding_for
 from deploy.demo.chaos import Chaos, plan_faults
 from deploy.demo.publish import demo_publish
 from deploy.demo.site_data import PASSPHRASE_FILE, ProgressEvent, prepare_sites
 from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
-from deploy.host.processes import ProcessSet
+from deploy.host.processes import LOOPBACK, ProcessSet
 from insite.cli.run_report import report_run, round_printer
 from insite.cli.terminal import console, run_paused
 
@@ -125,7 +126,16 @@ def demo(
             "dp_epsilon": None,
         },
     )
-    _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, started, faults)))
+    with _dashboard(space):
+        _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, started, faults)))
+
+
+def _dashboard(space: Workspace) -> DashboardServer:
+    """The coordinator's dashboard over the demo, on loopback, for as long as the demo runs."""
+    source = space.dashboard
+    board = DashboardServer(source, binding_for(source, LOOPBACK, available_port(LOOPBACK)))
+    console.print(f"[bold]dashboard[/]: {board.binding.url} (live while the demo runs)", highlight=False)
+    return board
 
 
 def _chaos(seed: int | None) -> Callable[[Workspace, RunSettings], Callable[[ProcessSet], Chaos]]:
@@ -204,7 +214,8 @@ def _resume(space: Workspace, faults: Callable[[Workspace, RunSettings], Callabl
     """The rounds that remain, from the last checkpoint; round numbers continue where they stopped."""
     settings, done, checkpoint = resume_point(space.run_dir)
     console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
-    _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, time.monotonic(), faults)))
+    with _dashboard(space):
+        _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, time.monotonic(), faults)))
 
 
 def _publish(space: Workspace, sites: list[str]) -> None:

@@ -47,27 +47,3 @@ def report_run(run_dir: Path, settings: RunSettings, record: dict, started: floa
         f"after {len(rows)} rounds ({settings.strategy.name}, {settings.aggregation.mode}).\n"
         f"run folder: {run_dir} (checkpoints/, metrics.json, summary.json, {plot.name})"
     )
-
-
-def describe_run(record: dict, state: dict | None, now: float) -> str:
-    """The run's state in one line, as the coordinator last reported it, never guessed."""
-    status = record.get("status")
-    done = f"{record.get('rounds_done', 0)} of {record.get('rounds_planned', '?')} rounds done"
-    if status in ("completed", "failed", "paused"):
-        reason = record.get("failure") if status == "failed" else record.get("paused")
-        return f"{status} ({done})" + (f": {reason}" if reason else "")
-    if not state:
-        return f"{status or 'created'} ({done}); the coordinator has not reported yet"
-    since = time.strftime("%H:%M:%S", time.localtime(float(state.get("since", now))))
-    silent = now - float(state.get("updated", now))
-    if silent > 20:
-        return f"{done}; the coordinator last reported {silent:.0f} s ago ({state.get('phase')})"
-    match state.get("phase"):
-        case "round":
-            stage = f" at {state['stage']}" if state.get("stage") else ""
-            attempt = f", attempt {state['attempt']}" if state.get("attempt", 1) > 1 else ""
-            return f"running round {state.get('round')}{stage} since {since}{attempt} ({done})"
-        case "waiting":
-            return f"{state.get('detail')} (since {since}; {done})"
-        case phase:
-            return f"{phase} since {since} ({done})"

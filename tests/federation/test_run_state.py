@@ -12,10 +12,10 @@ import time
 import pytest
 
 from common.errors import FederationError
+from deploy.coordinator.run_state import describe_run
 from deploy.coordinator.run_supervisor import _alive
 from deploy.demo.chaos import SECURE_STAGES, plan_faults
 from insite.cli.progress import participation, round_line
-from insite.cli.run_report import describe_run
 
 RECORD = {"status": "running", "rounds_done": 5, "rounds_planned": 13}
 
@@ -99,3 +99,18 @@ def test_the_run_lock_names_its_live_holder_and_is_free_once_it_dies(tmp_path):
     assert held_by(tmp_path) is None  # the kernel let go of it with the process
     with run_lock(tmp_path):
         assert held_by(tmp_path) == os.getpid()
+
+
+def test_since_is_when_this_round_or_stage_began(tmp_path, monkeypatch):
+    from common.run_record import RunRecord
+    from server.live_state import LiveState
+
+    clock = iter([100.0, 105.0, 110.0, 120.0, 130.0, 140.0, 150.0, 160.0])
+    monkeypatch.setattr("server.live_state.time.time", lambda: next(clock))
+    state = LiveState(RunRecord(tmp_path))
+    state.set("round", round=1, stage="training")
+    state.set("round", round=2, stage="training")  # a new round at the same stage starts a new "since"
+    assert RunRecord(tmp_path).state()["since"] == 110.0
+    state.set("waiting", round=3, detail="1 of 3 sites online")
+    state.set("waiting", round=3, detail="2 of 3 sites online")  # still the same wait
+    assert RunRecord(tmp_path).state()["since"] == 130.0
