@@ -33,7 +33,9 @@ pytest.importorskip("playwright.sync_api", reason="playwright is a test dependen
 
 from browser_page import SHOWN_MS, chart_points, chromium, open_page
 
-pytestmark = [pytest.mark.federation, pytest.mark.timeout(600)]
+# Slow (about 4 minutes of its own federation on 2 cores): the default run keeps the browser tests
+# over a recorded consortium (test_dashboard_browser.py); `make test-slow` runs this live one.
+pytestmark = [pytest.mark.federation, pytest.mark.slow, pytest.mark.timeout(600)]
 
 ROUNDS = 3
 KILLED = "site-c"
