@@ -120,6 +120,8 @@ def test_with_text_redaction_risky_objects_are_cleaned_or_stay_quarantined(shipp
         for ds in (dcmread(path) for path in (tmp_path / "out").rglob("*.dcm"))
         if "113101" in {item.CodeValue for item in ds.DeidentificationMethodCodeSequence}
     ]
-    assert report.written - as_shipped.written > 50  # files; some share a SOP instance, hence one output
-    assert len(cleaned) > 30
+    assert report.written - as_shipped.written > 30  # files; some share a SOP instance, hence one output
+    assert len(cleaned) > 20
     assert all(ds.BurnedInAnnotation == "NO" and not ds.file_meta.TransferSyntaxUID.is_encapsulated for ds in cleaned)
+    # colour captures other than ultrasound may show a face: they stay quarantined (OT-PAL-8-face.dcm among them)
+    assert all(ds.Modality == "US" or ds.PhotometricInterpretation.startswith("MONOCHROME") for ds in cleaned)
