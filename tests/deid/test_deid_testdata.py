@@ -124,4 +124,4 @@ def test_with_text_redaction_risky_objects_are_cleaned_or_stay_quarantined(shipp
     assert len(cleaned) > 20
     assert all(ds.BurnedInAnnotation == "NO" and not ds.file_meta.TransferSyntaxUID.is_encapsulated for ds in cleaned)
     # colour captures other than ultrasound may show a face: they stay quarantined (OT-PAL-8-face.dcm among them)
-    assert all(ds.Modality == "US" or ds.PhotometricInterpretation.startswith("MONOCHROME") for ds in cleaned)
+    assert all(ds.get("Modality") == "US" or ds.PhotometricInterpretation.startswith("MONOCHROME") for ds in cleaned)
