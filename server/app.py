@@ -1,4 +1,7 @@
-"""The coordinator's Flower ServerApp: set up the run, hand over to :class:`server.rounds.RoundLoop`."""
+"""The coordinator's Flower ServerApp: set up the run, hand over to :class:`server.rounds.RoundLoop`.
+
+A statistics run (``task = "stats"``) hands over to :func:`server.statistics.collect_statistics` instead.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from server.live_state import LiveState
 from server.presence import QuorumLost
 from server.rounds import RoundLoop
 from server.secure import SecureTraining
+from server.statistics import collect_statistics
 from server.strategy import build_strategy
 
 log = logging.getLogger(__name__)
@@ -59,10 +63,13 @@ def main(grid: Grid, context: Context) -> None:
             transport=transport,
         )
         try:
-            arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
-            training = SecureTraining(grid, context, settings) if secure else None
-            loop = RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training, state=state)
-            loop.run(arrays, pending)
+            if settings.task == "stats":
+                collect_statistics(grid, settings, record, state)
+            else:
+                arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
+                training = SecureTraining(grid, context, settings) if secure else None
+                loop = RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training, state=state)
+                loop.run(arrays, pending)
         except QuorumLost as pause:
             # Not a failure: the run stops where it is, resumable, and says why.
             record.update(status="paused", paused=str(pause), paused_run=context.run_id, failure=None)
