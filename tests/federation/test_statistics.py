@@ -1,8 +1,8 @@
 """Issue 15 part 3: federated data statistics, over the project's real ServerApp and ClientApp (stub Grid).
 
 "Statistics: no per-case value leaves; a statistic under the minimum count is withheld; the figures
-equal those computed directly from the sites' data." The direct computation here is the test's
-own: nibabel reads each file, numpy bins it, SimpleITK's shape statistics measure each lesion.
+equal those computed directly from the sites' data." The direct computation is the tests' own
+(harness/direct_statistics.py).
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-import nibabel as nib
-import numpy as np
 import pytest
-import SimpleITK as sitk
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
 
@@ -28,6 +25,7 @@ from deploy.coordinator.pki import ConsortiumFiles
 from deploy.coordinator.statistics_plot import write_statistics_plot
 from deploy.coordinator.statistics_view import side_by_side
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from harness.direct_statistics import as_sent, direct_statistics
 from harness.federation import FIRST_NODE_ID, run_in_process, site_grid
 
 MIN_COUNT = 3
@@ -35,40 +33,6 @@ SETTINGS = RunSettings.model_validate(
     {"task": "stats", "min_sites": 2, "round_timeout_s": 60, "stats": {"min_count": MIN_COUNT}}
 )
 STATS = SETTINGS.stats
-
-
-def _released(count: int, enough_cases: bool = True) -> int | None:
-    if not enough_cases:
-        return None
-    return count if count == 0 or count >= MIN_COUNT else None
-
-
-def _direct(folder, site: str) -> dict:
-    """The figures computed straight from the site's files, without the project's statistics code."""
-    cases = discover_cases(site, folder)
-    enough = len(cases) >= MIN_COUNT
-    intensity: dict[str, np.ndarray] = {}
-    spacing_z = np.zeros(len(STATS.spacing_edges_mm) + 1, dtype=int)
-    lesion_ml: list[float] = []
-    for case in cases:
-        image = nib.load(case.image)
-        low, high = STATS.intensity_range(case.modality)
-        counts, _ = np.histogram(image.get_fdata(), bins=STATS.intensity_bins, range=(low, high))
-        intensity[case.modality] = intensity.get(case.modality, 0) + counts
-        spacing_z[np.searchsorted(STATS.spacing_edges_mm, image.header.get_zooms()[2], side="right")] += 1
-        label = sitk.ReadImage(str(case.label))
-        shapes = sitk.LabelShapeStatisticsImageFilter()
-        shapes.Execute(sitk.ConnectedComponent(label > 0, True))
-        lesion_ml += [shapes.GetPhysicalSize(n) / 1000.0 for n in shapes.GetLabels()]
-    lesion_bins = np.bincount(np.searchsorted(STATS.lesion_edges_ml, lesion_ml, side="right"), minlength=10)
-    return {
-        "train": _released(sum(c.split == "train" for c in cases)),
-        "val": _released(sum(c.split == "val" for c in cases)),
-        "intensity": {m: [_released(int(c), enough) for c in counts] for m, counts in intensity.items()},
-        "spacing_z": [_released(int(c), enough) for c in spacing_z],
-        "lesions": _released(len(lesion_ml), enough),
-        "lesion_volume_ml": [_released(int(c), enough) for c in lesion_bins],
-    }
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +62,7 @@ def test_figures_equal_a_direct_computation_from_the_sites_files(collected, demo
     sites = record["statistics"]["sites"]
     assert set(sites) == set(demo_sites) and record["statistics"]["failures"] == {}
     for site, folder in demo_sites.items():
-        direct, sent = _direct(folder, site), sites[site]
-        assert sent["cases"] == {"train": direct["train"], "val": direct["val"]}
-        assert {m: figures["hist"] for m, figures in sent["intensity"].items()} == direct["intensity"]
-        assert sent["spacing_mm"]["z"] == direct["spacing_z"]
-        assert sent["lesions"] == direct["lesions"]
-        assert sent["lesion_volume_ml"] == direct["lesion_volume_ml"]
+        assert as_sent(sites[site]) == direct_statistics(folder, site, STATS)
 
 
 def test_the_sites_differences_show(collected):
@@ -163,7 +122,8 @@ def test_the_dashboard_shows_the_latest_statistics(collected, tmp_path):
     shown = dashboard_statistics(source)
     assert shown["run"] == made["run_dir"].name and shown["min_count"] == MIN_COUNT
     assert shown["rows"] == side_by_side(record["statistics"])
-    assert shown["intensity"]["site-c"]["CT"]["hist"] == record["statistics"]["sites"]["site-c"]["intensity"]["CT"]["hist"]
+    site_c = record["statistics"]["sites"]["site-c"]
+    assert shown["intensity"]["site-c"]["CT"]["hist"] == site_c["intensity"]["CT"]["hist"]
 
 
 MODEL = ModelSettings()
