@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 
+import nibabel as nib
 import pytest
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.common.serde import recorddict_to_proto
@@ -24,6 +26,7 @@ from deploy.coordinator.dashboard.source import DashboardSource
 from deploy.coordinator.pki import ConsortiumFiles
 from deploy.coordinator.statistics_plot import write_statistics_plot
 from deploy.coordinator.statistics_view import side_by_side
+from deploy.demo.site_data import prepare_site
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from harness.direct_statistics import as_sent, direct_statistics
 from harness.federation import FIRST_NODE_ID, run_in_process, site_grid
@@ -184,3 +187,14 @@ def test_dry_run_prints_exactly_the_record_that_leaves(collected, demo_sites, in
     assert all(is_statistic(name) for name in printed["stats"])
     refused = insite("site", "stats", "--config", site_toml)
     refused.one_line_error("--dry-run")
+
+
+def test_ingest_records_the_modality_and_the_scanner_spacing(tmp_path):
+    """The demo's site path (raw DICOM -> deid -> ingest) keeps what the statistics report: modality, spacing."""
+    events: queue.Queue = queue.Queue()
+    site_b = DEMO_SITES[1]  # MR, 0.9 x 0.9 x 2 mm
+    prepare_site(site_b, tmp_path / site_b.name, 2, 0.5, 28, 3, events)
+    cases = discover_cases(site_b.name, tmp_path / site_b.name / "data")
+    assert [case.modality for case in cases] == ["MR", "MR"]
+    for case in cases:
+        assert nib.load(case.image).header.get_zooms()[:3] == pytest.approx((0.9, 0.9, 2.0))
