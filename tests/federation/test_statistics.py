@@ -24,6 +24,7 @@ from common.statistics import ORIENTATIONS, WITHHELD, decode, is_statistic
 from deploy.coordinator.dashboard.api import statistics as dashboard_statistics
 from deploy.coordinator.dashboard.source import DashboardSource
 from deploy.coordinator.pki import ConsortiumFiles
+from deploy.coordinator.run_state import describe_run
 from deploy.coordinator.statistics_plot import write_statistics_plot
 from deploy.coordinator.statistics_view import side_by_side
 from deploy.demo.site_data import prepare_site
@@ -198,3 +199,8 @@ def test_ingest_records_the_modality_and_the_scanner_spacing(tmp_path):
     assert [case.modality for case in cases] == ["MR", "MR"]
     for case in cases:
         assert nib.load(case.image).header.get_zooms()[:3] == pytest.approx((0.9, 0.9, 2.0))
+
+
+def test_the_run_state_says_it_is_a_statistics_run(collected):
+    record, made = collected
+    assert describe_run(record, None, 0.0) == "completed (data statistics of 4 site(s))"
