@@ -216,7 +216,10 @@ class RunSettings(StrictModel):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # A training run leaves out what only a statistics run reads, so that its digest is the one
+        # run folders and checkpoints made before statistics existed carry: they still resume.
+        exclude = {"task", "stats"} if self.task == "train" else None
+        return json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
 
 
 def parse_run_settings(data: dict, source: str = "run settings") -> RunSettings:

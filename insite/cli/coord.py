@@ -384,7 +384,12 @@ def stats_command(
     supervisor = RunSupervisor(
         control_client(coordinator), run_dir, lambda row: None, on_event, settings.time_limit_s(1)
     )
-    record = supervisor.run()
+    try:
+        record = supervisor.run()
+    except KeyboardInterrupt:  # Ctrl-C stops the request at the sites too
+        if supervisor.run_id is not None:
+            supervisor.bury(supervisor.run_id)
+        raise
     if record.get("status") == "paused":
         raise run_paused(record, "insite coord stats")
     statistics = record["statistics"]

@@ -97,8 +97,8 @@ def test_a_count_under_the_minimum_is_withheld(collected):
 def test_no_per_case_value_leaves(collected, demo_sites):
     """What the coordinator received is closed-vocabulary counts, and the ledger says so for every reply."""
     record, made = collected
-    replies = [m for m in made["grid"].delivered if m.metadata.message_type == "query.stats"]
-    assert len(replies) == len(demo_sites)
+    requests = [m for m in made["grid"].delivered if m.metadata.message_type == "query.stats"]
+    assert len(requests) == len(demo_sites)
     for site in demo_sites:
         entries = Ledger(made["run_dir"].parent / "site-caches" / site).entries()
         assert [e["kind"] for e in entries] == ["query.stats"]
@@ -204,3 +204,22 @@ def test_ingest_records_the_modality_and_the_scanner_spacing(tmp_path):
 def test_the_run_state_says_it_is_a_statistics_run(collected):
     record, made = collected
     assert describe_run(record, None, 0.0) == "completed (data statistics of 4 site(s))"
+
+
+def test_too_few_sites_online_pauses_with_the_reason(demo_sites, tmp_path):
+    settings = SETTINGS.model_copy(
+        update={"min_sites": 3, "faults": SETTINGS.faults.model_copy(update={"quorum_wait_s": 0})}
+    )
+    folders = {name: demo_sites[name] for name in ("site-a", "site-b", "site-c")}
+    grid = site_grid(tmp_path / "run", settings, folders, offline={FIRST_NODE_ID + 2})
+    record = run_in_process(tmp_path / "run", settings, grid).read()
+    assert record["status"] == "paused" and "2 sites online, 3 needed" in record["paused"]
+    assert "statistics" not in record
+
+
+def test_a_training_runs_digest_is_what_it_was_before_statistics():
+    """Run folders and checkpoints made before statistics existed must still resume."""
+    training = json.loads(RunSettings().canonical_json())
+    assert "task" not in training and "stats" not in training
+    assert json.loads(SETTINGS.canonical_json())["stats"]["min_count"] == MIN_COUNT
+    assert RunSettings.model_validate(training).digest() == RunSettings().digest() != SETTINGS.digest()
