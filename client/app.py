@@ -100,7 +100,8 @@ def statistics(msg: Message, context: Context) -> Message:
 
     try:
         site = SiteContext.from_node_config(context.node_config)
-        content = statistics_reply(site.name, site.data_path, from_run_config(context.run_config).stats)
+        stats = from_run_config(context.run_config).stats.at_site(site.stats_min_count)
+        content = statistics_reply(site.name, site.data_path, stats)
     except InsiteError as error:
         return _site_failure(msg, str(context.node_config.get("site-name", "unknown site")), error)
     return Message(content, reply_to=msg)

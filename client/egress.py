@@ -4,9 +4,10 @@ The reply of a round may carry only: tensors with exactly the run's model's name
 dtypes, all finite; scalar metrics from :data:`ALLOWED_METRICS`; the site's own name; and, under
 secure aggregation, the SecAgg+ protocol fields. A statistics reply (``insite coord stats``) may
 carry only counts named in the closed vocabulary of :mod:`common.statistics`, each an integer
-that is zero, at least the run's ``min_count``, or withheld. Anything else (an extra tensor, a
-per-case list, a string, a file path, a NaN) is refused: the reply is replaced by an error naming
-the offending field, so nothing of it leaves, and the refusal is written to the ledger.
+that is zero, at least the minimum count (the run's or, if higher, the site's own), or withheld.
+Anything else (an extra tensor, a per-case list, a string, a file path, a NaN) is refused: the
+reply is replaced by an error naming the offending field, so nothing of it leaves, and the
+refusal is written to the ledger.
 
 Two mods wrap the site's apps (see :mod:`client.app` and :mod:`client.secure`):
 
@@ -203,7 +204,9 @@ def egress_guard_mod(msg: Message, context: Context, call_next: ClientAppCallabl
     site = _site_name(context)
     try:
         settings = from_run_config(context.run_config)
-        stats = settings.stats if msg.metadata.message_type == STATISTICS_QUERY else None
+        stats = None
+        if msg.metadata.message_type == STATISTICS_QUERY:
+            stats = settings.stats.at_site(SiteContext.from_node_config(context.node_config).stats_min_count)
         check_reply(reply.content, settings.model, site, stats)
     except InsiteError as error:
         raise EgressRefused(f"site {site}: egress guard refused the reply: {error}") from None

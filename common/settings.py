@@ -181,6 +181,13 @@ class StatsSettings(StrictModel):
     def intensity_range(self, modality: str) -> tuple[float, float]:
         return self.intensity_ranges.get(modality, self.default_intensity_range)
 
+    def at_site(self, site_min_count: int) -> StatsSettings:
+        """These settings as a site applies them: its own minimum count (site.toml) if that is higher.
+
+        The coordinator chooses the bins; it cannot lower what a site withholds.
+        """
+        return self.model_copy(update={"min_count": max(self.min_count, site_min_count)})
+
 
 class RunSettings(StrictModel):
     """One federated run: how many rounds, who must take part, what each site trains."""

@@ -49,10 +49,11 @@ def stats(
         )
     site = load_site_settings(config)
     settings = load_run_settings(run_settings)
+    stats = settings.stats.at_site(site.stats_min_count)
     total = len(discover_cases(site.name, site.data_path))
     with stage_progress({"statistics of cases": total}, as_json) as advance:
-        content = statistics_reply(site.name, site.data_path, settings.stats, lambda: advance("statistics of cases"))
-    check_reply(content, settings.model, site.name, settings.stats)
+        content = statistics_reply(site.name, site.data_path, stats, lambda: advance("statistics of cases"))
+    check_reply(content, settings.model, site.name, stats)
     values = dict(content.metric_records[RECORD])
     if as_json:
         print(json.dumps({"site": site.name, RECORD: values}, indent=1))
@@ -64,7 +65,7 @@ def stats(
         table.add_row(name, "withheld" if value == WITHHELD else str(value))
     console.print(table)
     withheld = sum(value == WITHHELD for value in values.values())
-    say(f"{len(values)} counts, {withheld} withheld (min_count {settings.stats.min_count}); nothing was sent")
+    say(f"{len(values)} counts, {withheld} withheld (min_count {stats.min_count}); nothing was sent")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,14 +16,14 @@ pytest.importorskip("playwright.sync_api", reason="playwright is a test dependen
 
 from browser_page import SHOWN_MS, chromium, open_page
 
-SETTINGS = RunSettings.model_validate({"task": "stats", "min_sites": 3, "stats": {"min_count": 3}})
+SETTINGS = RunSettings.model_validate({"task": "stats", "min_sites": 3, "stats": {"min_count": 5}})
 
 
 def test_the_panel_shows_the_sites_side_by_side(tmp_path, chromium_path):
     folders = {}
     for profile in DEMO_SITES:
         folders[profile.name] = tmp_path / "data" / profile.name
-        write_site(profile, folders[profile.name], 3, 0, size=32)
+        write_site(profile, folders[profile.name], 5, 0, size=32)
     run_dir = tmp_path / "runs" / "20261128-120000-stats"
     run_in_process(run_dir, SETTINGS, site_grid(run_dir, SETTINGS, folders))
     assert RunRecord(run_dir).read()["statistics"]["failures"] == {}
@@ -38,7 +38,7 @@ def test_the_panel_shows_the_sites_side_by_side(tmp_path, chromium_path):
         heads = page.locator("#statistics-table thead th").all_inner_texts()
         assert heads == ["figure", "site-a", "site-b", "site-c"]
         row = page.locator("#statistics-table tbody tr", has_text="modality (cases)").all_inner_texts()[0]
-        assert row.split("\t") == ["modality (cases)", "MR 3", "MR 3", "CT 3"]
+        assert row.split("\t") == ["modality (cases)", "MR 5", "MR 5", "CT 5"]
         drawn = page.evaluate("window.intensityChart.data.datasets.map(d => [d.label, d.data.length])")
         assert drawn == [["site-a (MR)", 64], ["site-b (MR)", 64], ["site-c (CT)", 64]]
         assert page.is_hidden("#statistics-none")

@@ -32,7 +32,7 @@ from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from harness.direct_statistics import as_sent, direct_statistics
 from harness.federation import FIRST_NODE_ID, run_in_process, site_grid
 
-MIN_COUNT = 3
+MIN_COUNT = 5
 SETTINGS = RunSettings.model_validate(
     {"task": "stats", "min_sites": 2, "round_timeout_s": 60, "stats": {"min_count": MIN_COUNT}}
 )
@@ -85,7 +85,7 @@ def test_the_sites_differences_show(collected):
 
 def test_a_count_under_the_minimum_is_withheld(collected):
     sites = collected[0]["statistics"]["sites"]
-    assert sites["site-a"]["cases"] == {"train": 5, "val": None}  # 1 validation case < 3: withheld, not 0
+    assert sites["site-a"]["cases"] == {"train": 5, "val": None}  # 1 validation case < 5: withheld, not 0
     small = sites["site-small"]  # 2 cases: every figure but zero case counts is withheld
     assert small["cases"] == {"train": None, "val": None}
     assert small["lesions"] is None and set(small["lesion_volume_ml"]) == {None}
@@ -223,3 +223,13 @@ def test_a_training_runs_digest_is_what_it_was_before_statistics():
     assert "task" not in training and "stats" not in training
     assert json.loads(SETTINGS.canonical_json())["stats"]["min_count"] == MIN_COUNT
     assert RunSettings.model_validate(training).digest() == RunSettings().digest() != SETTINGS.digest()
+
+
+def test_a_sites_own_minimum_count_is_a_floor_the_run_cannot_lower(demo_sites, tmp_path):
+    folders = {name: demo_sites[name] for name in ("site-a", "site-b")}
+    grid = site_grid(tmp_path / "run", SETTINGS, folders)
+    grid.nodes[0].context.node_config["stats-min-count"] = 6  # site-a's site.toml: stats_min_count = 6
+    sites = run_in_process(tmp_path / "run", SETTINGS, grid).read()["statistics"]["sites"]
+    assert sites["site-a"]["cases"]["train"] is None  # 5 training cases < 6: withheld at site-a
+    assert sites["site-b"]["cases"]["train"] == 5  # the run's 5 applies at site-b
+    assert SETTINGS.stats.at_site(2).min_count == MIN_COUNT  # a lower site floor changes nothing

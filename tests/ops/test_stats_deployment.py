@@ -34,7 +34,7 @@ round_timeout_s = 120
 quorum_wait_s = 120
 straggler_grace_s = 30
 [run.stats]
-min_count = 3
+min_count = 5
 """
 
 
@@ -60,7 +60,7 @@ def test_coord_stats_shows_the_three_sites_differences(tmp_path, insite, consort
     record = RunRecord(run_dir).read()
     assert record["status"] == "completed" and record["statistics"]["failures"] == {}
     assert (run_dir / "statistics.png").read_bytes().startswith(b"\x89PNG")
-    settings = StatsSettings(min_count=3)
+    settings = StatsSettings(min_count=5)
     for name, folder in sites.items():
         assert as_sent(record["statistics"]["sites"][name]) == direct_statistics(folder / "data", name, settings)
         replies = [e for e in Ledger(folder / "cache").entries() if e["kind"] == "query.stats"]
