@@ -54,12 +54,13 @@ def main(grid: Grid, context: Context) -> None:
         state.set("starting")
         if not (run_dir / "run.json").exists():
             record.create(f"flower-run-{context.run_id}", settings, transport={})
-        secure = settings.aggregation.mode == "secagg+"
+        training_run = settings.task == "train"  # a statistics run aggregates nothing: each site's counts are seen
+        secure = training_run and settings.aggregation.mode == "secagg+"
         transport = {**record.read().get("transport", {}), "secure_aggregation": secure, "dp_epsilon": None}
         record.update(
             status="running",
             flower_runs=record.read()["flower_runs"] + [context.run_id],
-            aggregation=settings.aggregation.mode,
+            aggregation=settings.aggregation.mode if training_run else "none",
             transport=transport,
         )
         try:

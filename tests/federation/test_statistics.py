@@ -63,6 +63,7 @@ def collected(demo_sites, tmp_path_factory) -> tuple[dict, dict]:
 def test_figures_equal_a_direct_computation_from_the_sites_files(collected, demo_sites):
     record, _ = collected
     assert record["status"] == "completed" and record["settings"]["task"] == "stats"
+    assert record["aggregation"] == "none" and record["transport"]["secure_aggregation"] is False
     sites = record["statistics"]["sites"]
     assert set(sites) == set(demo_sites) and record["statistics"]["failures"] == {}
     for site, folder in demo_sites.items():
