@@ -8,6 +8,7 @@ equal a direct computation from each site's files; each site's ledger holds its 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from ops.test_deployment import (
@@ -56,7 +57,7 @@ def test_coord_stats_shows_the_three_sites_differences(tmp_path, insite, consort
     assert done.code == 0, done.out + done.err + logs
     assert "CT 6" in done.out and "MR 6" in done.out  # site-c's CT beside the others' MR
     assert "2-3: 6" in done.out and "1-1.25: 6" in done.out  # site-b's thick slices
-    run_dir = next((consortium / "runs").glob("*-stats"))
+    (run_dir,) = (consortium / "runs").glob("*-stats")
     record = RunRecord(run_dir).read()
     assert record["status"] == "completed" and record["statistics"]["failures"] == {}
     assert (run_dir / "statistics.png").read_bytes().startswith(b"\x89PNG")
@@ -69,8 +70,13 @@ def test_coord_stats_shows_the_three_sites_differences(tmp_path, insite, consort
     assert a["cases"] == {"train": 5, "val": None}  # one validation case: withheld, not zero
     assert a["lesion_volume_ml"] != b["lesion_volume_ml"]
 
-    shown = dashboard_statistics(consortium_source(coordinator))
-    assert shown["run"] == run_dir.name and json.dumps(shown["rows"]).count("CT 6") == 1
+    again = insite("coord", "stats", "--config", config, "--dir", consortium, "--json")  # as a script asks
+    assert again.code == 0, again.out + again.err
+    answer = json.loads(again.out)
+    assert answer["sites"] == record["statistics"]["sites"] and answer["plot"].endswith("statistics.png")
+    shown = dashboard_statistics(consortium_source(coordinator))  # the latest statistics
+    assert shown["run"] == Path(answer["run_dir"]).name != run_dir.name
+    assert json.dumps(shown["rows"]).count("CT 6") == 1
 
     for service in services:
         assert service.ctrl_c() == 0, service.output()
