@@ -34,6 +34,7 @@ from client.site import SiteContext
 from common.errors import InsiteError
 from common.protocol import EVALUATE_INCOMING
 from common.settings import from_run_config
+from common.statistics import ACTION as STATISTICS_ACTION
 
 if TYPE_CHECKING:
     from client.local_round import SiteRound
@@ -60,10 +61,14 @@ def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], Re
         weights = msg.content.array_records["arrays"].to_torch_state_dict()
         content = work(job, weights)
     except InsiteError as error:
-        log.error("%s", error)
-        return Message(Error(code=SITE_ERROR, reason=f"site {site_name}: {error}"), reply_to=msg)
+        return _site_failure(msg, site_name, error)
     content["site"] = ConfigRecord({"name": site_name})
     return Message(content, reply_to=msg)
+
+
+def _site_failure(msg: Message, site_name: str, error: InsiteError) -> Message:
+    log.error("%s", error)
+    return Message(Error(code=SITE_ERROR, reason=f"site {site_name}: {error}"), reply_to=msg)
 
 
 @app.train()
@@ -86,3 +91,17 @@ def evaluate(msg: Message, context: Context) -> Message:
         return RecordDict({"metrics": _metric_record(job.evaluate(weights))})
 
     return _answer(msg, context, work)
+
+
+@app.query(STATISTICS_ACTION)
+def statistics(msg: Message, context: Context) -> Message:
+    """The site's data statistics (binned counts only), before any training: ``insite coord stats``."""
+    from client.statistics import statistics_reply  # noqa: PLC0415  (lazy: see the module docstring)
+
+    try:
+        site = SiteContext.from_node_config(context.node_config)
+        stats = from_run_config(context.run_config).stats.at_site(site.stats_min_count)
+        content = statistics_reply(site.name, site.data_path, stats)
+    except InsiteError as error:
+        return _site_failure(msg, str(context.node_config.get("site-name", "unknown site")), error)
+    return Message(content, reply_to=msg)

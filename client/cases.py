@@ -7,8 +7,10 @@ A site's ``data_path`` holds::
     labels/<case>.nii.gz  its label volume (0 = background, 1..n = classes), same grid
 
 ``cases.json`` is ``{"cases": [{"id": ..., "image": ..., "label": ..., "split": "train"|"val"}]}``
-with paths relative to the folder. Without an index the folder is scanned: every image needs a
-label of the same name. Validation cases are held out of training and used to report Dice.
+with paths relative to the folder; an entry may add ``"modality"`` (the DICOM Modality of the
+series, e.g. ``"CT"``), which ingest records and an older index lacks (``"unknown"``). Without an
+index the folder is scanned: every image needs a label of the same name. Validation cases are held
+out of training and used to report Dice.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from common.errors import SiteDataError
 INDEX_NAME = "cases.json"
 Split = Literal["train", "val"]
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
+UNKNOWN_MODALITY = "unknown"
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class Case:
     image: Path
     label: Path
     split: Split
+    modality: str = UNKNOWN_MODALITY
 
 
 def _stem(path: Path) -> str:
@@ -51,6 +55,7 @@ def write_index(data_path: Path, cases: list[Case]) -> Path:
             "image": str(case.image.relative_to(data_path)),
             "label": str(case.label.relative_to(data_path)),
             "split": case.split,
+            **({"modality": case.modality} if case.modality != UNKNOWN_MODALITY else {}),
         }
         for case in cases
     ]
@@ -64,7 +69,14 @@ def _read_index(site: str, data_path: Path) -> list[Case]:
     try:
         entries = json.loads(index.read_text(encoding="utf-8"))["cases"]
         cases = [
-            Case(str(e["id"]), data_path / e["image"], data_path / e["label"], e.get("split", "train")) for e in entries
+            Case(
+                str(e["id"]),
+                data_path / e["image"],
+                data_path / e["label"],
+                e.get("split", "train"),
+                str(e.get("modality", UNKNOWN_MODALITY)),
+            )
+            for e in entries
         ]
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise SiteDataError(f"site {site}: case index {index} is malformed ({error})") from None

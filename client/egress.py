@@ -2,9 +2,12 @@
 
 The reply of a round may carry only: tensors with exactly the run's model's names, shapes and
 dtypes, all finite; scalar metrics from :data:`ALLOWED_METRICS`; the site's own name; and, under
-secure aggregation, the SecAgg+ protocol fields. Anything else (an extra tensor, a per-case list,
-a string, a file path, a NaN) is refused: the reply is replaced by an error naming the offending
-field, so nothing of it leaves, and the refusal is written to the ledger.
+secure aggregation, the SecAgg+ protocol fields. A statistics reply (``insite coord stats``) may
+carry only counts named in the closed vocabulary of :mod:`common.statistics`, each an integer
+that is zero, at least the minimum count (the run's or, if higher, the site's own), or withheld.
+Anything else (an extra tensor, a per-case list, a string, a file path, a NaN) is refused: the
+reply is replaced by an error naming the offending field, so nothing of it leaves, and the
+refusal is written to the ledger.
 
 Two mods wrap the site's apps (see :mod:`client.app` and :mod:`client.secure`):
 
@@ -47,7 +50,10 @@ from client.ledger import Ledger
 from client.site import SiteContext
 from common.errors import InsiteError
 from common.protocol import INCOMING_PREFIX, SITE_METRIC
-from common.settings import ModelSettings, from_run_config
+from common.settings import ModelSettings, StatsSettings, from_run_config
+from common.statistics import QUERY as STATISTICS_QUERY
+from common.statistics import RECORD as STATISTICS_RECORD
+from common.statistics import WITHHELD, is_statistic
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +154,21 @@ def _check_config(key: str, record: ConfigRecord, site: str) -> None:
         raise EgressRefused(f"record '{key}' is not part of a round's reply")
 
 
-def check_reply(content: RecordDict, settings: ModelSettings, site: str) -> None:
-    """Raise :class:`EgressRefused` naming the first field the site must not send."""
+def _check_statistics(record: MetricRecord, min_count: int) -> None:
+    for name, value in record.items():
+        if not is_statistic(name):
+            raise EgressRefused(f"'{name}' in '{STATISTICS_RECORD}' is not in the statistics vocabulary")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EgressRefused(f"statistic '{name}' is a {type(value).__name__}, not a count")
+        if value < WITHHELD or 0 < value < min_count:
+            raise EgressRefused(f"statistic '{name}' = {value} is below the minimum count {min_count} yet not withheld")
+
+
+def check_reply(content: RecordDict, settings: ModelSettings, site: str, stats: StatsSettings | None = None) -> None:
+    """Raise :class:`EgressRefused` naming the first field the site must not send.
+
+    A statistics record passes only where ``stats`` (the run's statistics settings) is given.
+    """
     for key, array_record in content.array_records.items():
         if key not in ("arrays", _LEGACY_PARAMETERS):
             raise EgressRefused(f"array record '{key}' is not part of a round's reply")
@@ -161,6 +180,8 @@ def check_reply(content: RecordDict, settings: ModelSettings, site: str) -> None
             _check_metrics(key, MetricRecord({"num-examples": metric_record["num_examples"]}), site)
         elif key == "metrics":
             _check_metrics(key, metric_record, site)
+        elif key == STATISTICS_RECORD and stats is not None:
+            _check_statistics(metric_record, stats.min_count)
         else:
             raise EgressRefused(f"metric record '{key}' is not part of a round's reply")
     for key, config_record in content.config_records.items():
@@ -182,7 +203,11 @@ def egress_guard_mod(msg: Message, context: Context, call_next: ClientAppCallabl
         return reply
     site = _site_name(context)
     try:
-        check_reply(reply.content, from_run_config(context.run_config).model, site)
+        settings = from_run_config(context.run_config)
+        stats = None
+        if msg.metadata.message_type == STATISTICS_QUERY:
+            stats = settings.stats.at_site(SiteContext.from_node_config(context.node_config).stats_min_count)
+        check_reply(reply.content, settings.model, site, stats)
     except InsiteError as error:
         raise EgressRefused(f"site {site}: egress guard refused the reply: {error}") from None
     return reply
@@ -217,6 +242,10 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
     }
     if metrics:
         parts.append("metrics " + ", ".join(f"{name}={value:.4g}" for name, value in metrics.items()))
+    statistics = content.metric_records.get(STATISTICS_RECORD)
+    if statistics is not None:
+        withheld = sum(value == WITHHELD for value in statistics.values())
+        parts.append(f"data statistics: {len(statistics)} binned counts ({withheld} withheld), no per-case value")
     return kind, "; ".join(parts) or "empty reply"
 
 

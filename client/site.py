@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.settings import StatsSettings
 
 REQUIRED = ("site-name", "data-path", "cache-path")
+DEFAULT_STATS_MIN_COUNT = StatsSettings().min_count
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class SiteContext:
     cache_path: Path
     device: str
     threads: int
+    stats_min_count: int = DEFAULT_STATS_MIN_COUNT  # the site's own floor for withheld statistics
 
     @classmethod
     def from_node_config(cls, node_config: dict) -> SiteContext:
@@ -34,6 +37,7 @@ class SiteContext:
             cache_path=Path(str(node_config["cache-path"])),
             device=str(node_config.get("device", "auto")),
             threads=int(node_config.get("threads", 0)),
+            stats_min_count=int(node_config.get("stats-min-count", DEFAULT_STATS_MIN_COUNT)),
         )
 
     def seed(self, base: int, round_number: int) -> int:
@@ -44,5 +48,6 @@ class SiteContext:
         """The ``--node-config`` string for ``flower-supernode``."""
         return (
             f'site-name="{self.name}" data-path="{self.data_path}" '
-            f'cache-path="{self.cache_path}" device="{self.device}" threads={self.threads}'
+            f'cache-path="{self.cache_path}" device="{self.device}" threads={self.threads} '
+            f"stats-min-count={self.stats_min_count}"
         )

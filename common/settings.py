@@ -144,9 +144,57 @@ class FaultSettings(StrictModel):
     )
 
 
+class StatsSettings(StrictModel):
+    """What each site reports in a statistics run (``task = "stats"``), and what it withholds.
+
+    The privacy rules follow NVIDIA FLARE's statistics filters: every figure is a count in a bin
+    fixed here in advance (never a minimum, maximum or per-case value), and a count from 1 to
+    ``min_count - 1`` is withheld (sent as withheld, not as zero), as is every histogram of a site
+    with fewer than ``min_count`` cases. Bin edges are the same for every site, so the coordinator
+    can put the sites side by side.
+    """
+
+    min_count: int = Field(5, ge=2, description="counts below this (zero aside) are withheld")
+    intensity_bins: int = Field(64, ge=4, le=100, description="bins of the intensity histogram")
+    intensity_ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {"CT": (-1024.0, 3072.0), "MR": (0.0, 4096.0), "PT": (0.0, 50.0)},
+        description="raw-unit range of the intensity histogram per modality; values outside count as below/above",
+    )
+    default_intensity_range: tuple[float, float] = Field(
+        (0.0, 4096.0), description="the range for a modality without its own (or an unknown one)"
+    )
+    spacing_edges_mm: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0)
+    shape_edges: tuple[int, ...] = (32, 64, 128, 192, 256, 384, 512)
+    lesion_edges_ml: tuple[float, ...] = (0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
+
+    @model_validator(mode="after")
+    def _edges_ascend(self) -> StatsSettings:
+        for name in ("spacing_edges_mm", "shape_edges", "lesion_edges_ml"):
+            edges = getattr(self, name)
+            if not edges or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+                raise ValueError(f"stats.{name} must be a non-empty, strictly ascending list")
+        for modality, (low, high) in {**self.intensity_ranges, "default": self.default_intensity_range}.items():
+            if not high > low:
+                raise ValueError(f"stats intensity range of {modality} must have high > low, got ({low}, {high})")
+        return self
+
+    def intensity_range(self, modality: str) -> tuple[float, float]:
+        return self.intensity_ranges.get(modality, self.default_intensity_range)
+
+    def at_site(self, site_min_count: int) -> StatsSettings:
+        """These settings as a site applies them: its own minimum count (site.toml) if that is higher.
+
+        The coordinator chooses the bins; it cannot lower what a site withholds.
+        """
+        return self.model_copy(update={"min_count": max(self.min_count, site_min_count)})
+
+
 class RunSettings(StrictModel):
     """One federated run: how many rounds, who must take part, what each site trains."""
 
+    task: Literal["train", "stats"] = Field(
+        "train", description="train: federated training; stats: each site reports its data statistics"
+    )
     rounds: int = Field(10, ge=1)
     min_sites: int = Field(2, ge=1, description="quorum: replies needed for a round to count")
     round_timeout_s: float = Field(900, gt=0, description="limit of a round's training exchange")
@@ -157,6 +205,7 @@ class RunSettings(StrictModel):
     faults: FaultSettings = FaultSettings()
     training: TrainingSettings = TrainingSettings()
     model: ModelSettings = ModelSettings()
+    stats: StatsSettings = StatsSettings()
 
     def time_limit_s(self, rounds: int | None = None) -> float:
         """How long ``rounds`` (default: all) may take at the most, every wait used to its end.
@@ -174,7 +223,10 @@ class RunSettings(StrictModel):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # A training run leaves out what only a statistics run reads, so that its digest is the one
+        # run folders and checkpoints made before statistics existed carry: they still resume.
+        exclude = {"task", "stats"} if self.task == "train" else None
+        return json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
 
 
 def parse_run_settings(data: dict, source: str = "run settings") -> RunSettings:

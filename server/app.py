@@ -1,4 +1,7 @@
-"""The coordinator's Flower ServerApp: set up the run, hand over to :class:`server.rounds.RoundLoop`."""
+"""The coordinator's Flower ServerApp: set up the run, hand over to :class:`server.rounds.RoundLoop`.
+
+A statistics run (``task = "stats"``) hands over to :func:`server.statistics.collect_statistics` instead.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from server.live_state import LiveState
 from server.presence import QuorumLost
 from server.rounds import RoundLoop
 from server.secure import SecureTraining
+from server.statistics import collect_statistics
 from server.strategy import build_strategy
 
 log = logging.getLogger(__name__)
@@ -50,19 +54,23 @@ def main(grid: Grid, context: Context) -> None:
         state.set("starting")
         if not (run_dir / "run.json").exists():
             record.create(f"flower-run-{context.run_id}", settings, transport={})
-        secure = settings.aggregation.mode == "secagg+"
+        training_run = settings.task == "train"  # a statistics run aggregates nothing: each site's counts are seen
+        secure = training_run and settings.aggregation.mode == "secagg+"
         transport = {**record.read().get("transport", {}), "secure_aggregation": secure, "dp_epsilon": None}
         record.update(
             status="running",
             flower_runs=record.read()["flower_runs"] + [context.run_id],
-            aggregation=settings.aggregation.mode,
+            aggregation=settings.aggregation.mode if training_run else "none",
             transport=transport,
         )
         try:
-            arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
-            training = SecureTraining(grid, context, settings) if secure else None
-            loop = RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training, state=state)
-            loop.run(arrays, pending)
+            if settings.task == "stats":
+                collect_statistics(grid, settings, record, state)
+            else:
+                arrays, pending = starting_point(settings, str(context.run_config["initial-weights"]), record)
+                training = SecureTraining(grid, context, settings) if secure else None
+                loop = RoundLoop(grid, build_strategy(settings), settings, record, offset, secure=training, state=state)
+                loop.run(arrays, pending)
         except QuorumLost as pause:
             # Not a failure: the run stops where it is, resumable, and says why.
             record.update(status="paused", paused=str(pause), paused_run=context.run_id, failure=None)

@@ -28,7 +28,7 @@ from nibabel.spatialimages import SpatialImage
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from client.cases import Case, Split, write_index
+from client.cases import UNKNOWN_MODALITY, Case, Split, write_index
 from common.errors import SiteDataError
 from siteprep.deid.keys import SiteKey
 from siteprep.series import IMAGE_MODALITIES, Series, add_slice, read_volume, stack_slices
@@ -158,7 +158,11 @@ def ingest(
         case_id = _case_id(item)
         split: Split = "val" if _held_out(len(report.cases), held_out) else "train"
         case = Case(
-            case_id, data_path / "images" / f"{case_id}.nii.gz", data_path / "labels" / f"{case_id}.nii.gz", split
+            case_id,
+            data_path / "images" / f"{case_id}.nii.gz",
+            data_path / "labels" / f"{case_id}.nii.gz",
+            split,
+            str(ordered[0][1].get("Modality", UNKNOWN_MODALITY)),
         )
         if not dry_run:
             case.image.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,8 @@ def describe_run(record: dict, state: dict | None, now: float) -> str:
     """The run's state in one line, as the coordinator last reported it, never guessed."""
     status = record.get("status")
     done = f"{record.get('rounds_done', 0)} of {record.get('rounds_planned', '?')} rounds done"
+    if record.get("settings", {}).get("task") == "stats":  # a statistics run has no rounds (insite coord stats)
+        done = f"data statistics of {len(record.get('sites', []))} site(s)"
     if status in ("completed", "failed", "paused"):
         reason = record.get("failure") if status == "failed" else record.get("paused")
         return f"{status} ({done})" + (f": {reason}" if reason else "")

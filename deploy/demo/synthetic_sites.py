@@ -49,6 +49,7 @@ class ScannerProfile:
     scale: float = 1000.0
     offset: float = 0.0
     modality: str = "MR"
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)  # mm, along the NIfTI axes (columns, rows, slices)
 
 
 DEMO_SITES: tuple[ScannerProfile, ...] = (
@@ -63,6 +64,7 @@ DEMO_SITES: tuple[ScannerProfile, ...] = (
         bias=(0.2, 0.4),
         blur=1.2,
         scale=1000.0,
+        spacing=(0.9, 0.9, 2.0),
     ),
     ScannerProfile(
         "site-c",
@@ -144,7 +146,7 @@ def write_site(
     """Write one site's volumes as NIfTI plus ``cases.json``; returns the cases written."""
     (data_path / "images").mkdir(parents=True, exist_ok=True)
     (data_path / "labels").mkdir(parents=True, exist_ok=True)
-    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine = np.diag([*profile.spacing, 1.0])
     cases = []
     volumes = _site_volumes(profile, train_cases + val_cases, size, seed)
     for n, (image, label) in enumerate(volumes):
@@ -153,7 +155,7 @@ def write_site(
         label_path = data_path / "labels" / f"{case_id}.nii.gz"
         nib.save(nib.Nifti1Image(image, affine), image_path)
         nib.save(nib.Nifti1Image(label, affine), label_path)
-        cases.append(Case(case_id, image_path, label_path, "train" if n < train_cases else "val"))
+        cases.append(Case(case_id, image_path, label_path, "train" if n < train_cases else "val", profile.modality))
         if progress:
             progress()
     write_index(data_path, cases)
@@ -187,6 +189,7 @@ def write_site_dicom(
             folder / "series1",
             patient,
             modality=profile.modality,
+            spacing=profile.spacing[::-1],
             rescale=fitted_rescale(image),
         )
         write_segmentation(label.transpose(2, 1, 0), slices, folder / "seg" / "label.dcm", names={1: "lesion"})

@@ -40,7 +40,14 @@ def check_site(settings: SiteSettings) -> tuple[int, int]:
 def serve_site(settings: SiteSettings, on_event: Callable[[str], None]) -> None:
     """This site's SuperNode, connected to the coordinator and behind the app-approval gate."""
     train, val = check_site(settings)
-    context = SiteContext(settings.name, settings.data_path, settings.cache_path, settings.device, settings.threads)
+    context = SiteContext(
+        settings.name,
+        settings.data_path,
+        settings.cache_path,
+        settings.device,
+        settings.threads,
+        settings.stats_min_count,
+    )
     flwr_home = settings.cache_path / "flwr-home"
     with ProcessSet(settings.cache_path / "logs", flower_env(flwr_home)) as processes:
         supernode = start_supernode(

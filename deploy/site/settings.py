@@ -23,6 +23,9 @@ class SiteSettings(StrictModel):
     private_key: Path
     device: Literal["auto", "cuda", "cpu"] = "auto"
     threads: int = Field(0, ge=0, description="CPU threads for training; 0 = all cores")
+    stats_min_count: int = Field(
+        5, ge=2, description="this site withholds every statistic counted from 1 to this - 1, whatever the run asks"
+    )
     node_port: int = Field(
         9094,
         ge=1,

@@ -41,8 +41,10 @@ from deploy.coordinator.pki import (
 from deploy.coordinator.run_state import run_summary
 from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.service import serve_superlink
+from deploy.coordinator.statistics_plot import write_statistics_plot
 from deploy.host.processes import LOOPBACK
 from insite.cli.run_report import report_run, round_printer
+from insite.cli.stats_report import print_statistics
 from insite.cli.terminal import command_group, console, run_paused, say
 
 app = command_group()
@@ -350,3 +352,50 @@ def _see_through(coordinator: CoordinatorDir, run_dir: Path) -> None:
     report_run(run_dir, settings, record, started)
     if record.get("status") == "paused":
         raise run_paused(record, f"insite coord resume {run_dir}")
+
+
+@app.command("stats")
+def stats_command(
+    config: Path = typer.Option(
+        SHIPPED_RUN_SETTINGS,
+        "--config",
+        help="Run settings (TOML): min_sites, round_timeout_s of \\[run]; bins and minimum count of \\[run.stats].",
+    ),
+    directory: Path = DIR,
+    as_json: bool = JSON,
+) -> None:
+    """Ask every site for its data statistics, before any training, and show the sites side by side.
+
+    Each site reports binned counts of its training-ready cases (case counts, modality,
+    orientation, voxel spacing and size, intensity histogram in raw scanner units, lesion volumes);
+    no per-case value, minimum or maximum leaves a site, and counts below the minimum count are
+    withheld. A site that fails is named with its reason; the others' statistics still come
+    back. The result stays in the consortium folder (runs/<time>-stats/: run.json and
+    statistics.png), where the dashboard shows it. A site administrator sees beforehand what
+    the site would send with 'insite site stats --dry-run'.
+    """
+    coordinator = CoordinatorDir(directory.resolve())
+    settings = load_run_settings(config).model_copy(update={"task": "stats"})
+    require_running(coordinator)
+    run_dir = coordinator.new_run_dir()
+    run_dir = run_dir.with_name(f"{run_dir.name}-stats")
+    RunRecord(run_dir).create(run_dir.name, settings, transport={"tls": True, "node_auth": True, "fleet_proxy": True})
+    on_event = (lambda event: None) if as_json else (lambda event: say(f"[dim]{escape(event)}[/]"))
+    supervisor = RunSupervisor(
+        control_client(coordinator), run_dir, lambda row: None, on_event, settings.time_limit_s(1)
+    )
+    try:
+        record = supervisor.run()
+    except KeyboardInterrupt:  # Ctrl-C stops the request at the sites too
+        if supervisor.run_id is not None:
+            supervisor.bury(supervisor.run_id)
+        raise
+    if record.get("status") == "paused":
+        raise run_paused(record, "insite coord stats")
+    statistics = record["statistics"]
+    plot = write_statistics_plot(statistics, run_dir / "statistics.png")
+    if as_json:
+        print(json.dumps({"run_dir": str(run_dir), "plot": str(plot), **statistics}, indent=1))
+        return
+    print_statistics(statistics)
+    say(f"plot: {plot}; record: {run_dir / RUN_RECORD}")

@@ -1,6 +1,6 @@
 """``insite site ...``: what a site administrator runs on the site's own machine."""
 
-from insite.cli import site_approve, site_data, site_deface, site_key, site_ledger, site_node
+from insite.cli import site_approve, site_data, site_deface, site_key, site_ledger, site_node, site_stats
 from insite.cli.terminal import command_group
 
 app = command_group()
@@ -10,3 +10,4 @@ site_approve.register(app)
 site_node.register(app)
 site_ledger.register(app)
 site_deface.register(app)
+site_stats.register(app)

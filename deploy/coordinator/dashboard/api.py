@@ -20,6 +20,7 @@ from deploy.coordinator.consortium import CoordinatorDir, registered_sites
 from deploy.coordinator.dashboard.source import DashboardSource
 from deploy.coordinator.dashboard.superlink_db import FlowerNode, FlowerRun, read_nodes, read_runs
 from deploy.coordinator.run_state import SILENT_S, describe_run, run_summary
+from deploy.coordinator.statistics_view import side_by_side
 from publication.manifest.approvals import (
     ManifestApproval,
     check_approvals,
@@ -159,6 +160,23 @@ def run(source: DashboardSource, name: str, now: float) -> dict[str, Any] | None
         "rounds": [_round_row(row) for row in record.rounds()],
         "flower_runs": [_flower_run(int(run_id), flower.get(int(run_id))) for run_id in raw.get("flower_runs", [])],
     }
+
+
+def statistics(source: DashboardSource) -> dict[str, Any]:
+    """The latest data statistics ('insite coord stats'): the sites side by side, and each intensity histogram."""
+    for run_dir, record in reversed(_records(source)):
+        found = record.get("statistics")
+        if found is None:
+            continue
+        return {
+            "run": run_dir.name,
+            "collected": found["collected"],
+            "min_count": found["settings"]["min_count"],
+            "failures": found["failures"],
+            "rows": side_by_side(found),
+            "intensity": {site: figures["intensity"] for site, figures in sorted(found["sites"].items())},
+        }
+    return {"run": None}
 
 
 def latest_run_name(source: DashboardSource) -> str | None:

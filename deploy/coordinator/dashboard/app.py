@@ -41,6 +41,7 @@ ENDPOINTS = {
     "/api/runs/{name}": "one run: record, current phase, every closed round's row, its Flower runs (app, bytes)",
     "/api/current": "the latest run, as /api/runs/{name}",
     "/api/publication": "each shared-assets manifest: per-asset decision, approving sites, sites awaited",
+    "/api/statistics": "the latest sites' data statistics ('insite coord stats'), side by side",
 }
 
 SECURITY_HEADERS = {
@@ -128,6 +129,9 @@ def create_app(source: DashboardSource, token: str | None = None, clock: Callabl
     async def publication(request: Request) -> Response:
         return answer(lambda: api.publication(source))
 
+    async def statistics(request: Request) -> Response:
+        return answer(lambda: api.statistics(source))
+
     routes = [
         Route("/", index, methods=["GET"]),
         Route("/api", endpoints, methods=["GET"]),
@@ -137,6 +141,7 @@ def create_app(source: DashboardSource, token: str | None = None, clock: Callabl
         Route("/api/runs/{name}", one_run, methods=["GET"]),
         Route("/api/current", current, methods=["GET"]),
         Route("/api/publication", publication, methods=["GET"]),
+        Route("/api/statistics", statistics, methods=["GET"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]

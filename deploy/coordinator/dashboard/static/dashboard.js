@@ -143,6 +143,53 @@ function showHistory(data) {
   });
 }
 
+function showStatistics(data) {
+  document.getElementById("statistics-none").hidden = data.run !== null;
+  if (data.run === null) return;
+  document.getElementById("statistics-run").textContent =
+    `(${data.run}, collected ${data.collected}; counts below ${data.min_count} withheld)`;
+  const sites = Object.keys(data.rows[0].sites);
+  const head = document.querySelector("#statistics-table thead tr");
+  head.replaceChildren(...["figure", ...sites].map((name) => {
+    const th = document.createElement("th");
+    th.textContent = name;
+    return th;
+  }));
+  fill("statistics-table", data.rows, (row, figure) => {
+    cell(row, figure.figure);
+    sites.forEach((site) => cell(row, figure.sites[site], figure.sites[site].startsWith("failed") ? "bad" : ""));
+  });
+  if (window.intensityChart && window.intensityChart.collected === `${data.run} ${data.collected}`) return;
+  const datasets = Object.entries(data.intensity).flatMap(([site, modalities], i) =>
+    Object.entries(modalities).map(([modality, found]) => {
+      const counts = found.hist.map((value) => value ?? 0);
+      const total = counts.reduce((a, b) => a + b, 0) || 1;
+      const [low, high] = found.range;
+      const width = (high - low) / counts.length;
+      return {
+        label: `${site} (${modality})`,
+        data: counts.map((count, n) => ({ x: low + (n + 0.5) * width, y: count / total })),
+        borderColor: COLOURS[i % COLOURS.length],
+        borderWidth: 1.5,
+        pointRadius: 0,
+      };
+    }));
+  if (window.intensityChart) window.intensityChart.destroy();
+  window.intensityChart = new Chart(document.getElementById("intensity-chart"), {
+    type: "line",
+    data: { datasets },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      scales: {
+        x: { type: "linear", title: { display: true, text: "raw scanner units" } },
+        y: { title: { display: true, text: "share of voxels" } },
+      },
+    },
+  });
+  window.intensityChart.collected = `${data.run} ${data.collected}`;
+}
+
 function showPublication(data) {
   const box = document.getElementById("publication");
   if (!data.manifests.length) return;
@@ -211,6 +258,7 @@ async function refresh() {
   await step("/api/current", (run) => { showPhase(run); showRounds(run); showChart(run); });
   await step("/api/runs", showHistory);
   await step("/api/publication", showPublication);
+  await step("/api/statistics", showStatistics);
   document.getElementById("problem").textContent = problems.join("; ");
   document.getElementById("updated").textContent = new Date().toLocaleTimeString();
   document.body.dataset.refreshed = String(Date.now());
