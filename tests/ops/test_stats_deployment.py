@@ -26,7 +26,9 @@ from deploy.coordinator.dashboard.api import statistics as dashboard_statistics
 from deploy.coordinator.dashboard.source import consortium_source
 from harness.direct_statistics import as_sent, direct_statistics
 
-pytestmark = [pytest.mark.federation, pytest.mark.timeout(600)]
+# Slow (2-3 minutes of its own deployment on 2 cores): the default run keeps the harness tests of the
+# same code in tests/federation/test_statistics.py; `make test-slow` runs this one.
+pytestmark = [pytest.mark.federation, pytest.mark.slow, pytest.mark.timeout(600)]
 
 STATS_RUN = """[run]
 min_sites = 3
