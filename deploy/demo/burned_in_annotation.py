@@ -22,12 +22,11 @@ import matplotlib
 import numpy as np
 import pytesseract
 from PIL import Image, ImageDraw, ImageFont
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_voi_lut
 from pydicom.uid import (
     UID,
-    ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     SecondaryCaptureImageStorage,
     UltrasoundImageStorage,
@@ -35,7 +34,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from deploy.demo.synthetic_dicom import PlantedPatient
+from deploy.demo.synthetic_dicom import PlantedPatient, new_instance
 
 FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono-Bold.ttf")  # shipped with matplotlib
 Kind = Literal["grey8", "grey16", "rgb", "rgb-jpeg"]
@@ -138,31 +137,12 @@ def _painted(base: np.ndarray, frame_labels: Sequence[Sequence[Label]], colour: 
 
 
 def _header(patient: PlantedPatient, sop_class: UID, modality: str) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds = new_instance(sop_class, patient)
     ds.ImageType = ["ORIGINAL", "PRIMARY"] if modality == "US" else ["DERIVED", "SECONDARY"]
     ds.Modality = modality
     if modality != "US":
         ds.ConversionType = "WSD"  # workstation: a screen capture
-    ds.Manufacturer = "INSITE SYNTHETIC"
-    ds.InstitutionName = patient.institution
-    ds.ReferringPhysicianName = patient.physician
-    ds.OperatorsName = patient.operator
-    ds.PatientName = patient.name
-    ds.PatientID = patient.patient_id
-    ds.PatientBirthDate = patient.birth_date
-    ds.PatientSex = "O"
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = patient.study_date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "101500"
-    ds.AccessionNumber = patient.accession
-    ds.StudyID = patient.study_id
-    ds.StudyInstanceUID = patient.study_uid
+    ds.ContentTime = "101500"
     ds.SeriesInstanceUID = generate_uid()
     ds.SeriesNumber = ds.InstanceNumber = 1
     ds.BurnedInAnnotation = "YES"  # what a scanner that draws text into the pixels says

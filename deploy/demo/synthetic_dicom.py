@@ -23,6 +23,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
+    UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
@@ -133,6 +134,33 @@ def fitted_rescale(volume: np.ndarray) -> tuple[str, str]:
     return f"{slope:.9g}", f"{intercept:.9g}"
 
 
+def new_instance(sop_class: UID, patient: PlantedPatient) -> Dataset:
+    """A new object's file meta, SOP identity, and the patient and study attributes every modality
+    writes, holding ``patient``'s planted identifiers (the caller adds its own series and image)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Manufacturer = "INSITE SYNTHETIC"
+    ds.InstitutionName = patient.institution
+    ds.ReferringPhysicianName = patient.physician
+    ds.OperatorsName = patient.operator
+    ds.PatientName = patient.name
+    ds.PatientID = patient.patient_id
+    ds.PatientBirthDate = patient.birth_date
+    ds.PatientSex = "O"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = patient.study_date
+    ds.StudyTime = ds.SeriesTime = "101500"
+    ds.AccessionNumber = patient.accession
+    ds.StudyID = patient.study_id
+    ds.StudyInstanceUID = patient.study_uid
+    return ds
+
+
 def write_series(
     volume: np.ndarray,
     out_dir: Path,
@@ -168,36 +196,18 @@ def write_series(
     paths: list[Path] = []
     previous_uid = ""
     for index, plane in enumerate(stored):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = sop_class
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = new_instance(sop_class, patient)
         ds.file_meta.SourceApplicationEntityTitle = "ELSEWHERE_CT1"
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.Modality = modality
         if body_part:
             ds.BodyPartExamined = body_part
-        ds.Manufacturer = "INSITE SYNTHETIC"
-        ds.InstitutionName = patient.institution
         ds.InstitutionAddress = patient.address
         ds.StationName = "ELSEWHERE-CT1"
-        ds.ReferringPhysicianName = patient.physician
-        ds.OperatorsName = patient.operator
-        ds.PatientName = patient.name
-        ds.PatientID = patient.patient_id
         ds.OtherPatientIDs = patient.other_id
-        ds.PatientBirthDate = patient.birth_date
-        ds.PatientSex = "O"
         ds.PatientAddress = patient.address
         ds.PatientTelephoneNumbers = patient.telephone
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = patient.study_date
-        ds.StudyTime = ds.SeriesTime = "101500"
-        ds.AccessionNumber = patient.accession
-        ds.StudyID = patient.study_id
+        ds.AcquisitionDate = patient.study_date
         ds.StudyDescription = f"{modality} for {patient.name.replace('^', ' ')}"
         ds.SeriesDescription = f"series {series_number} {patient.patient_id}"
         ds.ImageComments = f"Patient {patient.name} MRN {patient.patient_id} tel {patient.telephone}"
@@ -208,7 +218,6 @@ def write_series(
             reference.ReferencedSOPInstanceUID = previous_uid
             ds.ReferencedImageSequence = [reference]
         previous_uid = ds.SOPInstanceUID
-        ds.StudyInstanceUID = patient.study_uid
         ds.SeriesInstanceUID = series_uid
         ds.FrameOfReferenceUID = frame_uid
         ds.SeriesNumber = series_number

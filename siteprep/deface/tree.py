@@ -44,6 +44,7 @@ from siteprep.deface.registration import fit_template, series_image
 from siteprep.deface.screening import HeaderVerdict, Screening, extent_problem, screen_header, stack_extent_mm
 from siteprep.deface.settings import DefaceSettings
 from siteprep.deface.template import HeadTemplate, shipped_template
+from siteprep.folders import layout_problem
 from siteprep.series import Series, add_slice, read_volume, stack_slices
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,9 @@ def check_layout(source: Path, destination: Path, quarantine: Path, qa_folder: P
     """Refuse folders that would mix faces into the output or the output into the input."""
     if not source.is_dir():
         raise DefaceError(f"source folder {source} does not exist")
-    dst = destination.resolve()
-    for what, path in (("quarantine folder", quarantine), ("QA picture folder", qa_folder)):
-        if path.resolve().is_relative_to(dst):
-            raise DefaceError(f"{what} {path} is inside the output folder {destination}; it holds faces: keep it out")
-    if dst.is_relative_to(source.resolve()):
-        raise DefaceError(f"output folder {destination} is inside the source folder {source}")
+    kept_out = (("quarantine folder", quarantine), ("QA picture folder", qa_folder))
+    if problem := layout_problem(source, destination, kept_out, "it holds faces: keep it out"):
+        raise DefaceError(problem)
 
 
 def read_series(source: Path, progress: Callable[[], None] | None = None) -> tuple[dict[str, Series], list[Path]]:

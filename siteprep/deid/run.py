@@ -35,6 +35,7 @@ from siteprep.deid.profile import Profile
 from siteprep.deid.reasons import Reason, Unsafe
 from siteprep.deid.scan import ScanReport, index_search, scan_files
 from siteprep.deid.settings import DeidSettings
+from siteprep.folders import layout_problem
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,9 @@ def source_files(source: Path) -> list[Path]:
 
 
 def _check_layout(source: Path, destination: Path, quarantine: Path, key_file: Path) -> None:
-    dst = destination.resolve()
-    for what, path in (("key file", key_file), ("quarantine folder", quarantine)):
-        if path.resolve().is_relative_to(dst):
-            raise DeidError(f"{what} {path} is inside the output folder {destination}; it must stay outside")
-    if dst.is_relative_to(source.resolve()):
-        raise DeidError(f"output folder {destination} is inside the source folder {source}")
+    kept_out = (("key file", key_file), ("quarantine folder", quarantine))
+    if problem := layout_problem(source, destination, kept_out, "it must stay outside"):
+        raise DeidError(problem)
 
 
 class _Runner:
