@@ -1,4 +1,4 @@
-"""The folder rule every site tool that writes a tree shares: what must stay out of the output stays out.
+"""Folders of the site tools that write trees: what must stay out of the output, and private work folders.
 
 A key file, a quarantine or a QA folder inside the output would travel with it when the output is
 handed on; an output inside its source would be read again as input on the next run.
@@ -6,7 +6,10 @@ handed on; an output inside its source would be read again as input on the next 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -19,3 +22,18 @@ def layout_problem(source: Path, destination: Path, kept_out: Iterable[tuple[str
     if output.is_relative_to(source.resolve()):
         return f"output folder {destination} is inside the source folder {source}"
     return None
+
+
+@contextmanager
+def private_folder(parent: Path, prefix: str) -> Iterator[Path]:
+    """A new hidden folder in ``parent`` (made if missing), removed with whatever is left in it.
+
+    Work is finished there and then moved out by rename, so a reader of ``parent`` never sees it
+    half done; a crash leaves only a hidden folder named by ``prefix``.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -26,8 +26,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,7 @@ from siteprep.deface.registration import fit_template, series_image
 from siteprep.deface.screening import HeaderVerdict, Screening, extent_problem, screen_header, stack_extent_mm
 from siteprep.deface.settings import DefaceSettings
 from siteprep.deface.template import HeadTemplate, shipped_template
-from siteprep.folders import layout_problem
+from siteprep.folders import layout_problem, private_folder
 from siteprep.series import Series, add_slice, read_volume, stack_slices
 
 log = logging.getLogger(__name__)
@@ -99,15 +99,9 @@ def read_series(source: Path, progress: Callable[[], None] | None = None) -> tup
     return found, unreadable
 
 
-@contextmanager
-def _staging(destination: Path) -> Iterator[Path]:
+def _staging(destination: Path) -> AbstractContextManager[Path]:
     """A private folder inside ``destination``: a defaced series is complete there before it is moved."""
-    destination.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".deface-staging-", dir=destination))
-    try:
-        yield staging
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return private_folder(destination, ".deface-staging-")
 
 
 @dataclass

@@ -15,11 +15,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +34,7 @@ from siteprep.deid.profile import Profile
 from siteprep.deid.reasons import Reason, Unsafe
 from siteprep.deid.scan import ScanReport, index_search, scan_files
 from siteprep.deid.settings import DeidSettings
-from siteprep.folders import layout_problem
+from siteprep.folders import layout_problem, private_folder
 
 log = logging.getLogger(__name__)
 
@@ -242,15 +241,9 @@ class _Runner:
         )
 
 
-@contextmanager
-def _pending_folder(destination: Path) -> Iterator[Path]:
+def _pending_folder(destination: Path) -> AbstractContextManager[Path]:
     """Where the run writes when it defaces: beside ``destination``, so no undefaced head ever lands in it."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    pending = Path(tempfile.mkdtemp(prefix=f".{destination.name}.pending-deface-", dir=destination.parent))
-    try:
-        yield pending
-    finally:
-        shutil.rmtree(pending, ignore_errors=True)
+    return private_folder(destination.parent, f".{destination.name}.pending-deface-")
 
 
 @contextmanager
@@ -264,13 +257,11 @@ def _staging_folder(destination: Path, dry_run: bool) -> Iterator[Path]:
         yield destination  # nothing is staged in a dry run
         return
     made = not destination.exists()
-    destination.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=destination))
     try:
-        yield staging
+        with private_folder(destination, ".staging-") as staging:
+            yield staging
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if made and not any(destination.iterdir()):
+        if made and destination.exists() and not any(destination.iterdir()):
             destination.rmdir()
 
 
