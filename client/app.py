@@ -32,8 +32,9 @@ from client.egress import egress_guard_mod, ledger_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.errors import InsiteError
+from common.evaluation import EVALUATE_LOCAL_ONLY, EVALUATE_MODEL, scoring_settings
 from common.protocol import EVALUATE_INCOMING
-from common.settings import from_run_config
+from common.settings import RunSettings, from_run_config
 
 if TYPE_CHECKING:
     from client.local_round import SiteRound
@@ -50,15 +51,21 @@ def _metric_record(metrics: dict[str, float]) -> MetricRecord:
     return MetricRecord(cast(dict[str, MetricRecordValues], metrics))
 
 
-def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], RecordDict]) -> Message:
+def _answer(
+    msg: Message,
+    context: Context,
+    work: Callable[[SiteRound, dict], RecordDict],
+    adapt: Callable[[RunSettings], RunSettings] = lambda settings: settings,
+) -> Message:
+    """Run ``work`` on the message's weights (none: ``{}``) with the run's settings, as ``adapt`` makes them."""
     from client.local_round import SiteRound  # noqa: PLC0415  (lazy: see the module docstring)
 
     site_name = str(context.node_config.get("site-name", "unknown site"))
     try:
         site = SiteContext.from_node_config(context.node_config)
-        job = SiteRound.prepare(site, from_run_config(context.run_config))
-        weights = msg.content.array_records["arrays"].to_torch_state_dict()
-        content = work(job, weights)
+        job = SiteRound.prepare(site, adapt(from_run_config(context.run_config)))
+        arrays = msg.content.array_records.get("arrays")
+        content = work(job, arrays.to_torch_state_dict() if arrays is not None else {})
     except InsiteError as error:
         log.error("%s", error)
         return Message(Error(code=SITE_ERROR, reason=f"site {site_name}: {error}"), reply_to=msg)
@@ -84,5 +91,28 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     def work(job: SiteRound, weights: dict) -> RecordDict:
         return RecordDict({"metrics": _metric_record(job.evaluate(weights))})
+
+    return _answer(msg, context, work)
+
+
+@app.evaluate(EVALUATE_MODEL.partition(".")[2])
+def evaluate_model(msg: Message, context: Context) -> Message:
+    """Score a model of a federated evaluation; its network comes from the message's validated settings."""
+    config = dict(msg.content.config_records.get("config", {}))
+
+    def work(job: SiteRound, weights: dict) -> RecordDict:
+        return RecordDict({"metrics": _metric_record(job.evaluate_held_out(weights))})
+
+    return _answer(msg, context, work, lambda settings: scoring_settings(settings, config))
+
+
+@app.evaluate(EVALUATE_LOCAL_ONLY.partition(".")[2])
+def evaluate_local_only(msg: Message, context: Context) -> Message:
+    """Score the model this site trained alone; the model stays here, its scores leave."""
+
+    def work(job: SiteRound, weights: dict) -> RecordDict:
+        from client.local_only import score_local_only  # noqa: PLC0415  (lazy: see the module docstring)
+
+        return RecordDict({"metrics": _metric_record(score_local_only(job.site))})
 
     return _answer(msg, context, work)

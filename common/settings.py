@@ -191,14 +191,23 @@ def load_run_settings(path: Path) -> RunSettings:
 
 
 def to_run_config(
-    settings: RunSettings, run_dir: Path, round_offset: int = 0, initial_weights: Path | None = None
+    settings: RunSettings,
+    run_dir: Path,
+    round_offset: int = 0,
+    initial_weights: Path | None = None,
+    task: str = "train",
 ) -> dict[str, str | int]:
-    """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``."""
+    """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``.
+
+    ``task`` selects what the ServerApp does with the run folder: ``train`` (the rounds), or
+    another kind of run that keeps its input in the folder (``evaluate``: common.evaluation).
+    """
     return {
         "settings": settings.canonical_json(),
         "run-dir": str(run_dir),
         "round-offset": round_offset,
         "initial-weights": str(initial_weights) if initial_weights else "",
+        "task": task,
     }
 
 

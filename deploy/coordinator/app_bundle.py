@@ -27,6 +27,7 @@ RUN_CONFIG = {
     "run-dir": "",  # coordinator-side folder for checkpoints and metrics
     "round-offset": 0,  # rounds already done before this run (resume)
     "initial-weights": "",  # checkpoint to start from (resume); "" = fresh model
+    "task": "train",  # what the ServerApp runs: train | evaluate (see common.settings.to_run_config)
 }
 
 

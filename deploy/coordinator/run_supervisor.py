@@ -139,11 +139,12 @@ class RunSupervisor:
         waited for, up to ``READY_S``; a refusal by a SuperLink that is up is raised at once.
         """
         run_dir = self.record.run_dir
+        task = str(self.record.read().get("task", "train"))
         if latest_checkpoint(run_dir) is None:
-            config = to_run_config(self.settings, run_dir)
+            config = to_run_config(self.settings, run_dir, task=task)
         else:
             _, done, checkpoint = resume_point(run_dir)
-            config = to_run_config(self.settings, run_dir, done, checkpoint)
+            config = to_run_config(self.settings, run_dir, done, checkpoint, task)
         run_id = self.once_superlink_is_up(lambda: self.superlink.submit(config, self.app_dir), "take the run")
         self.on_event(f"submitted Flower run {run_id}")
         return run_id
