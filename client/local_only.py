@@ -56,10 +56,8 @@ def score_local_only(site: SiteContext) -> dict[str, float]:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         settings = RunSettings.model_validate_json(saved["settings"])
     except FileNotFoundError:
-        raise SiteDataError(
-            f"site {site.name}: no local-only model in {path}; train one with 'insite site train-local'"
-        ) from None
+        raise SiteDataError(f"no local-only model in {path}; train one with 'insite site train-local'") from None
     except Exception as error:  # torch and pydantic raise many types for a damaged file
-        raise SiteDataError(f"site {site.name}: {path} is not a readable local-only model ({error})") from None
+        raise SiteDataError(f"{path} is not a readable local-only model ({error})") from None
     scores = SiteRound.prepare(site, settings).evaluate_held_out(saved["weights"])
     return {LOCAL_ONLY_PREFIX + name: value for name, value in scores.items()}

@@ -129,7 +129,7 @@ class SiteRound:
         val = self.data.split("val")
         if not val:
             raise SiteDataError(
-                f"site {self.site.name}: no validation cases in {self.site.data_path} to score a model on; "
+                f"no validation cases in {self.site.data_path} to score a model on; "
                 "hold some out with 'insite site ingest --val-fraction'"
             )
         scores = evaluate_cases(

@@ -42,6 +42,13 @@ def read_models(paths: list[Path], window: int) -> tuple[list[CandidateModel], d
     return accepted, refused
 
 
+def require_something_to_score(models: list[CandidateModel], refused: dict[str, str], local_only: bool) -> None:
+    if not models and not local_only:
+        raise ModelRefused(
+            "no model the sites can score: " + (" | ".join(refused.values()) or "give MODEL(s) or --local-only")
+        )
+
+
 def prepare_evaluation(
     run_dir: Path,
     settings: RunSettings,
@@ -51,13 +58,10 @@ def prepare_evaluation(
     transport: dict[str, Any],
 ) -> EvaluationRequest:
     """Write the evaluation's run folder; :class:`ModelRefused` when nothing is left to score."""
-    if not models and not local_only:
-        raise ModelRefused(
-            "no model the sites can score: " + (" | ".join(refused.values()) or "give MODEL(s) or --local-only")
-        )
+    require_something_to_score(models, refused, local_only)
     record = RunRecord(run_dir)
     record.create(run_dir.name, settings, transport)
-    record.update(task=TASK)
+    record.update(task=TASK, rounds_planned=0)  # an evaluation trains no round
     entries = []
     for number, model in enumerate(models, start=1):
         weights = run_dir / "models" / f"{number:02d}.pt"

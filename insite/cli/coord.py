@@ -32,7 +32,13 @@ from deploy.coordinator.consortium import (
 )
 from deploy.coordinator.dashboard.server import DEFAULT_PORT, Binding, available_port, binding_for, serve
 from deploy.coordinator.dashboard.source import consortium_source
-from deploy.coordinator.evaluation import file_with_training_runs, latest_result, prepare_evaluation, read_models
+from deploy.coordinator.evaluation import (
+    file_with_training_runs,
+    latest_result,
+    prepare_evaluation,
+    read_models,
+    require_something_to_score,
+)
 from deploy.coordinator.pki import (
     certificate_fingerprint,
     certificate_names,
@@ -45,7 +51,7 @@ from deploy.coordinator.service import serve_superlink
 from deploy.host.processes import LOOPBACK
 from insite.cli.evaluation_report import plot_evaluation, print_evaluation
 from insite.cli.run_report import report_run, round_printer
-from insite.cli.terminal import command_group, console, run_paused, say
+from insite.cli.terminal import command_group, console, err_console, run_paused, say
 
 app = command_group()
 
@@ -387,6 +393,9 @@ def evaluate_command(
     coordinator = CoordinatorDir(directory.resolve())
     settings = load_run_settings(config)
     accepted, refused = read_models([path.resolve() for path in models or []], settings.training.patch_size)
+    require_something_to_score(accepted, refused, local_only)  # before anything else is touched
+    for name, reason in refused.items():
+        err_console.print(f"[bold red]refused[/] {escape(name)}: {escape(reason)}", highlight=False)
     require_running(coordinator)
     run_dir = (run_dir or Path(f"{coordinator.new_run_dir()}-evaluation")).resolve()
     transport = {"tls": True, "node_auth": True, "fleet_proxy": True}

@@ -39,8 +39,6 @@ def evaluation_table(result: dict[str, Any]) -> Table:
 
 def print_evaluation(result: dict[str, Any]) -> None:
     console.print(evaluation_table(result))
-    for name, reason in result.get("refused", {}).items():
-        console.print(f"[bold red]refused[/] {escape(name)}: {escape(reason)}", highlight=False)
 
 
 def plot_evaluation(result: dict[str, Any], path: Path) -> Path:

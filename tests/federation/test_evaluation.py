@@ -235,3 +235,10 @@ def test_egress_allows_the_evaluation_scores_and_nothing_else():
     check_reply(RecordDict({"metrics": MetricRecord(scores)}), model, "site-a")
     with pytest.raises(EgressRefused, match="local-only-weights-norm"):
         check_reply(RecordDict({"metrics": MetricRecord({"local-only-weights-norm": 1.0})}), model, "site-a")
+
+
+def test_cli_refuses_a_broken_bundle_by_name_before_anything_runs(insite, tmp_path):
+    broken = write_bundle(tmp_path / "broken", "{ not json", {})
+    result = insite("coord", "evaluate", broken, "--dir", tmp_path / "consortium")
+    result.one_line_error("no model the sites can score", "broken: ", "inference.json is not readable JSON")
+    assert not (tmp_path / "consortium").exists()
