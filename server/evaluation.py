@@ -111,7 +111,11 @@ class FederatedEvaluation:
         for site, scores in sorted(sites.items()):
             log.info(
                 "%s at %s: Dice %.3f, HD95 %.2f, %d cases",
-                *(model.name, site, scores["dice"], scores["hd95"], scores["num_val"]),
+                model.name,
+                site,
+                scores["dice"],
+                scores["hd95"],
+                scores["num_val"],
             )
         return {
             **model.model_dump(mode="json", exclude={"weights"}),

@@ -19,7 +19,6 @@ else the training patch of the run settings.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import torch
 from pydantic import ValidationError
 
 from common.errors import InsiteError
-from common.model import build_model
+from common.model import build_model, spatial_multiple
 from common.run_record import load_checkpoint
 from common.settings import ModelSettings, RunSettings
 
@@ -143,9 +142,7 @@ def _window(config: dict[str, Any], model: ModelSettings, fallback: int) -> int:
         edge = int(roi[0])
     else:
         edge = fallback
-    multiple = 1
-    for stride in model.strides:
-        multiple *= stride
+    multiple = spatial_multiple(model)
     return max(16, multiple, edge // multiple * multiple)
 
 
@@ -176,7 +173,7 @@ def model_name(path: Path, taken: set[str]) -> str:
     """A short, unique name for the table: the bundle or run folder and file, e.g. ``run/round-0003``."""
     parts = [p for p in path.resolve().parts if p not in ("bundle", "checkpoints", "models")]
     base = "/".join(parts[-2:]) if path.suffix == ".pt" else parts[-1]
-    base = re.sub(r"\.pt$", "", base)
+    base = base.removesuffix(".pt")
     name, number = base, 2
     while name in taken:
         name, number = f"{base} ({number})", number + 1

@@ -399,13 +399,13 @@ def evaluate_command(
     require_running(coordinator)
     run_dir = (run_dir or Path(f"{coordinator.new_run_dir()}-evaluation")).resolve()
     transport = {"tls": True, "node_auth": True, "fleet_proxy": True}
-    prepare_evaluation(run_dir, settings, accepted, refused, local_only, transport)
+    request = prepare_evaluation(run_dir, settings, accepted, refused, local_only, transport)
     supervisor = RunSupervisor(
         control_client(coordinator),
         run_dir,
         lambda row: None,
         lambda event: None if as_json else say(f"[dim]{escape(event)}[/]"),
-        settings.time_limit_s(1),
+        settings.time_limit_s(len(request.models)),  # each model: a wait for quorum and one exchange
     )
     supervisor.run()
     result = latest_result(run_dir)
