@@ -122,8 +122,9 @@ class SiteRound:
     def evaluate_held_out(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
         """Case count, mean Dice and mean HD95 of ``weights`` for a federated evaluation (``insite coord evaluate``).
 
-        HD95 is left out of the rounds' scoring: it costs a distance transform per case. In training
-        a site may hold only training cases; a model comparison that silently counted such a site
+        HD95 is left out of the rounds' scoring, not for its cost (within noise of inference,
+        ``python -m bench.evaluation_cost``) but so that training needs no scipy and a round's reply
+        stays what sites approved. In training a site may hold only training cases; a model comparison that silently counted such a site
         as Dice 0 would be wrong, so here the site says why it has no score.
         """
         val = self.data.split("val")
