@@ -124,8 +124,9 @@ class SiteRound:
 
         HD95 is left out of the rounds' scoring, not for its cost (within noise of inference,
         ``python -m bench.evaluation_cost``) but so that training needs no scipy and a round's reply
-        stays what sites approved. In training a site may hold only training cases; a model comparison that silently counted such a site
-        as Dice 0 would be wrong, so here the site says why it has no score.
+        stays what sites approved. In training a site may hold only training cases; a model
+        comparison that silently counted such a site as Dice 0 would be wrong, so here the site
+        says why it has no score (the ClientApp puts the site's name before the reason).
         """
         val = self.data.split("val")
         if not val:
