@@ -32,8 +32,9 @@ from client.egress import egress_guard_mod, ledger_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.errors import InsiteError
+from common.evaluation import EVALUATE_LOCAL_ONLY, EVALUATE_MODEL, scoring_settings
 from common.protocol import EVALUATE_INCOMING
-from common.settings import from_run_config
+from common.settings import RunSettings, from_run_config
 from common.statistics import ACTION as STATISTICS_ACTION
 
 if TYPE_CHECKING:
@@ -51,15 +52,21 @@ def _metric_record(metrics: dict[str, float]) -> MetricRecord:
     return MetricRecord(cast(dict[str, MetricRecordValues], metrics))
 
 
-def _answer(msg: Message, context: Context, work: Callable[[SiteRound, dict], RecordDict]) -> Message:
+def _answer(
+    msg: Message,
+    context: Context,
+    work: Callable[[SiteRound, dict], RecordDict],
+    adapt: Callable[[RunSettings], RunSettings] = lambda settings: settings,
+) -> Message:
+    """Run ``work`` on the message's weights (none: ``{}``) with the run's settings, as ``adapt`` makes them."""
     from client.local_round import SiteRound  # noqa: PLC0415  (lazy: see the module docstring)
 
     site_name = str(context.node_config.get("site-name", "unknown site"))
     try:
         site = SiteContext.from_node_config(context.node_config)
-        job = SiteRound.prepare(site, from_run_config(context.run_config))
-        weights = msg.content.array_records["arrays"].to_torch_state_dict()
-        content = work(job, weights)
+        job = SiteRound.prepare(site, adapt(from_run_config(context.run_config)))
+        arrays = msg.content.array_records.get("arrays")
+        content = work(job, arrays.to_torch_state_dict() if arrays is not None else {})
     except InsiteError as error:
         return _site_failure(msg, site_name, error)
     content["site"] = ConfigRecord({"name": site_name})
@@ -105,3 +112,26 @@ def statistics(msg: Message, context: Context) -> Message:
     except InsiteError as error:
         return _site_failure(msg, str(context.node_config.get("site-name", "unknown site")), error)
     return Message(content, reply_to=msg)
+
+
+@app.evaluate(EVALUATE_MODEL.partition(".")[2])
+def evaluate_model(msg: Message, context: Context) -> Message:
+    """Score a model of a federated evaluation; its network comes from the message's validated settings."""
+    config = dict(msg.content.config_records.get("config", {}))
+
+    def work(job: SiteRound, weights: dict) -> RecordDict:
+        return RecordDict({"metrics": _metric_record(job.evaluate_held_out(weights))})
+
+    return _answer(msg, context, work, lambda settings: scoring_settings(settings, config))
+
+
+@app.evaluate(EVALUATE_LOCAL_ONLY.partition(".")[2])
+def evaluate_local_only(msg: Message, context: Context) -> Message:
+    """Score the model this site trained alone; the model stays here, its scores leave."""
+
+    def work(job: SiteRound, weights: dict) -> RecordDict:
+        from client.local_only import score_local_only  # noqa: PLC0415  (lazy: see the module docstring)
+
+        return RecordDict({"metrics": _metric_record(score_local_only(job.site))})
+
+    return _answer(msg, context, work)

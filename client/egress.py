@@ -49,6 +49,7 @@ from flwr.common.serde import error_to_proto, recorddict_to_proto
 from client.ledger import Ledger
 from client.site import SiteContext
 from common.errors import InsiteError
+from common.evaluation import LOCAL_ONLY_PREFIX, SCORES
 from common.protocol import INCOMING_PREFIX, SITE_METRIC
 from common.settings import ModelSettings, StatsSettings, from_run_config
 from common.statistics import QUERY as STATISTICS_QUERY
@@ -60,7 +61,12 @@ log = logging.getLogger(__name__)
 LEDGER_FAILED = 102  # error code when the ledger cannot be written (Flower reserves small codes)
 
 _ROUND_METRICS = ("num-examples", "train-loss", "train-seconds", "train-steps-per-s", "dice")
-ALLOWED_METRICS = frozenset(_ROUND_METRICS) | {INCOMING_PREFIX + name for name in _ROUND_METRICS}
+ALLOWED_METRICS = (
+    frozenset(_ROUND_METRICS)
+    | {INCOMING_PREFIX + name for name in _ROUND_METRICS}
+    | frozenset(SCORES)  # a federated evaluation's scores (common.evaluation), of its local-only model too
+    | {LOCAL_ONLY_PREFIX + name for name in SCORES}
+)
 # Flower's legacy layout of a training reply (what secaggplus_mod reads and then masks).
 _LEGACY_PARAMETERS, _LEGACY_METRICS = "fitres.parameters", "fitres.metrics"
 _LEGACY_COUNT, _LEGACY_STATUS = "fitres.num_examples", "fitres.status"

@@ -15,8 +15,9 @@ import torch
 
 from client.data import SiteDataset
 from client.site import SiteContext
-from client.training import endless, evaluate_dice, make_optimizer, train_steps
+from client.training import endless, evaluate_cases, make_optimizer, train_steps
 from common.device import Compute, select_compute
+from common.errors import SiteDataError
 from common.model import build_model, spatial_multiple
 from common.protocol import INCOMING_PREFIX
 from common.settings import RunSettings
@@ -113,10 +114,34 @@ class SiteRound:
         val = self.data.split("val")
         if not val:
             return {"num-examples": 0.0, "dice": 0.0}
-        scores = evaluate_dice(
+        scores = evaluate_cases(
             self.model(weights), self.data.val_dataset(), self.compute, self.settings.training.patch_size
         )
-        return {"num-examples": float(len(val)), "dice": sum(scores) / len(scores)}
+        return {"num-examples": float(len(val)), "dice": sum(score.dice for score in scores) / len(scores)}
+
+    def evaluate_held_out(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Case count, mean Dice and mean HD95 of ``weights`` for a federated evaluation (``insite coord evaluate``).
+
+        HD95 is left out of the rounds' scoring, not for its cost (within noise of inference,
+        ``python -m bench.evaluation_cost``) but so that training needs no scipy and a round's reply
+        stays what sites approved. In training a site may hold only training cases; a model
+        comparison that silently counted such a site as Dice 0 would be wrong, so here the site
+        says why it has no score (the ClientApp puts the site's name before the reason).
+        """
+        val = self.data.split("val")
+        if not val:
+            raise SiteDataError(
+                f"no validation cases in {self.site.data_path} to score a model on; "
+                "hold some out with 'insite site ingest --val-fraction'"
+            )
+        scores = evaluate_cases(
+            self.model(weights), self.data.val_dataset(), self.compute, self.settings.training.patch_size, True
+        )
+        return {
+            "num-examples": float(len(val)),
+            "dice": sum(score.dice for score in scores) / len(scores),
+            "hd95": sum(score.hd95 or 0.0 for score in scores) / len(scores),
+        }
 
 
 def clip_update(

@@ -57,6 +57,7 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     metrics: dict[str, Any]
     settings_digest: str
+    settings_json: str = ""  # the run's settings (canonical JSON): what network the weights are for
 
 
 def save_checkpoint(
@@ -82,7 +83,9 @@ def save_checkpoint(
 def load_checkpoint(path: Path) -> Checkpoint:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-        return Checkpoint(int(raw["round"]), raw["weights"], raw["metrics"], raw["settings_digest"])
+        return Checkpoint(
+            int(raw["round"]), raw["weights"], raw["metrics"], raw["settings_digest"], str(raw.get("settings", ""))
+        )
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
     except Exception as error:  # torch raises many types for a damaged file

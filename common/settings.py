@@ -192,8 +192,10 @@ class StatsSettings(StrictModel):
 class RunSettings(StrictModel):
     """One federated run: how many rounds, who must take part, what each site trains."""
 
-    task: Literal["train", "stats"] = Field(
-        "train", description="train: federated training; stats: each site reports its data statistics"
+    task: Literal["train", "stats", "evaluate"] = Field(
+        "train",
+        description="train: federated training; stats: each site reports its data statistics; evaluate: "
+        "each site scores the models of the run folder's evaluation request (common.evaluation)",
     )
     rounds: int = Field(10, ge=1)
     min_sites: int = Field(2, ge=1, description="quorum: replies needed for a round to count")
@@ -243,9 +245,15 @@ def load_run_settings(path: Path) -> RunSettings:
 
 
 def to_run_config(
-    settings: RunSettings, run_dir: Path, round_offset: int = 0, initial_weights: Path | None = None
+    settings: RunSettings,
+    run_dir: Path,
+    round_offset: int = 0,
+    initial_weights: Path | None = None,
 ) -> dict[str, str | int]:
-    """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``."""
+    """Flower run-config overrides. Keys are those declared in pyproject ``[tool.flwr.app.config]``.
+
+    What the ServerApp does with the run folder is the settings' ``task``.
+    """
     return {
         "settings": settings.canonical_json(),
         "run-dir": str(run_dir),

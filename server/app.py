@@ -1,6 +1,7 @@
 """The coordinator's Flower ServerApp: set up the run, hand over to :class:`server.rounds.RoundLoop`.
 
-A statistics run (``task = "stats"``) hands over to :func:`server.statistics.collect_statistics` instead.
+A statistics run (``task = "stats"``) hands over to :func:`server.statistics.collect_statistics`, an
+evaluation (``task = "evaluate"``) to :func:`server.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.errors import CheckpointError, InsiteError
+from common.evaluation import TASK as EVALUATION_TASK
 from common.model import build_model
 from common.run_lock import run_lock
 from common.run_record import RunRecord, load_checkpoint
 from common.settings import RunSettings, from_run_config
+from server.evaluation import evaluate
 from server.live_state import LiveState
 from server.presence import QuorumLost
 from server.rounds import RoundLoop
@@ -48,6 +51,9 @@ def starting_point(settings: RunSettings, checkpoint: str, record: RunRecord) ->
 def main(grid: Grid, context: Context) -> None:
     settings = from_run_config(context.run_config)
     run_dir = Path(str(context.run_config["run-dir"]) or f"runs/flower-run-{context.run_id}")
+    if settings.task == EVALUATION_TASK:
+        evaluate(grid, settings, run_dir, context.run_id)
+        return
     offset = int(context.run_config["round-offset"])
     record = RunRecord(run_dir)
     with run_lock(run_dir), LiveState(record, flower_run=context.run_id) as state:

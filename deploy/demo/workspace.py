@@ -13,6 +13,7 @@ Workspace layout (``insite demo`` creates it; ``insite demo --resume`` reuses it
     sites/<name>/cache     the site's preprocessing cache, approved apps, egress ledger
     sites/<name>/keys/     the site's node key pair (private key 0600)
     run/                   the coordinator's run directory (common.run_record layout)
+    evaluation/            the federated evaluation of the consensus and local-only models
     logs/                  one log per process
 """
 
@@ -62,6 +63,10 @@ class Workspace:
     @property
     def run_dir(self) -> Path:
         return self.root / "run"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.root / "evaluation"
 
     @property
     def logs(self) -> Path:
@@ -136,10 +141,12 @@ def run_demo_federation(
     on_round: Callable[[dict], None],
     port: int | None = None,
     chaos: Callable[[ProcessSet], AbstractContextManager[object]] | None = None,
+    run_dir: Path | None = None,
 ) -> dict:
     """Start SuperLink + SuperNodes, see the run through, stop every process; returns the run record.
 
-    The run folder decides where the run starts (fresh, or from its last checkpoint). ``port``
+    ``run_dir`` (default: the workspace's training run) is the run folder to see through; it
+    decides what the run does (train, or evaluate) and where it starts (fresh, or from its last checkpoint). ``port``
     fixes the SuperLink's port (refused with a clear error if taken); default: a free one.
     ``chaos`` makes faults while the run goes on (``insite demo --chaos``).
     """
@@ -154,7 +161,7 @@ def run_demo_federation(
             superlink.register_key(name, site.public_key)
             start_demo_site(superlink, site, workspace.root)
         on_event(f"started {len(names)} SuperNodes: {', '.join(names)} ({threads} thread(s) each)")
-        supervisor = RunSupervisor(superlink, workspace.run_dir, on_round, on_event, settings.time_limit_s())
+        supervisor = RunSupervisor(superlink, run_dir or workspace.run_dir, on_round, on_event, settings.time_limit_s())
         if chaos is None:
             return supervisor.run()
         with chaos(processes):

@@ -32,6 +32,13 @@ from deploy.coordinator.consortium import (
 )
 from deploy.coordinator.dashboard.server import DEFAULT_PORT, Binding, available_port, binding_for, serve
 from deploy.coordinator.dashboard.source import consortium_source
+from deploy.coordinator.evaluation import (
+    file_with_training_runs,
+    latest_result,
+    prepare_evaluation,
+    read_models,
+    require_something_to_score,
+)
 from deploy.coordinator.pki import (
     certificate_fingerprint,
     certificate_names,
@@ -43,9 +50,10 @@ from deploy.coordinator.run_supervisor import RunSupervisor
 from deploy.coordinator.service import serve_superlink
 from deploy.coordinator.statistics_plot import write_statistics_plot
 from deploy.host.processes import LOOPBACK
+from insite.cli.evaluation_report import plot_evaluation, print_evaluation
 from insite.cli.run_report import report_run, round_printer
 from insite.cli.stats_report import print_statistics
-from insite.cli.terminal import command_group, console, run_paused, say
+from insite.cli.terminal import command_group, console, err_console, run_paused, say
 
 app = command_group()
 
@@ -399,3 +407,62 @@ def stats_command(
         return
     print_statistics(statistics)
     say(f"plot: {plot}; record: {run_dir / RUN_RECORD}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    models: list[Path] = typer.Argument(
+        None,
+        help="Models to compare: insite checkpoints (run/checkpoints/round-NNNN.pt), folders of MONAI bundles "
+        "('insite export' output, or a bundle from elsewhere whose network is a 3D UNet the sites build).",
+    ),
+    local_only: bool = typer.Option(
+        False,
+        "--local-only",
+        help="Also score each site's own model, trained alone at the site ('insite site train-local'); "
+        "only its scores leave the site.",
+    ),
+    config: Path = typer.Option(
+        SHIPPED_RUN_SETTINGS, "--config", help="Run settings (TOML, \\[run] table): min_sites and the waits."
+    ),
+    run_dir: Path = typer.Option(
+        None, "--run-dir", help="Where the evaluation is recorded (default: runs/<date-time>-evaluation)."
+    ),
+    directory: Path = DIR,
+    as_json: bool = JSON,
+) -> None:
+    """Score models on every site's held-out cases, without training, and compare them side by side.
+
+    Per site: Dice, HD95 (MONAI's, in voxels) and the number of cases. A model whose network the
+    sites cannot build is refused here, naming it and why, before any site is asked; a site that
+    cannot score (no validation cases, no reply) is named with its reason, and the other sites'
+    scores still come back. The result goes into the evaluation's run.json (the dashboard's run
+    history), beside each training run whose checkpoint was scored, and into evaluation.png.
+    """
+    coordinator = CoordinatorDir(directory.resolve())
+    settings = load_run_settings(config)
+    accepted, refused = read_models([path.resolve() for path in models or []], settings.training.patch_size)
+    require_something_to_score(accepted, refused, local_only)  # before anything else is touched
+    for name, reason in refused.items():
+        err_console.print(f"[bold red]refused[/] {escape(name)}: {escape(reason)}", highlight=False)
+    require_running(coordinator)
+    run_dir = (run_dir or Path(f"{coordinator.new_run_dir()}-evaluation")).resolve()
+    transport = {"tls": True, "node_auth": True, "fleet_proxy": True}
+    request = prepare_evaluation(run_dir, settings, accepted, refused, local_only, transport)
+    supervisor = RunSupervisor(
+        control_client(coordinator),
+        run_dir,
+        lambda row: None,
+        lambda event: None if as_json else say(f"[dim]{escape(event)}[/]"),
+        settings.time_limit_s(len(request.models)),  # each model: a wait for quorum and one exchange
+    )
+    supervisor.run()
+    result = latest_result(run_dir)
+    filed = file_with_training_runs(run_dir, result)
+    plot = plot_evaluation(result, run_dir / "evaluation.png")
+    if as_json:
+        print(json.dumps({**result, "run_dir": str(run_dir), "plot": str(plot)}, indent=1))
+        return
+    print_evaluation(result)
+    also = f"; also recorded in {', '.join(str(path) for path in filed)}" if filed else ""
+    say(f"evaluation recorded in {run_dir / RUN_RECORD}, plot {plot}{also}")

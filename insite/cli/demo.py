@@ -24,11 +24,13 @@ from common.settings import RunSettings, load_run_settings
 from configs import shipped
 from deploy.coordinator.dashboard.server import DashboardServer, available_port, binding_for
 from deploy.demo.chaos import Chaos, plan_faults
+from deploy.demo.evaluation import compare_with_local_only, train_local_only_models
 from deploy.demo.publish import demo_publish
 from deploy.demo.site_data import PASSPHRASE_FILE, ProgressEvent, prepare_sites
 from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
 from deploy.host.processes import LOOPBACK, ProcessSet
+from insite.cli.evaluation_report import plot_evaluation, print_evaluation
 from insite.cli.run_report import report_run, round_printer
 from insite.cli.terminal import console, run_paused
 
@@ -91,6 +93,12 @@ def demo(
         "lines show what each cost.",
     ),
     chaos_seed: int = typer.Option(None, "--chaos-seed", help="Fix the draw of --chaos (default: random)."),
+    compare: bool = typer.Option(
+        True,
+        "--compare/--no-compare",
+        help="After the run, each site trains its local-only model at home (same rounds x local steps) and a "
+        "federated evaluation compares it with the consensus model; only the scores leave the sites.",
+    ),
 ) -> None:
     """Run a three-site federation on this machine with synthetic data.
 
@@ -98,11 +106,12 @@ def demo(
     export full of (made-up) patient identifiers, de-identify it, ingest it into training cases and
     run a real Flower SuperNode; a SuperLink coordinates them over TLS with node authentication, all on loopback.
     A MONAI 3D UNet is trained federatedly; the run folder gets a checkpoint per round,
-    metrics.json and dice.png.
+    metrics.json and dice.png. Then the consensus model is compared with each site's local-only
+    model on every site's held-out cases (evaluation/evaluation.png), and published.
     """
     faults = _chaos(chaos_seed) if chaos else None
     if resume:
-        _resume(Workspace(workspace.resolve()), faults)
+        _resume(Workspace(workspace.resolve()), faults, compare)
         return
     settings = load_run_settings(config)
     if rounds is not None:
@@ -127,7 +136,7 @@ def demo(
         },
     )
     with _dashboard(space):
-        _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, started, faults)))
+        _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, started, faults)), compare)
 
 
 def _dashboard(space: Workspace) -> DashboardServer:
@@ -174,10 +183,12 @@ def run_and_report(
     return record
 
 
-def _finish(space: Workspace, record: dict) -> None:
-    """Ledgers and publication; a paused run says how to continue it instead."""
+def _finish(space: Workspace, record: dict, compare: bool) -> None:
+    """The comparison with local-only models, ledgers and publication; a paused run says how to continue it instead."""
     if record.get("status") == "paused":
         raise run_paused(record, f"insite demo --resume --workspace {space.root}")
+    if compare:
+        _compare(space, RunRecord(space.run_dir).settings())
     _report_ledgers(space, record["sites"])
     _publish(space, record["sites"])
 
@@ -210,12 +221,37 @@ def _report_ledgers(space: Workspace, sites: list[str]) -> None:
         )
 
 
-def _resume(space: Workspace, faults: Callable[[Workspace, RunSettings], Callable[[ProcessSet], Chaos]] | None) -> None:
+def _resume(
+    space: Workspace, faults: Callable[[Workspace, RunSettings], Callable[[ProcessSet], Chaos]] | None, compare: bool
+) -> None:
     """The rounds that remain, from the last checkpoint; round numbers continue where they stopped."""
     settings, done, checkpoint = resume_point(space.run_dir)
     console.print(f"resuming {space.run_dir} after round {done} of {settings.rounds} from {checkpoint.name}")
     with _dashboard(space):
-        _finish(space, _run_resumably(space, lambda: run_and_report(space, settings, time.monotonic(), faults)))
+        _finish(
+            space, _run_resumably(space, lambda: run_and_report(space, settings, time.monotonic(), faults)), compare
+        )
+
+
+def _compare(space: Workspace, settings: RunSettings) -> None:
+    """Local-only models at the sites, then the federated evaluation against the consensus model."""
+    started = time.monotonic()
+    with console.status("local-only models") as status:
+        train_local_only_models(
+            space,
+            settings,
+            lambda site, done: status.update(f"{site}: local-only model, round {done} of {settings.rounds}"),
+        )
+    console.print(f"each site trained its local-only model at home in {time.monotonic() - started:.0f} s")
+    result = compare_with_local_only(space, settings, _event)
+    print_evaluation(result)
+    plot = plot_evaluation(result, space.evaluation_dir / "evaluation.png")
+    console.print(
+        f"federated evaluation in {time.monotonic() - started:.0f} s in all (local-only training included); "
+        f"plot {plot}; the same with 'insite coord evaluate --local-only MODEL...'",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _publish(space: Workspace, sites: list[str]) -> None:

@@ -96,3 +96,10 @@ def run_in_process(
     run_config = to_run_config(settings, run_dir, round_offset, initial_weights)
     server_main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     return record
+
+
+def evaluate_in_process(run_dir: Path, settings: RunSettings, grid: InProcessGrid) -> RunRecord:
+    """The ServerApp's evaluation task over ``grid``, on a run folder 'insite coord evaluate' prepared."""
+    run_config = to_run_config(settings.model_copy(update={"task": "evaluate"}), run_dir)
+    server_main(grid, Context(run_id=2, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
+    return RunRecord(run_dir)

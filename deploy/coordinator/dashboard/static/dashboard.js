@@ -190,6 +190,34 @@ function showStatistics(data) {
   window.intensityChart.collected = `${data.run} ${data.collected}`;
 }
 
+// One row per model and site of every federated evaluation ('insite coord evaluate'); a site
+// that gave no score shows its reason instead.
+function showEvaluations(data) {
+  const rows = [];
+  for (const run of data.runs) {
+    for (const evaluation of (run.evaluations || []).filter((e) => e.kind === "evaluation")) {
+      for (const model of evaluation.models) {
+        const sites = [...new Set([...Object.keys(model.sites), ...Object.keys(model.failures)])].sort();
+        for (const site of sites) rows.push({ run: run.name, started: evaluation.started, model, site });
+      }
+    }
+  }
+  fill("evaluations", rows, (row, item) => {
+    const scores = item.model.sites[item.site];
+    cell(row, item.run);
+    cell(row, item.started);
+    cell(row, item.model.name);
+    cell(row, item.site);
+    if (scores) {
+      cell(row, num(scores.dice));
+      cell(row, num(scores.hd95, 1));
+      cell(row, scores.num_val);
+    } else {
+      cell(row, item.model.failures[item.site], "bad").colSpan = 3;
+    }
+  });
+}
+
 function showPublication(data) {
   const box = document.getElementById("publication");
   if (!data.manifests.length) return;
@@ -256,7 +284,7 @@ async function refresh() {
   });
   await step("/api/sites", showSites);
   await step("/api/current", (run) => { showPhase(run); showRounds(run); showChart(run); });
-  await step("/api/runs", showHistory);
+  await step("/api/runs", (data) => { showHistory(data); showEvaluations(data); });
   await step("/api/publication", showPublication);
   await step("/api/statistics", showStatistics);
   document.getElementById("problem").textContent = problems.join("; ");
