@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from common.errors import InsiteError
+from common.errors import FederationError, InsiteError
 from common.model import build_model, spatial_multiple
 from common.run_record import load_checkpoint
 from common.settings import ModelSettings, RunSettings
+from common.weights import check_compatible
 
 INFERENCE = Path("configs/inference.json")
 WEIGHTS = Path("models/model.pt")
@@ -104,17 +105,10 @@ def _check_weights(name: str, model: ModelSettings, weights: Any) -> dict[str, t
         raise ModelRefused(f"{name}: the weights file holds no state dict of tensors")
     with torch.device("meta"):
         expected = build_model(model).state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unknown = sorted(set(weights) - set(expected))
-    if missing or unknown:
-        raise ModelRefused(
-            f"{name}: its tensors do not match the network it declares (missing {missing[:3]}, unknown {unknown[:3]})"
-        )
-    for key, tensor in expected.items():
-        if tuple(weights[key].shape) != tuple(tensor.shape):
-            raise ModelRefused(
-                f"{name}: tensor {key} has shape {list(weights[key].shape)}, the network needs {list(tensor.shape)}"
-            )
+    try:
+        check_compatible(expected, weights, name)
+    except FederationError as error:  # the same check a round applies to an update, refused here
+        raise ModelRefused(str(error)) from None
     return weights
 
 

@@ -184,7 +184,7 @@ def test_bundles_exported_and_foreign_are_scored_and_bad_ones_refused(trained, s
     assert set(refused) == {"broken", "batch-norm", "wider"}
     assert refused["broken"].startswith("broken: ") and "not readable JSON" in refused["broken"]
     assert refused["batch-norm"].startswith("batch-norm: ") and "norm='batch'" in refused["batch-norm"]
-    assert refused["wider"].startswith("wider: ") and "has shape [8, 1, 3, 3, 3]" in refused["wider"]
+    assert refused["wider"].startswith("wider: ") and "has shape (8, 1, 3, 3, 3)" in refused["wider"]
 
 
 @pytest.mark.parametrize(
