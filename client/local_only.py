@@ -35,6 +35,8 @@ def train_local_only(
     site: SiteContext, settings: RunSettings, on_round: Callable[[int], None] = lambda number: None
 ) -> Path:
     """Train ``settings.rounds`` x ``local_steps`` steps on the site's own cases; keep the model at the site."""
+    path = model_path(site)
+    path.unlink(missing_ok=True)  # a failed training must not leave an earlier model to be scored as this one
     torch.manual_seed(settings.seed)
     weights = build_model(settings.model).state_dict()
     job = SiteRound.prepare(site, settings)
@@ -43,7 +45,6 @@ def train_local_only(
         on_round(round_number)
     buffer = io.BytesIO()
     torch.save({"weights": weights, "settings": settings.canonical_json()}, buffer)
-    path = model_path(site)
     atomic_write(path, buffer.getvalue(), mode=0o600)
     log.info("site %s: local-only model (%d rounds) kept in %s", site.name, settings.rounds, path)
     return path

@@ -1,31 +1,47 @@
 """The demo's closing comparison: the consensus model against each site's local-only model.
 
 Each site trains its local-only model at home (:func:`client.local_only.train_local_only`: the
-run's rounds x local steps on its own training cases, the cores to itself as it would have them
-alone), keeps it in its cache folder, and, in a federated evaluation over the same SuperLink and
-SuperNodes as the training, sends only that model's scores. The consensus model is the run's last
+run's rounds x local steps on its own training cases), the three side by side in their own
+processes with the SuperNodes' share of the cores, keeps it in its cache folder, and, in a
+federated evaluation over the same SuperLink and SuperNodes as the training, sends only that
+model's scores. The consensus model is the run's last
 checkpoint. The result is filed in the training run's record, so the dashboard's run history shows it.
 """
 
 from __future__ import annotations
 
-import os
+import queue
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from client.local_only import train_local_only
+from client.site import SiteContext
+from common.errors import SiteDataError
 from common.run_record import latest_checkpoint
 from common.settings import RunSettings
 from deploy.coordinator.evaluation import file_with_training_runs, latest_result, prepare_evaluation, read_models
-from deploy.demo.workspace import Workspace, run_demo_federation
+from deploy.demo.site_processes import run_per_site
+from deploy.demo.workspace import Workspace, default_threads, run_demo_federation
 
 
-def train_local_only_models(workspace: Workspace, settings: RunSettings, on_round: Callable[[str, int], None]) -> None:
-    """Every site's local-only model, one site after the other, each with all the cores."""
-    for name in workspace.site_names():
-        site = workspace.site(name, os.cpu_count() or 1).context
-        train_local_only(site, settings, partial(on_round, name))
+def train_local_only_models(
+    workspace: Workspace, settings: RunSettings, on_round: Callable[[str, int], None]
+) -> dict[str, SiteDataError]:
+    """Every site's local-only model, the sites side by side; the sites that could not train one, and why.
+
+    A site without a model still takes part in the comparison: its evaluation reply names the
+    reason, and the other sites' scores stand.
+    """
+    names = workspace.site_names()
+    threads = default_threads(len(names))
+    jobs = {name: partial(_train_site, workspace.site(name, threads).context, settings) for name in names}
+    outcomes = run_per_site(jobs, lambda event: on_round(*event), "local-only training")
+    return {name: outcome for name, outcome in outcomes.items() if isinstance(outcome, SiteDataError)}
+
+
+def _train_site(site: SiteContext, settings: RunSettings, events: queue.Queue) -> None:
+    train_local_only(site, settings, lambda done: events.put((site.name, done)))
 
 
 def compare_with_local_only(

@@ -23,17 +23,17 @@ through a queue. A site's folder ends up as::
 from __future__ import annotations
 
 import json
-import multiprocessing
 import queue
 import secrets
 import shutil
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from common.errors import SiteDataError
 from common.files import write_secret
+from deploy.demo.site_processes import run_per_site
 from deploy.demo.synthetic_sites import ScannerProfile, write_site_dicom
 from siteprep.deid.keyfile import Passphrase
 from siteprep.deid.passphrase import read_passphrase_file
@@ -194,46 +194,15 @@ def prepare_sites(
 ) -> list[PreparedSite]:
     """Prepare every site in its own process; ``on_event`` receives their progress in this process.
 
-    Processes are spawned (not forked) because the caller has torch loaded, whose thread pools do
-    not survive a fork. A failing site stops the demo with that site's reason.
+    A failing site stops the demo with that site's reason: a federation short of a site's data
+    would train on something other than what the demo promises.
     """
-    context = multiprocessing.get_context("spawn")
-    with (
-        context.Manager() as manager,
-        ProcessPoolExecutor(len(sites), mp_context=context, initializer=_one_thread) as pool,
-    ):
-        events = manager.Queue()
-        futures: dict[Future, str] = {
-            pool.submit(prepare_site, profile, folder, cases, val_fraction, size, seed, events): profile.name
-            for profile, folder in sites.items()
-        }
-        pending = set(futures)
-        while pending:
-            _, pending = wait(pending, timeout=0.2)
-            _drain(events, on_event)
-        _drain(events, on_event)
-        return [_result(future, site) for future, site in futures.items()]
-
-
-def _one_thread() -> None:
-    """The sites share the cores, one process each; torch's own thread pool would oversubscribe them."""
-    import torch  # noqa: PLC0415  (only the worker processes need it, to limit their threads)
-
-    torch.set_num_threads(1)
-
-
-def _result(future: Future, site: str) -> PreparedSite:
-    try:
-        return future.result()
-    except SiteDataError:
-        raise
-    except Exception as error:  # the site's own traceback is in its process; name the site here
-        raise SiteDataError(f"site {site}: data preparation failed: {type(error).__name__}: {error}") from error
-
-
-def _drain(events: queue.Queue, on_event: Callable[[ProgressEvent], None]) -> None:
-    while True:
-        try:
-            on_event(events.get_nowait())
-        except queue.Empty:
-            return
+    jobs = {
+        profile.name: partial(prepare_site, profile, folder, cases, val_fraction, size, seed)
+        for profile, folder in sites.items()
+    }
+    results = run_per_site(jobs, on_event, "data preparation")
+    for outcome in results.values():
+        if isinstance(outcome, SiteDataError):
+            raise outcome
+    return list(results.values())
