@@ -14,8 +14,9 @@ from common.settings import RunSettings
 from deploy.coordinator.dashboard.source import DashboardSource
 from deploy.coordinator.pki import LOOPBACK_NAMES, ConsortiumFiles, create_ca, issue_server_certificate
 from deploy.demo.publish import demo_publish
+from deploy.in_process.federation import run_in_process, site_grid
 from deploy.node_keys import create_site_key
-from harness.federation import run_in_process, site_grid, write_sphere_site
+from harness.federation import write_sphere_site
 
 SITES = ("site-a", "site-b")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -10,7 +10,7 @@ from deploy.coordinator.dashboard.server import DashboardServer, available_port,
 from deploy.coordinator.dashboard.source import DashboardSource
 from deploy.coordinator.pki import ConsortiumFiles
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
-from harness.federation import run_in_process, site_grid
+from deploy.in_process.federation import run_in_process, site_grid
 
 pytest.importorskip("playwright.sync_api", reason="playwright is a test dependency: pip install -e '.[test]'")
 

@@ -1,7 +1,7 @@
 """A run directory made by the real round loop and ClientApp, and a real export of it, per session.
 
 The coordinator's ServerApp and each site's ClientApp run unchanged over a stub of Flower's Grid
-(tests/harness/grid.py), so the run folder (run record, metrics, checkpoints and what each
+(deploy/in_process/grid.py), so the run folder (run record, metrics, checkpoints and what each
 checkpoint carries) is what production writes, not what a fixture imagines. The sites train a
 small UNet on MONAI synthetic spheres, so that MONAI's bundle runner has something meaningful to
 segment.
@@ -18,7 +18,8 @@ import pytest
 
 from common.settings import AggregationSettings, ModelSettings, RunSettings, TrainingSettings
 from deploy.demo.publish import demo_publish
-from harness.federation import EDGE, run_in_process, site_grid, sphere_volume, write_sphere_site
+from deploy.in_process.federation import run_in_process, site_grid
+from harness.federation import EDGE, sphere_volume, write_sphere_site
 
 SITES = ("site-a", "site-b", "site-c")
 

@@ -31,7 +31,8 @@ from deploy.coordinator.evaluation import (
     read_models,
 )
 from deploy.coordinator.evaluation_models import ModelRefused, model_settings_of
-from harness.federation import evaluate_in_process, run_in_process, site_grid, write_sphere_site
+from deploy.in_process.federation import evaluate_in_process, run_in_process, site_grid
+from harness.federation import write_sphere_site
 from publication.bundle_configs import inference_config
 
 TRAINING_SITES = ("site-a", "site-b")

@@ -16,7 +16,8 @@ from flwr.app import Array, ArrayRecord, Message
 
 from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint, resume_point
 from common.settings import RunSettings
-from harness.federation import FIRST_NODE_ID, run_in_process, site_grid, write_sphere_site
+from deploy.in_process.federation import FIRST_NODE_ID, run_in_process, site_grid
+from harness.federation import write_sphere_site
 from server.presence import Presence
 
 SITES = ("site-a", "site-b", "site-c")

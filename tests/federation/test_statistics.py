@@ -29,8 +29,8 @@ from deploy.coordinator.statistics_plot import write_statistics_plot
 from deploy.coordinator.statistics_view import side_by_side
 from deploy.demo.site_data import prepare_site
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.in_process.federation import FIRST_NODE_ID, run_in_process, site_grid
 from harness.direct_statistics import as_sent, direct_statistics
-from harness.federation import FIRST_NODE_ID, run_in_process, site_grid
 
 MIN_COUNT = 5
 SETTINGS = RunSettings.model_validate(

@@ -82,8 +82,8 @@ class InProcessGrid(Grid):
     def run(self) -> Run:
         return Run.create_empty(self.run_id)
 
-    def set_run(self, run_id: int) -> None:
-        self.run_id = run_id
+    def set_run(self, run: Run) -> None:
+        self.run_id = run.run_id
 
     def create_message(
         self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
