@@ -33,7 +33,7 @@ from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.errors import InsiteError
 from common.evaluation import EVALUATE_LOCAL_ONLY, EVALUATE_MODEL, scoring_settings
-from common.protocol import EVALUATE_INCOMING
+from common.protocol import EVALUATE_INCOMING, RUN_KEY
 from common.settings import RunSettings, from_run_config
 from common.statistics import ACTION as STATISTICS_ACTION
 
@@ -86,7 +86,8 @@ def train(msg: Message, context: Context) -> Message:
     round_number = int(cast(int, config["server-round"]))  # cast: the server sends an int; a record types any value
 
     def work(job: SiteRound, weights: dict) -> RecordDict:
-        new_weights, metrics = job.score_and_train(weights, round_number, bool(config.get(EVALUATE_INCOMING, False)))
+        score_incoming = bool(config.get(EVALUATE_INCOMING, False))
+        new_weights, metrics = job.score_and_train(weights, round_number, score_incoming, str(config.get(RUN_KEY, "")))
         return RecordDict({"arrays": ArrayRecord(new_weights), "metrics": _metric_record(metrics)})
 
     return _answer(msg, context, work)

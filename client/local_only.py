@@ -22,7 +22,7 @@ from common.errors import SiteDataError
 from common.evaluation import LOCAL_ONLY_PREFIX
 from common.files import atomic_write
 from common.model import build_model
-from common.settings import RunSettings
+from common.settings import RunSettings, StrategySettings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,12 @@ def model_path(site: SiteContext) -> Path:
 def train_local_only(
     site: SiteContext, settings: RunSettings, on_round: Callable[[int], None] = lambda number: None
 ) -> Path:
-    """Train ``settings.rounds`` x ``local_steps`` steps on the site's own cases; keep the model at the site."""
+    """Train ``settings.rounds`` x ``local_steps`` steps on the site's own cases; keep the model at the site.
+
+    Plain local training: a federated strategy's drift terms (FedProx, FedDyn) have no global
+    model to hold a lone site to.
+    """
+    settings = settings.model_copy(update={"strategy": StrategySettings()})
     path = model_path(site)
     path.unlink(missing_ok=True)  # a failed training must not leave an earlier model to be scored as this one
     torch.manual_seed(settings.seed)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from client.data import SiteDataset
+from client.drift import DynamicRegulariser, Penalty, proximal, starting_point
 from client.site import SiteContext
+from client.site_state import SiteState
 from client.training import endless, evaluate_cases, make_optimizer, train_steps
 from common.device import Compute, select_compute
 from common.errors import SiteDataError
@@ -54,27 +56,29 @@ class SiteRound:
         return model.to(self.compute.device)
 
     def train(
-        self, weights: dict[str, torch.Tensor], round_number: int
+        self, weights: dict[str, torch.Tensor], round_number: int, run_key: str = ""
     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Train ``local_steps`` steps from ``weights``; returns new weights and scalar metrics."""
+        """Train ``local_steps`` steps from ``weights``; returns new weights and scalar metrics.
+
+        ``run_key`` names the run whose between-round state (FedDyn's) this site keeps.
+        """
         training = self.settings.training
         model = self.model(weights)
         optimizer = make_optimizer(model, training.learning_rate_at(round_number, self.settings.rounds))
-        global_weights = None
-        if self.settings.strategy.name == "fedprox":
-            global_weights = [p.detach().clone() for p in model.parameters()]
+        strategy = self.settings.strategy
+        penalty: Penalty | None = None
+        dynamic: DynamicRegulariser | None = None
+        if strategy.name == "fedprox":
+            penalty = proximal(starting_point(model), strategy.proximal_mu)
+        elif strategy.name == "feddyn":
+            dynamic = DynamicRegulariser(model, SiteState(self.site.cache_path, run_key), strategy.feddyn_alpha)
+            penalty = dynamic.penalty
         loader = self.data.train_loader(
             training.batch_size, training.patch_size, self.site.seed(self.settings.seed, round_number)
         )
-        result = train_steps(
-            model,
-            endless(loader),
-            training.local_steps,
-            optimizer,
-            self.compute,
-            proximal_mu=self.settings.strategy.proximal_mu if global_weights else 0.0,
-            global_weights=global_weights,
-        )
+        result = train_steps(model, endless(loader), training.local_steps, optimizer, self.compute, penalty)
+        if dynamic is not None:
+            dynamic.remember(model)
         log.info(
             "site %s round %d: %d steps in %.1fs on %s, loss %.4f",
             self.site.name,
@@ -97,7 +101,7 @@ class SiteRound:
         return trained, metrics
 
     def score_and_train(
-        self, weights: dict[str, torch.Tensor], round_number: int, score_incoming: bool
+        self, weights: dict[str, torch.Tensor], round_number: int, score_incoming: bool, run_key: str
     ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         """Score the incoming global model (when asked), then train from it.
 
@@ -105,7 +109,7 @@ class SiteRound:
         per site); the coordinator files the score, prefixed ``incoming-``, under the previous round.
         """
         incoming = self.evaluate(weights) if score_incoming else {}
-        new_weights, metrics = self.train(weights, round_number)
+        new_weights, metrics = self.train(weights, round_number, run_key)
         metrics.update({f"{INCOMING_PREFIX}{key}": value for key, value in incoming.items()})
         return new_weights, metrics
 

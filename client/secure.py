@@ -25,7 +25,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from client.egress import egress_guard_mod
 from client.site import SiteContext
 from common.errors import InsiteError, SiteDataError
-from common.protocol import EVALUATE_INCOMING, SITE_METRIC
+from common.protocol import EVALUATE_INCOMING, RUN_KEY, SITE_METRIC
 from common.settings import RunSettings, from_run_config
 
 
@@ -68,7 +68,10 @@ class SiteClient(NumPyClient):
                 )
             weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters, strict=True)}
             new_weights, metrics = job.score_and_train(
-                weights, int(config["server-round"]), bool(config.get(EVALUATE_INCOMING, False))
+                weights,
+                int(config["server-round"]),
+                bool(config.get(EVALUATE_INCOMING, False)),
+                str(config.get(RUN_KEY, "")),
             )
             check_maskable(site.name, new_weights, settings)
             cases = int(metrics["num-examples"])

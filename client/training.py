@@ -10,7 +10,7 @@ import itertools
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -50,14 +50,9 @@ def train_steps(
     steps: int,
     optimizer: torch.optim.Optimizer,
     compute: Compute,
-    proximal_mu: float = 0.0,
-    global_weights: list[torch.Tensor] | None = None,
+    penalty: Callable[[torch.nn.Module], torch.Tensor] | None = None,
 ) -> TrainResult:
-    """Run ``steps`` optimizer steps of DiceCE on ``batches``.
-
-    With ``proximal_mu > 0`` the FedProx term ``mu/2 * ||w - w_global||^2`` keeps a site's model
-    near the global one (``global_weights`` in ``model.parameters()`` order).
-    """
+    """Run ``steps`` optimizer steps of DiceCE on ``batches``, plus ``penalty(model)`` (client.drift) if given."""
     # Dice over the lesion class only and over the whole batch: with the background in the Dice
     # term and per-sample Dice, small lesions (site-a's) barely move the loss.
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
@@ -72,9 +67,8 @@ def train_steps(
         optimizer.zero_grad(set_to_none=True)
         with compute.autocast():
             loss = loss_fn(model(image), label)
-        if proximal_mu > 0 and global_weights is not None:
-            drift = sum(((w - g) ** 2).sum() for w, g in zip(model.parameters(), global_weights, strict=True))
-            loss = loss + 0.5 * proximal_mu * drift
+        if penalty is not None:
+            loss = loss + penalty(model)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -5,6 +5,12 @@
 EVALUATE_INCOMING = "evaluate-incoming"
 INCOMING_PREFIX = "incoming-"
 
+# Train config: which run a round belongs to. Not Flower's run id, which changes whenever a run
+# supervisor resubmits after a coordinator crash: this key stays for the run's whole life, so a
+# site keeps what it carries between rounds (client.site_state) across resumes and drops it
+# when a new run starts.
+RUN_KEY = "run-key"
+
 # Legacy (SecAgg+) train replies name their site in this metric; plain replies carry a "site"
 # ConfigRecord. Either way the coordinator reports failures and Dice by site name.
 SITE_METRIC = "site"

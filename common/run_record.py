@@ -14,8 +14,10 @@ Files are written to a temporary name and renamed, so a crash never leaves half 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,12 +127,24 @@ class RunRecord:
                 "flower_runs": [],
                 "status": "created",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "run_key": secrets.token_hex(16),
             },
         )
         write_json(self.run_dir / METRICS, {"rounds": []})
 
     def read(self) -> dict[str, Any]:
         return read_json(self.run_dir / RUN_RECORD)
+
+    def run_key(self) -> str:
+        """The run's identity for the sites (common.protocol.RUN_KEY): the same across resumes, new per run.
+
+        Random, drawn when the record is created; a run folder made before run keys existed gets
+        one derived from its creation time and settings, the same at every resume.
+        """
+        record = self.read()
+        if "run_key" in record:
+            return str(record["run_key"])
+        return hashlib.sha256(f"{record['created']}|{record['settings_digest']}".encode()).hexdigest()[:32]
 
     def settings(self) -> RunSettings:
         record = self.read()

@@ -25,7 +25,7 @@ from common.validation import (
     validated,
 )
 
-StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm"]
+StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedyogi", "fedavgm", "feddyn"]
 
 
 class ModelSettings(StrictModel):
@@ -79,6 +79,9 @@ class StrategySettings(StrictModel):
     server_momentum: float = Field(0.9, ge=0, lt=1, description="FedAvgM")
     eta: float = Field(0.01, gt=0, description="FedAdam/FedYogi server step size")
     tau: float = Field(1e-3, gt=0, description="FedAdam/FedYogi adaptivity")
+    feddyn_alpha: float = Field(
+        0.01, gt=0, description="FedDyn: weight of each site's dynamic regulariser and of the coordinator's correction"
+    )
 
 
 class AggregationSettings(StrictModel):

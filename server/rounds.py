@@ -28,7 +28,7 @@ from flwr.serverapp.strategy import Strategy
 
 from common.errors import FederationError
 from common.privacy import gaussian_epsilon
-from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX
+from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX, RUN_KEY
 from common.run_record import RunRecord, save_checkpoint
 from common.settings import RunSettings
 from server.exchange import Deadline, Exchange, exchange
@@ -94,6 +94,7 @@ class RoundLoop:
         self.settings = settings
         self.faults = settings.faults
         self.record = record
+        self.run_key = record.run_key()
         self.round_offset = round_offset
         self.state = state or LiveState(record)
         self.presence = presence or Presence(
@@ -136,7 +137,7 @@ class RoundLoop:
         def attempt(online: dict[int, str], number: int, earlier: list[str]) -> tuple[ArrayRecord, dict]:
             started = time.monotonic()
             self.state.set("round", round=round_number, stage="training", attempt=number)
-            config = ConfigRecord({EVALUATE_INCOMING: pending is not None})
+            config = ConfigRecord({EVALUATE_INCOMING: pending is not None, RUN_KEY: self.run_key})
             view = OnlineNodes(self.grid, online)
             messages = list(self.strategy.configure_train(local_round, arrays, config, view))  # type: ignore[arg-type]
             if self.secure is None:

@@ -14,7 +14,9 @@ from flwr.serverapp.strategy import (
     Strategy,
 )
 
+from common.model import build_model
 from common.settings import RunSettings
+from server.feddyn import FedDyn
 
 
 def build_strategy(settings: RunSettings) -> Strategy:
@@ -71,4 +73,7 @@ def _base_strategy(settings: RunSettings) -> Strategy:
             return FedAdam(**common, eta=options.eta, eta_l=settings.training.learning_rate, tau=options.tau)
         case "fedyogi":
             return FedYogi(**common, eta=options.eta, eta_l=settings.training.learning_rate, tau=options.tau)
+        case "feddyn":
+            names = [name for name, _ in build_model(settings.model).named_parameters()]
+            return FedDyn(**common, alpha=options.feddyn_alpha, parameter_names=names)
     raise AssertionError(f"unhandled strategy {options.name}")  # pydantic restricts the names

@@ -1,0 +1,263 @@
+"""Is federating worth it? Pooled vs local-only vs federated training on the demo's three sites.
+
+Every regime trains the same UNet with the same loss, batch and patch size, starting learning rate
+and schedule, at equal compute: ``rounds x local_steps x sites`` optimiser steps in all (the demo
+recipe, ``configs/federation.toml``: 13 x 40 x 3 = 1,560). Regimes:
+
+- ``pooled``: one model, one Adam, batches drawn in turn from the three sites' training cases
+  (the learning rate follows the run's schedule, round by round, as the sites' does);
+- ``local``: each site's local-only model (:func:`client.local_only.train_local_only`: the run's
+  rounds x local steps on its own cases), scored on every site's held-out cases (a 3x3 matrix);
+- ``fedavg``, ``fedprox``, ``fedadam``, ``fedyogi``, ``fedavgm``: the project's real ServerApp
+  and ClientApp over the in-process Grid (:mod:`deploy.in_process`), plain aggregation (SecAgg+
+  computes the same weighted sum; its exactness is the secure-aggregation tests' business).
+
+Each (regime, seed) runs in its own spawned process with one torch thread, ``--workers`` at a
+time, so the machine's cores are used and no job's timing or threads disturb another's. The
+sites' data are the demo's (``deploy.demo.synthetic_sites``: same profiles, case counts, volume
+size and data seed; written as NIfTI directly rather than through DICOM and ingest). A seed
+changes the training (initial weights, crops), never the data.
+
+    python -m bench.fl_vs_pooled [--seeds 0 1 2] [--regimes pooled local fedavg ...] [--workers 2]
+                                 [--out bench-results/fl_vs_pooled]
+
+Writes ``results.json`` (every job's per-site Dice), ``fl_vs_pooled.png`` and prints the table:
+mean +- spread (half the range) over seeds of the Dice on the mixed held-out set (every site's
+held-out cases together) and per site, and each regime's ratio to pooled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args
+
+import torch
+
+from client.local_only import model_path, train_local_only
+from client.local_round import SiteRound
+from client.site import SiteContext
+from client.training import endless, make_optimizer, train_steps
+from common.model import build_model
+from common.run_record import latest_checkpoint, load_checkpoint
+from common.settings import RunSettings, StrategyName, load_run_settings
+from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+from deploy.in_process.federation import run_in_process, site_grid
+
+FEDERATED: tuple[str, ...] = get_args(StrategyName)
+REGIMES = ("pooled", "local", *FEDERATED)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "federation.toml"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One regime trained with one seed, in a folder of its own (site caches included)."""
+
+    regime: str
+    seed: int
+    settings: RunSettings
+    sites: dict[str, Path]
+    folder: Path
+
+
+def write_sites(folder: Path, train: int, val: int, size: int, data_seed: int) -> dict[str, Path]:
+    """The demo's three sites' training-ready cases (written once, shared read-only by every job)."""
+    sites = {}
+    for profile in DEMO_SITES:
+        data = folder / profile.name
+        if not (data / "cases.json").exists():
+            write_site(profile, data, train, val, size=size, seed=data_seed)
+        sites[profile.name] = data
+    return sites
+
+
+def site_context(job: Job, site: str) -> SiteContext:
+    return SiteContext(site, job.sites[site], job.folder / "site-caches" / site, "cpu", 1)
+
+
+def score(job: Job, weights: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Mean Dice and case count of ``weights`` on each site's held-out cases."""
+    scores = {}
+    for site in job.sites:
+        result = SiteRound.prepare(site_context(job, site), job.settings).evaluate(weights)
+        scores[site] = {"dice": result["dice"], "cases": result["num-examples"]}
+    return scores
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train the job's regime; its scores (per site, and for ``local`` per model and site) and time."""
+    torch.set_num_threads(1)
+    started = time.monotonic()
+    result: dict[str, Any] = {"regime": job.regime, "seed": job.seed}
+    if job.regime == "pooled":
+        result["scores"] = score(job, train_pooled(job))
+    elif job.regime == "local":
+        result["matrix"] = {site: score(job, train_local(job, site)) for site in job.sites}
+    else:
+        result["scores"] = score(job, train_federated(job))
+    result["seconds"] = time.monotonic() - started
+    return result
+
+
+def train_pooled(job: Job) -> dict[str, torch.Tensor]:
+    """All sites' training cases as one data set: the upper bound federated training is measured against."""
+    settings = job.settings
+    torch.manual_seed(settings.seed)
+    model = build_model(settings.model)
+    rounds = [SiteRound.prepare(site_context(job, site), settings) for site in job.sites]
+    compute = rounds[0].compute
+    optimizer = make_optimizer(model, settings.training.learning_rate)
+    steps = settings.training.local_steps * len(rounds)
+    for round_number in range(1, settings.rounds + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.training.learning_rate_at(round_number, settings.rounds)
+        batches = [
+            endless(site.data.train_loader(settings.training.batch_size, settings.training.patch_size, seed))
+            for site in rounds
+            for seed in [site.site.seed(settings.seed, round_number)]
+        ]
+        train_steps(model, _in_turn(batches), steps, optimizer, compute)
+    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+
+
+def _in_turn(sites: list[Iterator[dict]]) -> Iterator[dict]:
+    """One batch from each site in turn, each site's batches drawn as its own round draws them."""
+    while True:
+        for batches in sites:
+            yield next(batches)
+
+
+def train_local(job: Job, site: str) -> dict[str, torch.Tensor]:
+    context = site_context(job, site)
+    train_local_only(context, job.settings)
+    return torch.load(model_path(context), weights_only=True)["weights"]
+
+
+def train_federated(job: Job) -> dict[str, torch.Tensor]:
+    """The project's ServerApp and ClientApp, in this process, over the stub Grid; the last round's model."""
+    settings = job.settings.model_copy(
+        update={
+            "strategy": job.settings.strategy.model_copy(update={"name": job.regime}),
+            "aggregation": job.settings.aggregation.model_copy(update={"mode": "plain"}),
+        }
+    )
+    run_dir = job.folder / "run"
+    record = run_in_process(run_dir, settings, site_grid(run_dir, settings, job.sites))
+    if record.read()["status"] != "completed":
+        raise RuntimeError(f"{job.regime} seed {job.seed}: the run ended {record.read()['status']}")
+    checkpoint = latest_checkpoint(run_dir)
+    assert checkpoint is not None  # a completed run has checkpointed every round
+    return load_checkpoint(checkpoint).weights
+
+
+def mixed(scores: dict[str, dict[str, float]]) -> float:
+    """Dice over every site's held-out cases together (a case-weighted mean of the sites' means)."""
+    cases = sum(site["cases"] for site in scores.values())
+    return sum(site["dice"] * site["cases"] for site in scores.values()) / cases
+
+
+def rows(results: list[dict[str, Any]], sites: list[str]) -> list[dict[str, Any]]:
+    """One row per regime (local: one per site's model), each a list of per-seed figures."""
+    table: dict[str, dict[str, list[float]]] = {}
+    for result in results:
+        models = (
+            {f"local-only {site}": scores for site, scores in result["matrix"].items()}
+            if "matrix" in result
+            else {result["regime"]: result["scores"]}
+        )
+        for name, scores in models.items():
+            row = table.setdefault(name, {"mixed": [], **{site: [] for site in sites}})
+            row["mixed"].append(mixed(scores))
+            for site in sites:
+                row[site].append(scores[site]["dice"])
+    return [{"name": name, **figures} for name, figures in table.items()]
+
+
+def spread(values: list[float]) -> str:
+    half_range = (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} +- {half_range:.3f}"
+
+
+def print_table(table: list[dict[str, Any]], sites: list[str], seeds: int) -> None:
+    pooled = next((row for row in table if row["name"] == "pooled"), None)
+    print(f"\nDice on held-out cases, mean +- half range over {seeds} seed(s)")
+    print(f"{'regime':<20} {'mixed':>16} {'x pooled':>9} " + " ".join(f"{site:>16}" for site in sites))
+    for row in table:
+        ratio = statistics.mean(row["mixed"]) / statistics.mean(pooled["mixed"]) if pooled else float("nan")
+        print(
+            f"{row['name']:<20} {spread(row['mixed']):>16} {ratio:>9.3f} "
+            + " ".join(f"{spread(row[site]):>16}" for site in sites)
+        )
+
+
+def plot(table: list[dict[str, Any]], sites: list[str], path: Path) -> None:
+    from matplotlib.figure import Figure  # noqa: PLC0415  (only the plot needs it)
+
+    figure = Figure(figsize=(10, 4.5), layout="constrained")
+    axes = figure.subplots()
+    columns = ["mixed", *sites]
+    width = 0.8 / len(table)
+    for index, row in enumerate(table):
+        means = [statistics.mean(row[column]) for column in columns]
+        errors = [(max(row[column]) - min(row[column])) / 2 for column in columns]
+        positions = [column + index * width for column in range(len(columns))]
+        axes.bar(positions, means, width, yerr=errors, label=row["name"], capsize=2)
+    axes.set_xticks([column + 0.4 - width / 2 for column in range(len(columns))], ["mixed held-out", *sites])
+    axes.set_ylabel("Dice")
+    axes.set_ylim(0, 1)
+    axes.legend(fontsize="small", ncols=3)
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
+    parser.add_argument("--workers", type=int, default=2, help="jobs at a time, one core each")
+    parser.add_argument("--train-cases", type=int, default=48, help="per site (the demo's)")
+    parser.add_argument("--val-cases", type=int, default=16, help="per site (the demo's)")
+    parser.add_argument("--size", type=int, default=48, help="volume edge, voxels (the demo's)")
+    parser.add_argument("--rounds", type=int, help="override the config's rounds (a quick look)")
+    parser.add_argument("--out", type=Path, default=Path("bench-results/fl_vs_pooled"))
+    args = parser.parse_args()
+
+    settings = load_run_settings(args.config)
+    if args.rounds:
+        settings = settings.model_copy(update={"rounds": args.rounds})
+    sites = write_sites(args.out / "sites", args.train_cases, args.val_cases, args.size, data_seed=0)
+    jobs = [
+        Job(regime, seed, settings.model_copy(update={"seed": seed}), sites, args.out / "jobs" / f"{regime}-seed{seed}")
+        for seed in args.seeds
+        for regime in args.regimes
+    ]
+    steps = settings.rounds * settings.training.local_steps * len(sites)
+    print(f"{len(jobs)} jobs, {args.workers} at a time; {steps} optimiser steps each (all sites together)")
+    results = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            print(f"  {result['regime']} seed {result['seed']}: {result['seconds']:.0f} s", flush=True)
+    results.sort(key=lambda result: (REGIMES.index(result["regime"]), result["seed"]))
+    names = list(sites)
+    table = rows(results, names)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings_json = json.loads(settings.canonical_json())
+    (args.out / "results.json").write_text(json.dumps({"settings": settings_json, "jobs": results}, indent=1))
+    print_table(table, names, len(args.seeds))
+    plot(table, names, args.out / "fl_vs_pooled.png")
+    print(f"\nresults.json and fl_vs_pooled.png in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
