@@ -32,7 +32,7 @@ from client.egress import egress_guard_mod, ledger_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.errors import InsiteError
-from common.evaluation import EVALUATE_LOCAL_ONLY, EVALUATE_MODEL, scoring_settings
+from common.evaluation import EVALUATE_LOCAL_ONLY, EVALUATE_MODEL, EVALUATE_PERSONALISED, scoring_settings
 from common.protocol import EVALUATE_INCOMING, RUN_KEY
 from common.settings import RunSettings, from_run_config
 from common.statistics import ACTION as STATISTICS_ACTION
@@ -122,6 +122,19 @@ def evaluate_model(msg: Message, context: Context) -> Message:
 
     def work(job: SiteRound, weights: dict) -> RecordDict:
         return RecordDict({"metrics": _metric_record(job.evaluate_held_out(weights))})
+
+    return _answer(msg, context, work, lambda settings: scoring_settings(settings, config))
+
+
+@app.evaluate(EVALUATE_PERSONALISED.partition(".")[2])
+def evaluate_personalised(msg: Message, context: Context) -> Message:
+    """Adapt the message's model to this site's cases and score it; the adapted model stays here."""
+    config = dict(msg.content.config_records.get("config", {}))
+
+    def work(job: SiteRound, weights: dict) -> RecordDict:
+        from client.personalise import score_personalised  # noqa: PLC0415  (lazy: see the module docstring)
+
+        return RecordDict({"metrics": _metric_record(score_personalised(job, weights))})
 
     return _answer(msg, context, work, lambda settings: scoring_settings(settings, config))
 

@@ -49,7 +49,7 @@ from flwr.common.serde import error_to_proto, recorddict_to_proto
 from client.ledger import Ledger
 from client.site import SiteContext
 from common.errors import InsiteError
-from common.evaluation import LOCAL_ONLY_PREFIX, SCORES
+from common.evaluation import SCORES, SITE_KINDS
 from common.protocol import INCOMING_PREFIX, SITE_METRIC
 from common.settings import ModelSettings, StatsSettings, from_run_config
 from common.statistics import QUERY as STATISTICS_QUERY
@@ -65,7 +65,7 @@ ALLOWED_METRICS = (
     frozenset(_ROUND_METRICS)
     | {INCOMING_PREFIX + name for name in _ROUND_METRICS}
     | frozenset(SCORES)  # a federated evaluation's scores (common.evaluation), of its local-only model too
-    | {LOCAL_ONLY_PREFIX + name for name in SCORES}
+    | {prefix + name for _, prefix in SITE_KINDS.values() for name in SCORES}
 )
 # Flower's legacy layout of a training reply (what secaggplus_mod reads and then masks).
 _LEGACY_PARAMETERS, _LEGACY_METRICS = "fitres.parameters", "fitres.metrics"

@@ -8,7 +8,9 @@ A site builds the network from the settings with :func:`common.model.build_model
 builds the training model: nothing in a message is ever executed, and settings outside what a site
 can build are refused by validation. ``evaluate.local_only`` asks each site to score the model it
 trained alone at home (:mod:`client.local_only`); only its scores leave, named with
-:data:`LOCAL_ONLY_PREFIX`.
+:data:`LOCAL_ONLY_PREFIX`. ``evaluate.personalised`` carries a model like ``evaluate.model``; each
+site adapts it to its own training cases first (:mod:`client.personalise`), keeps the adapted
+model, and sends only its scores, named with :data:`PERSONALISED_PREFIX`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ from common.validation import StrictModel
 TASK = "evaluate"
 EVALUATE_MODEL = "evaluate.model"
 EVALUATE_LOCAL_ONLY = "evaluate.local_only"  # Flower: an action name is a Python identifier
+EVALUATE_PERSONALISED = "evaluate.personalised"
 MODEL_SETTINGS = "model-settings"
 WINDOW = "window"
 LOCAL_ONLY_PREFIX = "local-only-"
+PERSONALISED_PREFIX = "personalised-"
+#: Kinds of model a site scores in a message of their own: (message type, prefix of its scores).
+SITE_KINDS = {
+    "local-only": (EVALUATE_LOCAL_ONLY, LOCAL_ONLY_PREFIX),
+    "personalised": (EVALUATE_PERSONALISED, PERSONALISED_PREFIX),
+}
 #: The scores a site reports for one model (an evaluate reply's metric names).
 SCORES = ("num-examples", "dice", "hd95")
 REQUEST = "evaluation-request.json"
@@ -38,7 +47,7 @@ class ModelToScore(StrictModel):
     """One model of a request: its name in the results, where it came from, and what a site builds."""
 
     name: str = Field(min_length=1)
-    kind: str = Field(description="insite checkpoint | insite bundle | MONAI bundle | local-only")
+    kind: str = Field(description="insite checkpoint | insite bundle | MONAI bundle | local-only | personalised")
     source: str
     weights: str = Field("", description="weights file (torch state dict); empty for local-only")
     model: ModelSettings = ModelSettings()

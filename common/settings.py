@@ -58,6 +58,9 @@ class TrainingSettings(StrictModel):
         "non-IID sites a constant rate keeps the global model swinging between them",
     )
     final_lr_fraction: float = Field(0.1, gt=0, le=1)
+    personalise_steps: int = Field(
+        80, ge=1, description="steps a site adapts the consensus model to its own cases, at the run's final rate"
+    )
     patch_size: int = Field(48, ge=16, description="edge of the cubic training crop, voxels")
     mixed_precision: bool = Field(True, description="CUDA AMP, or bf16 autocast on CPUs that support it")
 

@@ -24,9 +24,8 @@ from flwr.serverapp import Grid
 
 from common.errors import InsiteError
 from common.evaluation import (
-    EVALUATE_LOCAL_ONLY,
     EVALUATE_MODEL,
-    LOCAL_ONLY_PREFIX,
+    SITE_KINDS,
     EvaluationRequest,
     ModelToScore,
     message_config,
@@ -91,7 +90,7 @@ class FederatedEvaluation:
         """One model's scores by site, and each site that gave none with its reason."""
         online = self.presence.wait_for_quorum(number)
         self.state.set("evaluating", round=number, stage=model.name)
-        kind = EVALUATE_LOCAL_ONLY if model.kind == "local-only" else EVALUATE_MODEL
+        kind, prefix = SITE_KINDS.get(model.kind, (EVALUATE_MODEL, ""))
         content = _content(model)
         messages = [
             Message(content, node_id, kind, group_id=f"evaluation-{number}", ttl=self.settings.round_timeout_s)
@@ -99,7 +98,6 @@ class FederatedEvaluation:
         ]
         deadline = Deadline(self.settings.round_timeout_s, self.settings.faults.straggler_grace_s, len(online))
         outcome = exchange(self.grid, messages, deadline, f"evaluation of {model.name}", online)
-        prefix = LOCAL_ONLY_PREFIX if model.kind == "local-only" else ""
         sites = {
             site_of(reply): {
                 "num_val": metric(reply, f"{prefix}num-examples"),

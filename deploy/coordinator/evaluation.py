@@ -25,6 +25,7 @@ from deploy.coordinator.evaluation_models import CandidateModel, ModelRefused, m
 log = logging.getLogger(__name__)
 
 LOCAL_ONLY = "local-only (each site's own)"
+PERSONALISED = "adapted at each site"
 
 
 def read_models(paths: list[Path], window: int) -> tuple[list[CandidateModel], dict[str, str]]:
@@ -56,6 +57,7 @@ def prepare_evaluation(
     refused: dict[str, str],
     local_only: bool,
     transport: dict[str, Any],
+    personalised: bool = False,
 ) -> EvaluationRequest:
     """Write the evaluation's run folder; :class:`ModelRefused` when nothing is left to score."""
     require_something_to_score(models, refused, local_only)
@@ -67,16 +69,17 @@ def prepare_evaluation(
         weights = run_dir / "models" / f"{number:02d}.pt"
         weights.parent.mkdir(exist_ok=True)
         torch.save(model.weights, weights)
-        entries.append(
-            ModelToScore(
-                name=model.name,
-                kind=model.kind,
-                source=str(model.source),
-                weights=str(weights),
-                model=model.model,
-                window=model.window,
-            )
+        entry = ModelToScore(
+            name=model.name,
+            kind=model.kind,
+            source=str(model.source),
+            weights=str(weights),
+            model=model.model,
+            window=model.window,
         )
+        entries.append(entry)
+        if personalised:
+            entries.append(entry.model_copy(update={"name": f"{model.name} {PERSONALISED}", "kind": "personalised"}))
     if local_only:
         entries.append(ModelToScore(name=LOCAL_ONLY, kind="local-only", source="each site's own folder"))
     request = EvaluationRequest(models=tuple(entries), refused=refused)

@@ -1,11 +1,12 @@
-"""The demo's closing comparison: the consensus model against each site's local-only model.
+"""The demo's closing comparison: the consensus model, each site's adaptation of it, and each site's local-only model.
 
 Each site trains its local-only model at home (:func:`client.local_only.train_local_only`: the
 run's rounds x local steps on its own training cases), the three side by side in their own
-processes with the SuperNodes' share of the cores, keeps it in its cache folder, and, in a
-federated evaluation over the same SuperLink and SuperNodes as the training, sends only that
-model's scores. The consensus model is the run's last
-checkpoint. The result is filed in the training run's record, so the dashboard's run history shows it.
+processes with the SuperNodes' share of the cores, and keeps it in its cache folder. Then a
+federated evaluation over the same SuperLink and SuperNodes as the training scores the consensus
+model (the run's last checkpoint), has each site adapt it to its own cases and score that
+(:mod:`client.personalise`), and scores each site's local-only model; only scores leave the
+sites. The result is filed in the training run's record, so the dashboard's run history shows it.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def _train_site(site: SiteContext, settings: RunSettings, events: queue.Queue) -
 def compare_with_local_only(
     workspace: Workspace, settings: RunSettings, on_event: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Score the consensus model and every site's local-only model at every site; the result."""
+    """Score the consensus model, each site's adaptation of it and every site's local-only model at every site."""
     consensus = latest_checkpoint(workspace.run_dir)
     models, refused = read_models([consensus] if consensus else [], settings.training.patch_size)
-    prepare_evaluation(workspace.evaluation_dir, settings, models, refused, True, {"tls": True, "node_auth": True})
+    transport = {"tls": True, "node_auth": True}
+    prepare_evaluation(workspace.evaluation_dir, settings, models, refused, True, transport, personalised=True)
     run_demo_federation(workspace, settings, on_event, lambda _: None, run_dir=workspace.evaluation_dir)
     result = latest_result(workspace.evaluation_dir)
     file_with_training_runs(workspace.evaluation_dir, result)

@@ -422,6 +422,13 @@ def evaluate_command(
         help="Also score each site's own model, trained alone at the site ('insite site train-local'); "
         "only its scores leave the site.",
     ),
+    personalised: bool = typer.Option(
+        False,
+        "--personalised",
+        help="Also adapt each MODEL at every site to the site's own training cases (run setting "
+        "training.personalise_steps, at the run's final learning rate) and score the adapted model; "
+        "it stays at the site, only its scores leave.",
+    ),
     config: Path = typer.Option(
         SHIPPED_RUN_SETTINGS, "--config", help="Run settings (TOML, \\[run] table): min_sites and the waits."
     ),
@@ -448,7 +455,7 @@ def evaluate_command(
     require_running(coordinator)
     run_dir = (run_dir or Path(f"{coordinator.new_run_dir()}-evaluation")).resolve()
     transport = {"tls": True, "node_auth": True, "fleet_proxy": True}
-    request = prepare_evaluation(run_dir, settings, accepted, refused, local_only, transport)
+    request = prepare_evaluation(run_dir, settings, accepted, refused, local_only, transport, personalised)
     supervisor = RunSupervisor(
         control_client(coordinator),
         run_dir,

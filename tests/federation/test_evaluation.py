@@ -19,12 +19,14 @@ from client.egress import EgressRefused, check_reply
 from client.ledger import Ledger
 from client.local_only import model_path, train_local_only
 from client.local_round import SiteRound
+from client.personalise import model_path as personalised_model_path
 from client.site import SiteContext
 from common.evaluation import scoring_settings
 from common.run_record import RunRecord, checkpoint_path, load_checkpoint
 from common.settings import ModelSettings, RunSettings
 from deploy.coordinator.evaluation import (
     LOCAL_ONLY,
+    PERSONALISED,
     file_with_training_runs,
     latest_result,
     prepare_evaluation,
@@ -77,11 +79,13 @@ def site_context(run_dir: Path, name: str, folder: Path) -> SiteContext:
     return SiteContext(name, folder, run_dir.parent / "site-caches" / name, "auto", 1)
 
 
-def evaluate(paths: list[Path], sites: dict[str, Path], run_dir: Path, local_only: bool = False) -> dict:
+def evaluate(
+    paths: list[Path], sites: dict[str, Path], run_dir: Path, local_only: bool = False, personalised: bool = False
+) -> dict:
     """What 'insite coord evaluate' does, with the ServerApp over the stub Grid instead of a SuperLink."""
     settings = run_settings()
     models, refused = read_models(paths, settings.training.patch_size)
-    prepare_evaluation(run_dir, settings, models, refused, local_only, TRANSPORT)
+    prepare_evaluation(run_dir, settings, models, refused, local_only, TRANSPORT, personalised)
     record = evaluate_in_process(run_dir, settings, site_grid(run_dir, settings, sites))
     assert record.read()["status"] == "completed"
     return latest_result(run_dir)
@@ -228,6 +232,26 @@ def test_local_only_models_stay_home_and_only_their_scores_leave(trained, sites,
     assert "no local-only model" in local_only["failures"][NO_VALIDATION]
     ledger = Ledger(site_context(run_dir, "site-b", sites["site-b"]).cache_path).entries()
     assert any("local-only-dice=" in entry["detail"] for entry in ledger if entry["kind"] == "evaluate.local_only")
+
+
+def test_each_site_adapts_the_consensus_model_keeps_it_and_sends_only_its_scores(trained, sites, tmp_path):
+    consensus = checkpoint_path(trained, 2)
+    run_dir = tmp_path / "evaluation"
+    result = evaluate([consensus], sites, run_dir, personalised=True)
+
+    plain, adapted = result["models"]
+    assert adapted["name"] == f"{plain['name']} {PERSONALISED}" and adapted["kind"] == "personalised"
+    weights = load_checkpoint(consensus).weights
+    for name in TRAINING_SITES:
+        site = site_context(run_dir, name, sites[name])
+        kept = torch.load(personalised_model_path(site), weights_only=True)["weights"]
+        assert not torch.equal(kept["model.0.conv.unit0.conv.weight"], weights["model.0.conv.unit0.conv.weight"])
+        local = scored_at_site(run_dir, name, sites[name], kept, adapted["window"])
+        assert adapted["sites"][name] == {"num_val": 2.0, "dice": local["dice"], "hd95": local["hd95"]}
+        entries = Ledger(site.cache_path).entries()
+        sent = [entry for entry in entries if entry["kind"] == "evaluate.personalised"]
+        assert len(sent) == 1 and sent[0]["detail"].startswith("metrics ") and "personalised-dice=" in sent[0]["detail"]
+    assert "no validation cases" in adapted["failures"][NO_VALIDATION]
 
 
 def test_egress_allows_the_evaluation_scores_and_nothing_else():
