@@ -8,9 +8,12 @@ recipe, ``configs/federation.toml``: 13 x 40 x 3 = 1,560). Regimes:
   (the learning rate follows the run's schedule, round by round, as the sites' does);
 - ``local``: each site's local-only model (:func:`client.local_only.train_local_only`: the run's
   rounds x local steps on its own cases), scored on every site's held-out cases (a 3x3 matrix);
-- ``fedavg``, ``fedprox``, ``fedadam``, ``fedyogi``, ``fedavgm``: the project's real ServerApp
-  and ClientApp over the in-process Grid (:mod:`deploy.in_process`), plain aggregation (SecAgg+
-  computes the same weighted sum; its exactness is the secure-aggregation tests' business).
+- ``fedavg``, ``fedprox``, ``fedadam``, ``fedyogi``, ``fedavgm``, ``feddyn``: the project's real
+  ServerApp and ClientApp over the in-process Grid (:mod:`deploy.in_process`), plain aggregation
+  (SecAgg+ computes the same weighted sum; its exactness is the secure-aggregation tests'
+  business). After training, each site also adapts the consensus model to its own cases
+  (:mod:`client.personalise`, ``training.personalise_steps`` more steps: not counted in the equal
+  compute) and scores it on its own held-out cases.
 
 Each (regime, seed) runs in its own spawned process with one torch thread, ``--workers`` at a
 time, so the machine's cores are used and no job's timing or threads disturb another's. The
@@ -43,6 +46,7 @@ import torch
 
 from client.local_only import model_path, train_local_only
 from client.local_round import SiteRound
+from client.personalise import personalise
 from client.site import SiteContext
 from client.training import endless, make_optimizer, train_steps
 from common.model import build_model
@@ -91,6 +95,12 @@ def score(job: Job, weights: dict[str, torch.Tensor]) -> dict[str, dict[str, flo
     return scores
 
 
+def score_personalised_at(job: Job, site: str, consensus: dict[str, torch.Tensor]) -> float:
+    """The site's adaptation of the consensus model (client.personalise), scored on its own held-out cases."""
+    site_round = SiteRound.prepare(site_context(job, site), job.settings)
+    return site_round.evaluate(personalise(site_round, consensus))["dice"]
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Train the job's regime; its scores (per site, and for ``local`` per model and site) and time."""
     torch.set_num_threads(1)
@@ -101,7 +111,9 @@ def run_job(job: Job) -> dict[str, Any]:
     elif job.regime == "local":
         result["matrix"] = {site: score(job, train_local(job, site)) for site in job.sites}
     else:
-        result["scores"] = score(job, train_federated(job))
+        consensus = train_federated(job)
+        result["scores"] = score(job, consensus)
+        result["personalised"] = {site: score_personalised_at(job, site, consensus) for site in job.sites}
     result["seconds"] = time.monotonic() - started
     return result
 
@@ -197,6 +209,23 @@ def print_table(table: list[dict[str, Any]], sites: list[str], seeds: int) -> No
         )
 
 
+def print_per_site(results: list[dict[str, Any]], sites: list[str]) -> None:
+    """Each site's own held-out cases: its local-only model, each consensus model and the site's adaptation of it."""
+    print("\nEach site on its own held-out cases (mean over seeds): local-only | consensus -> adapted at the site")
+    local = [r for r in results if "matrix" in r]
+    if local:
+        own = {site: statistics.mean(r["matrix"][site][site]["dice"] for r in local) for site in sites}
+        print(f"{'local-only':<20} " + " ".join(f"{own[site]:>16.3f}" for site in sites))
+    for regime in dict.fromkeys(r["regime"] for r in results if "personalised" in r):
+        runs = [r for r in results if r["regime"] == regime]
+        cells = []
+        for site in sites:
+            consensus = statistics.mean(r["scores"][site]["dice"] for r in runs)
+            adapted = statistics.mean(r["personalised"][site] for r in runs)
+            cells.append(f"{consensus:.3f} -> {adapted:.3f}")
+        print(f"{regime:<20} " + " ".join(f"{cell:>16}" for cell in cells))
+
+
 def plot(table: list[dict[str, Any]], sites: list[str], path: Path) -> None:
     from matplotlib.figure import Figure  # noqa: PLC0415  (only the plot needs it)
 
@@ -255,6 +284,7 @@ def main() -> None:
     settings_json = json.loads(settings.canonical_json())
     (args.out / "results.json").write_text(json.dumps({"settings": settings_json, "jobs": results}, indent=1))
     print_table(table, names, len(args.seeds))
+    print_per_site(results, names)
     plot(table, names, args.out / "fl_vs_pooled.png")
     print(f"\nresults.json and fl_vs_pooled.png in {args.out}")
 

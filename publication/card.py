@@ -15,7 +15,7 @@ from typing import Any
 from common.settings import RunSettings
 from publication.layout import INFERENCE
 from publication.manifest.licences import is_custom
-from publication.manifest.schema import ACCESS_TITLES, KIND_TITLES, Manifest
+from publication.manifest.schema import ACCESS_TITLES, KIND_TITLES, Manifest, RunReference
 from publication.manifest.trees import Decision
 
 
@@ -72,6 +72,20 @@ def summarise_metrics(row: dict[str, Any], round_number: int) -> MetricsSummary:
 
 
 SELECTION_REASONS = {"final": "the run's final round", "best": "the round with the best global Dice"}
+# What choosing the round did to the scores the card then reports (issue: never pass off a
+# selected-on score as an unbiased one).
+SELECTION_CAVEATS = {
+    "final": "The round was fixed before training (the final round), so the scores below played no part in "
+    "choosing it.",
+    "best": "The round was chosen by its global Dice on these same held-out cases, so the scores below are "
+    "validation scores and optimistic (selection bias), not an unbiased estimate; for one, publish the final "
+    "round or score the model on a test split that no choice has seen ('insite coord evaluate').",
+}
+
+
+def selection_metrics(run: RunReference) -> dict[str, float]:
+    """``eval_metrics`` entries naming the exported round and whether held-out scores chose it."""
+    return {"exported_round": float(run.round), "round_chosen_on_held_out_dice": float(run.selection == "best")}
 
 
 def _privacy_lines(transport: dict[str, Any]) -> list[str]:
@@ -133,7 +147,7 @@ def model_card(
     lines += [
         f"Exported: round {manifest.run.round} of the "
         f"{record.get('rounds_done', manifest.run.round)} trained, "
-        f"{SELECTION_REASONS[manifest.run.selection]}.",
+        f"{SELECTION_REASONS[manifest.run.selection]}. {SELECTION_CAVEATS[manifest.run.selection]}",
         "",
     ]
     if metrics.round is None:

@@ -15,7 +15,7 @@ from typing import Any
 from common.run_record import Checkpoint
 from common.settings import RunSettings
 from publication.bundle_configs import inference_config, metadata
-from publication.card import licence_text, model_card, summarise_metrics
+from publication.card import licence_text, model_card, selection_metrics, summarise_metrics
 from publication.manifest.policy import decisions
 from publication.manifest.schema import Manifest
 
@@ -35,7 +35,7 @@ def derive(
 ) -> DerivedFiles:
     summary = summarise_metrics(checkpoint.metrics, manifest.run.round)
     return DerivedFiles(
-        metadata=metadata(manifest, settings, record, summary.eval_metrics()),
+        metadata=metadata(manifest, settings, record, summary.eval_metrics() | selection_metrics(manifest.run)),
         inference=inference_config(settings),
         card=model_card(manifest, settings, record, summary, decisions(manifest), approvers),
         licence=licence_text(manifest),

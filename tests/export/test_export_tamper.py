@@ -17,6 +17,7 @@ from common.keys import load_private_key
 from common.run_record import RunRecord, checkpoint_path, load_checkpoint
 from deploy.demo.publish import demo_publish, ensure_key
 from deploy.node_keys import create_site_key
+from publication.contents import derive
 from publication.draft import DEFAULT_TEMPLATE, draft_manifest
 from publication.export import export_run
 from publication.manifest.approvals import (
@@ -237,7 +238,7 @@ def test_model_card_and_metadata_content(published):
     bundle = published.bundle
     card = (bundle / "docs" / "README.md").read_text()
     assert "across 3 sites (site-a, site-b, site-c)" in card and "2 rounds" in card and "`fedavg`" in card
-    assert "Exported: round 2 of the 2 trained, the run's final round." in card
+    assert "Exported: round 2 of the 2 trained, the run's final round. The round was fixed before training" in card
     assert f"round 2: {final['global_dice']:.4f}" in card
     for site, scores in final["sites"].items():
         assert f"| {site} | {int(scores['num_val'])} | {scores['dice']:.4f} |" in card
@@ -250,6 +251,7 @@ def test_model_card_and_metadata_content(published):
     assert meta["eval_metrics"]["mean_dice"] == pytest.approx(final["global_dice"])
     assert meta["eval_metrics"]["dice_site-b"] == pytest.approx(final["sites"]["site-b"]["dice"])
     assert meta["eval_metrics"]["site_dice_min"] == pytest.approx(min(dice))
+    assert meta["eval_metrics"]["exported_round"] == 2 and meta["eval_metrics"]["round_chosen_on_held_out_dice"] == 0
     assert meta["label_classes"] == "0: background, 1: lesion"
     assert "SPDX-License-Identifier: CC-BY-4.0" in (bundle / "LICENSE").read_text()
     assert (bundle / "models" / "model.ts").stat().st_size > 0
@@ -272,6 +274,16 @@ def test_best_round_is_exported_with_its_reason(run_dir, tmp_path):
     assert loaded.manifest.run.round == best["round"] and loaded.manifest.run.selection == "best"
     weights = loaded.manifest.asset("weights")
     assert weights.files[0].path.endswith(f"round-{best['round']:04d}.pt")
+    run = RunRecord(run_dir)
+    derived = derive(
+        loaded.manifest, run.read(), run.settings(), load_checkpoint(checkpoint_path(run_dir, best["round"])), {}
+    )
+    assert "the round with the best global Dice. The round was chosen by its global Dice on these same held-out" in (
+        derived.card
+    )
+    assert "optimistic (selection bias)" in derived.card
+    assert derived.metadata["eval_metrics"]["exported_round"] == best["round"]
+    assert derived.metadata["eval_metrics"]["round_chosen_on_held_out_dice"] == 1
 
 
 def test_demo_publishes_with_provisioned_node_keys(run_dir, tmp_path):
