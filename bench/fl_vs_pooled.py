@@ -22,7 +22,7 @@ size and data seed; written as NIfTI directly rather than through DICOM and inge
 changes the training (initial weights, crops), never the data.
 
     python -m bench.fl_vs_pooled [--seeds 0 1 2] [--regimes pooled local fedavg ...] [--workers 2]
-                                 [--out bench-results/fl_vs_pooled]
+                                 [--out .bench/fl_vs_pooled]
 
 Writes ``results.json`` (every job's per-site Dice), ``fl_vs_pooled.png`` and prints the table:
 mean +- spread (half the range) over seeds of the Dice on the mixed held-out set (every site's
@@ -255,7 +255,7 @@ def main() -> None:
     parser.add_argument("--val-cases", type=int, default=16, help="per site (the demo's)")
     parser.add_argument("--size", type=int, default=48, help="volume edge, voxels (the demo's)")
     parser.add_argument("--rounds", type=int, help="override the config's rounds (a quick look)")
-    parser.add_argument("--out", type=Path, default=Path("bench-results/fl_vs_pooled"))
+    parser.add_argument("--out", type=Path, default=Path(".bench/fl_vs_pooled"))
     args = parser.parse_args()
 
     settings = load_run_settings(args.config)
