@@ -245,6 +245,24 @@ def plot(table: list[dict[str, Any]], sites: list[str], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def with_overrides(settings: RunSettings, overrides: list[str]) -> RunSettings:
+    """``settings`` with dotted ``KEY=VALUE`` overrides, validated again as a whole."""
+    data = settings.model_dump(mode="json")
+    for override in overrides:
+        key, _, value = override.partition("=")
+        *parents, leaf = key.split(".")
+        table = data
+        for parent in parents:
+            table = table[parent]
+        if leaf not in table:
+            raise SystemExit(f"--set {override}: no run setting {key}")
+        try:
+            table[leaf] = json.loads(value)
+        except ValueError:  # a bare word: a string setting
+            table[leaf] = value
+    return RunSettings.model_validate(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
@@ -255,12 +273,18 @@ def main() -> None:
     parser.add_argument("--val-cases", type=int, default=16, help="per site (the demo's)")
     parser.add_argument("--size", type=int, default=48, help="volume edge, voxels (the demo's)")
     parser.add_argument("--rounds", type=int, help="override the config's rounds (a quick look)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run setting for every regime, e.g. training.learning_rate=0.002 (value as JSON)",
+    )
     parser.add_argument("--out", type=Path, default=Path(".bench/fl_vs_pooled"))
     args = parser.parse_args()
 
-    settings = load_run_settings(args.config)
-    if args.rounds:
-        settings = settings.model_copy(update={"rounds": args.rounds})
+    overrides = args.set + ([f"rounds={args.rounds}"] if args.rounds else [])
+    settings = with_overrides(load_run_settings(args.config), overrides)
     sites = write_sites(args.out / "sites", args.train_cases, args.val_cases, args.size, data_seed=0)
     jobs = [
         Job(regime, seed, settings.model_copy(update={"seed": seed}), sites, args.out / "jobs" / f"{regime}-seed{seed}")
