@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from flwr.app import ArrayRecord, ConfigRecord, Message
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -72,6 +73,18 @@ class OnlineNodes:
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self._online)
+
+
+def in_dtypes_of(aggregated: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
+    """The strategy's new model in the dtypes of the model it was sent.
+
+    Flower's FedAdam and FedYogi scale their step by a NumPy float64 scalar, which under NumPy 2
+    turns a float32 model into float64; the sites, rightly, refuse a global model whose tensors
+    are not the network's (client.local_round), and every round after the first would fail.
+    """
+    return ArrayRecord(
+        {name: Array(np.asarray(array.numpy(), dtype=sent[name].numpy().dtype)) for name, array in aggregated.items()}
+    )
 
 
 class RoundLoop:
@@ -148,12 +161,13 @@ class RoundLoop:
             self._require_quorum(train, "training", round_number, len(messages))
             if pending is not None:
                 self._close(pending, arrays, train, INCOMING_PREFIX)
-            new_arrays, _ = self.strategy.aggregate_train(local_round, train.replies)
-            if new_arrays is None:
+            aggregated, _ = self.strategy.aggregate_train(local_round, train.replies)
+            if aggregated is None:
                 raise FederationError(
                     f"round {round_number}: the strategy produced no model from "
                     f"{len(train.replies)} replies (inconsistent tensors?)"
                 )
+            new_arrays = in_dtypes_of(aggregated, arrays)
             row = self._train_row(round_number, train, time.monotonic() - started)
             row.update(attempts=number, earlier_attempts=earlier, sites_online=sorted(online.values()))
             save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(), row, self.settings)
