@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -50,7 +51,7 @@ from client.personalise import personalise
 from client.site import SiteContext
 from client.training import endless, make_optimizer, train_steps
 from common.model import build_model
-from common.run_record import latest_checkpoint, load_checkpoint
+from common.run_record import RunRecord, latest_checkpoint, load_checkpoint
 from common.settings import RunSettings, StrategyName, load_run_settings
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.in_process.federation import run_in_process, site_grid
@@ -102,8 +103,26 @@ def score_personalised_at(job: Job, site: str, consensus: dict[str, torch.Tensor
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Train the job's regime; its scores (per site, and for ``local`` per model and site) and time."""
+    """The job's result, from its folder if an earlier invocation finished it; a failure is a result too.
+
+    A benchmark of an hour must not lose finished jobs to one that fails (a strategy whose run
+    pauses, say), nor to an interruption: each job keeps its result, and its trained models, in
+    its own folder, and a later invocation with the same ``--out`` reuses them.
+    """
+    done = job.folder / "result.json"
+    if done.exists():
+        return dict(json.loads(done.read_text()))
     torch.set_num_threads(1)
+    try:
+        result = train_and_score(job)
+    except Exception as error:  # any failure of one regime is reported beside the others' results
+        return {"regime": job.regime, "seed": job.seed, "failed": f"{type(error).__name__}: {error}"}
+    done.write_text(json.dumps(result))
+    return result
+
+
+def train_and_score(job: Job) -> dict[str, Any]:
+    """Train the job's regime; its scores (per site, and for ``local`` per model and site) and time."""
     started = time.monotonic()
     result: dict[str, Any] = {"regime": job.regime, "seed": job.seed}
     if job.regime == "pooled":
@@ -120,6 +139,9 @@ def run_job(job: Job) -> dict[str, Any]:
 
 def train_pooled(job: Job) -> dict[str, torch.Tensor]:
     """All sites' training cases as one data set: the upper bound federated training is measured against."""
+    kept = job.folder / "pooled.pt"
+    if kept.exists():
+        return dict(torch.load(kept, weights_only=True))
     settings = job.settings
     torch.manual_seed(settings.seed)
     model = build_model(settings.model)
@@ -136,7 +158,9 @@ def train_pooled(job: Job) -> dict[str, torch.Tensor]:
             for seed in [site.site.seed(settings.seed, round_number)]
         ]
         train_steps(model, _in_turn(batches), steps, optimizer, compute)
-    return {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    weights = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    torch.save(weights, kept)
+    return weights
 
 
 def _in_turn(sites: list[Iterator[dict]]) -> Iterator[dict]:
@@ -148,7 +172,8 @@ def _in_turn(sites: list[Iterator[dict]]) -> Iterator[dict]:
 
 def train_local(job: Job, site: str) -> dict[str, torch.Tensor]:
     context = site_context(job, site)
-    train_local_only(context, job.settings)
+    if not model_path(context).exists():  # kept from an interrupted invocation otherwise
+        train_local_only(context, job.settings)
     return torch.load(model_path(context), weights_only=True)["weights"]
 
 
@@ -161,9 +186,13 @@ def train_federated(job: Job) -> dict[str, torch.Tensor]:
         }
     )
     run_dir = job.folder / "run"
-    record = run_in_process(run_dir, settings, site_grid(run_dir, settings, job.sites))
+    record = RunRecord(run_dir)
+    if not (run_dir / "run.json").exists() or record.read()["status"] != "completed":
+        shutil.rmtree(run_dir, ignore_errors=True)  # an interrupted run starts again: its site state went with it
+        shutil.rmtree(job.folder / "site-caches", ignore_errors=True)
+        run_in_process(run_dir, settings, site_grid(run_dir, settings, job.sites))
     if record.read()["status"] != "completed":
-        raise RuntimeError(f"{job.regime} seed {job.seed}: the run ended {record.read()['status']}")
+        raise RuntimeError(f"the run ended {record.read()['status']}: {record.read().get('failure')}")
     checkpoint = latest_checkpoint(run_dir)
     assert checkpoint is not None  # a completed run has checkpointed every round
     return load_checkpoint(checkpoint).weights
@@ -286,19 +315,25 @@ def main() -> None:
     overrides = args.set + ([f"rounds={args.rounds}"] if args.rounds else [])
     settings = with_overrides(load_run_settings(args.config), overrides)
     sites = write_sites(args.out / "sites", args.train_cases, args.val_cases, args.size, data_seed=0)
+    jobs_dir = args.out / "jobs" / settings.digest()[:12]  # other settings, other folders: nothing stale reused
     jobs = [
-        Job(regime, seed, settings.model_copy(update={"seed": seed}), sites, args.out / "jobs" / f"{regime}-seed{seed}")
+        Job(regime, seed, settings.model_copy(update={"seed": seed}), sites, jobs_dir / f"{regime}-seed{seed}")
         for seed in args.seeds
         for regime in args.regimes
     ]
     steps = settings.rounds * settings.training.local_steps * len(sites)
     print(f"{len(jobs)} jobs, {args.workers} at a time; {steps} optimiser steps each (all sites together)")
-    results = []
+    results: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for future in as_completed(futures):
             result = future.result()
+            if "failed" in result:
+                print(f"  {result['regime']} seed {result['seed']}: FAILED, {result['failed']}", flush=True)
+                failed.append(result)
+                continue
             results.append(result)
             print(f"  {result['regime']} seed {result['seed']}: {result['seconds']:.0f} s", flush=True)
     results.sort(key=lambda result: (REGIMES.index(result["regime"]), result["seed"]))
@@ -306,11 +341,15 @@ def main() -> None:
     table = rows(results, names)
     args.out.mkdir(parents=True, exist_ok=True)
     settings_json = json.loads(settings.canonical_json())
-    (args.out / "results.json").write_text(json.dumps({"settings": settings_json, "jobs": results}, indent=1))
+    (args.out / "results.json").write_text(
+        json.dumps({"settings": settings_json, "jobs": results, "failed": failed}, indent=1)
+    )
     print_table(table, names, len(args.seeds))
     print_per_site(results, names)
     plot(table, names, args.out / "fl_vs_pooled.png")
     print(f"\nresults.json and fl_vs_pooled.png in {args.out}")
+    for result in failed:
+        print(f"not in the table: {result['regime']} seed {result['seed']} failed: {result['failed']}")
 
 
 if __name__ == "__main__":
