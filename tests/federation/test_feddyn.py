@@ -58,11 +58,14 @@ def state_of(run_dir: Path, site: str) -> Path:
 
 def test_under_secagg_the_coordinator_sees_only_masked_sums_and_still_corrects_drift(folders, tmp_path):
     run = settings("secagg+")
-    received: list[np.ndarray] = []
+    received: list[np.ndarray | bytes] = []
 
-    def keep(reply: Message) -> Message:
+    def keep(reply: Message) -> Message:  # what the coordinator receives, as the secure-aggregation test keeps it
         if reply.has_content():
             received.extend(a.numpy() for record in reply.content.array_records.values() for a in record.values())
+            for record in reply.content.config_records.values():
+                for value in record.values():
+                    received.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, bytes))
         return reply
 
     run_dir = tmp_path / "run"
@@ -87,15 +90,18 @@ def test_under_secagg_the_coordinator_sees_only_masked_sums_and_still_corrects_d
         expected = 2 * mean - sent[name] if name in parameters else mean
         assert torch.allclose(tensor, expected, atol=1e-4), name
 
-    plaintext = [t.numpy().ravel() for update in updates.values() for t in update.values() if t.numel() > 8]
-    assert received
-    for array in received:  # no reply carries a site's update, whole or as a piece
-        flat = np.asarray(array).ravel().astype(np.float64)
-        for piece in plaintext:
-            assert not any(
-                np.allclose(flat[start : start + piece.size], piece, atol=1e-6)
-                for start in range(0, max(flat.size - piece.size, 0) + 1, piece.size)
-            )
+    assert received, "no reply was recorded"
+    blobs = [item for item in received if isinstance(item, bytes)]
+    assert blobs, "no masked vector was recorded"
+    arrays = [item for item in received if isinstance(item, np.ndarray)]
+    for site, update in updates.items():  # no reply carries a site's update, whole or as raw bytes
+        largest = max(update.values(), key=lambda t: t.numel()).numpy()
+        assert not any(largest.tobytes()[:256] in blob for blob in blobs), f"{site}'s update in clear"
+        for name, tensor in update.items():
+            values = tensor.numpy()
+            for array in arrays:
+                if array.size == values.size:
+                    assert not np.allclose(array.reshape(values.shape), values, atol=1e-6), f"{site}'s {name}"
 
     key = record.run_key()
     for site in folders:  # the site's term g = -alpha (w_site - w_sent), kept at home under the run's key
