@@ -253,7 +253,7 @@ def _compare(space: Workspace, settings: RunSettings) -> None:
     plot = plot_evaluation(result, space.evaluation_dir / "evaluation.png")
     console.print(
         f"federated evaluation in {time.monotonic() - started:.0f} s in all (local-only training included); "
-        f"plot {plot}; the same with 'insite coord evaluate --local-only MODEL...'",
+        f"plot {plot}; the same with 'insite coord evaluate --local-only --personalised MODEL...'",
         highlight=False,
         soft_wrap=True,
     )
