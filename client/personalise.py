@@ -2,10 +2,11 @@
 
 A consensus model serves the sites on average; a site whose scanners or lesions differ from the
 others' can do better with a model adapted to itself. In a federated evaluation
-(``evaluate.personalised``) each site takes the model the message carries, trains it
-``personalise_steps`` more steps on its own training cases at the run's final learning rate (the
-rate the federation ended on, so the model is adapted rather than retrained), keeps it in its
-cache folder, and sends only its scores on its held-out cases, prefixed ``personalised-``. The
+(``evaluate.personalised``) each site takes the model the message carries and trains it
+``personalise_steps`` more steps on its own training cases, with a fresh Adam at
+``personalise_lr_fraction`` of the run's starting rate (the rate the federation ended on adapts
+too little in that many steps; the starting rate would retrain). It keeps the adapted model in its
+cache folder and sends only its scores on its held-out cases, prefixed ``personalised-``. The
 adapted model never leaves the site.
 """
 
@@ -34,7 +35,7 @@ def personalise(job: SiteRound, weights: dict[str, torch.Tensor]) -> dict[str, t
     """``weights`` adapted to the site's training cases; kept at the site, returned for scoring."""
     training, settings = job.settings.training, job.settings
     model = job.model(weights)
-    optimizer = make_optimizer(model, training.learning_rate_at(settings.rounds, settings.rounds))
+    optimizer = make_optimizer(model, training.learning_rate * training.personalise_lr_fraction)
     loader = job.data.train_loader(training.batch_size, training.patch_size, job.site.seed(settings.seed, 0))
     result = train_steps(model, endless(loader), training.personalise_steps, optimizer, job.compute)
     adapted = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}

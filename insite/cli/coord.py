@@ -425,8 +425,8 @@ def evaluate_command(
     personalised: bool = typer.Option(
         False,
         "--personalised",
-        help="Also adapt each MODEL at every site to the site's own training cases (run setting "
-        "training.personalise_steps, at the run's final learning rate) and score the adapted model; "
+        help="Also adapt each MODEL at every site to the site's own training cases (run settings "
+        "training.personalise_steps and personalise_lr_fraction) and score the adapted model; "
         "it stays at the site, only its scores leave.",
     ),
     config: Path = typer.Option(

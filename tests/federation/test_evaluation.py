@@ -49,7 +49,7 @@ def run_settings() -> RunSettings:
             "min_sites": 2,
             "round_timeout_s": 60,
             "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-            "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
+            "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False, "personalise_steps": 5},
             "aggregation": {"mode": "plain"},
             "faults": {"straggler_grace_s": 0.3, "quorum_wait_s": 3},
         }
