@@ -258,7 +258,7 @@ def print_per_site(results: list[dict[str, Any]], sites: list[str]) -> None:
 def plot(table: list[dict[str, Any]], sites: list[str], path: Path) -> None:
     from matplotlib.figure import Figure  # noqa: PLC0415  (only the plot needs it)
 
-    figure = Figure(figsize=(10, 4.5), layout="constrained")
+    figure = Figure(figsize=(10, 5), layout="constrained")
     axes = figure.subplots()
     columns = ["mixed", *sites]
     width = 0.8 / len(table)
@@ -270,7 +270,7 @@ def plot(table: list[dict[str, Any]], sites: list[str], path: Path) -> None:
     axes.set_xticks([column + 0.4 - width / 2 for column in range(len(columns))], ["mixed held-out", *sites])
     axes.set_ylabel("Dice")
     axes.set_ylim(0, 1)
-    axes.legend(fontsize="small", ncols=3)
+    axes.legend(fontsize="small", ncols=5, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     figure.savefig(path, dpi=120)
 
 
