@@ -21,6 +21,7 @@ from client.site_state import SiteState
 
 Penalty = Callable[[torch.nn.Module], torch.Tensor]
 FEDDYN_STATE = "feddyn"
+ROUNDS_KEPT = "(rounds)"  # beside the parameters' terms (no parameter has this name): the rounds they hold
 
 
 def starting_point(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -43,6 +44,7 @@ class DynamicRegulariser:
         self.state, self.alpha = state, alpha
         self.start = starting_point(model)
         saved = state.load(FEDDYN_STATE) or {}
+        self.rounds: list[int] = saved[ROUNDS_KEPT].tolist() if ROUNDS_KEPT in saved else []
         self.names = [name for name, _ in model.named_parameters()]
         self.linear = [
             saved[name].to(parameter.device) if name in saved else torch.zeros_like(parameter)
@@ -54,10 +56,11 @@ class DynamicRegulariser:
         inner = sum((g * w).sum() for g, w in zip(self.linear, model.parameters(), strict=True))
         return self._pull(model) - torch.as_tensor(inner)
 
-    def remember(self, model: torch.nn.Module) -> None:
+    def remember(self, model: torch.nn.Module, round_number: int) -> None:
         """After training: ``g <- g - alpha (w_site - w_global)``, kept for the site's next round."""
         updated = {
             name: (g - self.alpha * (w.detach() - start)).cpu()
             for name, g, w, start in zip(self.names, self.linear, model.parameters(), self.start, strict=True)
         }
+        updated[ROUNDS_KEPT] = torch.tensor([*self.rounds, round_number])
         self.state.save(FEDDYN_STATE, updated)

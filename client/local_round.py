@@ -73,12 +73,18 @@ class SiteRound:
         elif strategy.name == "feddyn":
             dynamic = DynamicRegulariser(model, SiteState(self.site.cache_path, run_key), strategy.feddyn_alpha)
             penalty = dynamic.penalty
+            log.info(
+                "site %s round %d: FedDyn term of this run kept from rounds %s",
+                self.site.name,
+                round_number,
+                dynamic.rounds or "none (the site's first round in it)",
+            )
         loader = self.data.train_loader(
             training.batch_size, training.patch_size, self.site.seed(self.settings.seed, round_number)
         )
         result = train_steps(model, endless(loader), training.local_steps, optimizer, self.compute, penalty)
         if dynamic is not None:
-            dynamic.remember(model)
+            dynamic.remember(model, round_number)
         log.info(
             "site %s round %d: %d steps in %.1fs on %s, loss %.4f",
             self.site.name,

@@ -20,7 +20,9 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+import torch
 
+from client.drift import FEDDYN_STATE, ROUNDS_KEPT
 from client.ledger import Ledger
 from common.run_record import RunRecord, checkpoint_path, load_checkpoint
 from common.settings import RunSettings
@@ -34,11 +36,12 @@ pytestmark = pytest.mark.federation
 SITES = [profile.name for profile in DEMO_SITES]
 
 
-def settings(rounds: int, aggregation: str = "secagg+", **faults: float) -> RunSettings:
+def settings(rounds: int, aggregation: str = "secagg+", strategy: str = "fedavg", **faults: float) -> RunSettings:
     return RunSettings.model_validate(
         {
             "rounds": rounds,
             "min_sites": 2,
+            "strategy": {"name": strategy},
             "aggregation": {"mode": aggregation},
             "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
             "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
@@ -118,6 +121,23 @@ def test_a_site_killed_at_any_secure_stage(stage, tmp_path):
     rows = survived(space, record, 3)
     assert rows[1]["dropped"].get("site-c") == stage
     assert "site-c" in trained(rows[2])
+
+
+@pytest.mark.slow
+def test_a_restarted_site_keeps_its_feddyn_term_under_secagg(tmp_path):
+    """A site's between-round state is on disk under the run's key: a SuperNode restart loses none of it."""
+    space, record, events = federation_with(
+        tmp_path, settings(3, strategy="feddyn"), [Fault(2, "setup", "supernode-site-b")]
+    )
+    rows = survived(space, record, 3)
+    assert rows[1]["dropped"].get("site-b") == "setup" and "site-b" in trained(rows[2])
+    assert any("supernode-site-b restarted" in event for event in events)
+    key = RunRecord(space.run_dir).run_key()
+    for site, rounds in {"site-a": [1, 2, 3], "site-b": [1, 3], "site-c": [1, 2, 3]}.items():
+        kept = space.site(site, 1).context.cache_path / "round-state"
+        assert [path.name for path in kept.iterdir()] == [key], site
+        term = torch.load(kept / key / f"{FEDDYN_STATE}.pt", weights_only=True)
+        assert term[ROUNDS_KEPT].tolist() == rounds, site  # site-b's round 3 built on its round 1
 
 
 @pytest.mark.slow

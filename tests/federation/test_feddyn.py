@@ -14,7 +14,7 @@ import pytest
 import torch
 from flwr.app import Message
 
-from client.drift import FEDDYN_STATE
+from client.drift import FEDDYN_STATE, ROUNDS_KEPT
 from client.local_round import SiteRound
 from client.site import SiteContext
 from common.errors import SiteDataError
@@ -96,7 +96,7 @@ def test_under_secagg_the_coordinator_sees_only_masked_sums_and_still_corrects_d
     key = record.run_key()
     for site in folders:  # the site's term g = -alpha (w_site - w_sent), kept at home under the run's key
         saved = torch.load(state_of(run_dir, site) / key / f"{FEDDYN_STATE}.pt", weights_only=True)
-        assert set(saved) == parameters
+        assert set(saved) == parameters | {ROUNDS_KEPT} and saved.pop(ROUNDS_KEPT).tolist() == [1]
         for name, g in saved.items():
             assert torch.allclose(g, -ALPHA * (updates[site][name] - sent[name]), atol=1e-6), name
 
@@ -109,6 +109,7 @@ def test_site_state_carries_across_rounds_and_is_dropped_by_a_new_run(folders, t
     for site, folder in kept.items():
         assert [path.name for path in folder.iterdir()] == [first.run_key()], site
         after_two = torch.load(folder / first.run_key() / f"{FEDDYN_STATE}.pt", weights_only=True)
+        assert after_two.pop(ROUNDS_KEPT).tolist() == [1, 2]  # round 2 built on round 1's term
         assert any(float(g.abs().max()) > 0 for g in after_two.values())
 
     again = RunRecord(first_dir)
