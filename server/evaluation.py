@@ -88,7 +88,7 @@ class FederatedEvaluation:
 
     def score(self, number: int, model: ModelToScore) -> dict[str, Any]:
         """One model's scores by site, and each site that gave none with its reason."""
-        online = self.presence.wait_for_quorum(number)
+        online = self.presence.wait_for_quorum(number, f"the evaluation of {model.name}")
         self.state.set("evaluating", round=number, stage=model.name)
         kind, prefix = SITE_KINDS.get(model.kind, (EVALUATE_MODEL, ""))
         content = _content(model)

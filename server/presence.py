@@ -79,29 +79,33 @@ class Presence:
             described.append(f"{name} offline since {when}" if when else f"{name} not seen in this run")
         return described
 
-    def wait_for_quorum(self, round_number: int) -> dict[int, str]:
-        """The online sites, once at least ``min_sites`` are; :class:`QuorumLost` after ``wait_s``."""
+    def wait_for_quorum(self, round_number: int, work: str = "") -> dict[int, str]:
+        """The online sites, once at least ``min_sites`` are; :class:`QuorumLost` after ``wait_s``.
+
+        ``work`` names what waits, in the messages ("the evaluation of round-0013"); a training
+        round by default.
+        """
+        work = work or f"round {round_number}"
         started = self.clock()
         said = ""
         while True:
             online = self.online()
             if len(online) >= self.min_sites:
                 if said:
-                    log.info("round %d has its quorum: %s", round_number, ", ".join(sorted(online.values())))
-                online = self._wait_for_rejoining(round_number, online)
+                    log.info("%s has its quorum: %s", work, ", ".join(sorted(online.values())))
+                online = self._wait_for_rejoining(round_number, work, online)
                 self.at_last_round = set(online.values())
                 return online
             missing = "; ".join(self.offline(online.values())) or "no other site has connected yet"
             waited = self.clock() - started
             if waited >= self.wait_s:
                 raise QuorumLost(
-                    f"round {round_number} waited {waited:.0f} s for quorum: {len(online)} sites online, "
+                    f"{work} waited {waited:.0f} s for quorum: {len(online)} sites online, "
                     f"{self.min_sites} needed ({missing}); continue the run when they are back"
                 )
             known = max(len(self.last_seen), self.min_sites)
             message = (
-                f"round {round_number} waits for quorum: {len(online)} of {known} sites online, "
-                f"{self.min_sites} needed; {missing}"
+                f"{work} waits for quorum: {len(online)} of {known} sites online, {self.min_sites} needed; {missing}"
             )
             if message != said:
                 log.warning("%s (at most %.0f s more)", message, self.wait_s - waited)
@@ -109,7 +113,7 @@ class Presence:
                 said = message
             self.sleep(POLL_S)
 
-    def _wait_for_rejoining(self, round_number: int, online: dict[int, str]) -> dict[int, str]:
+    def _wait_for_rejoining(self, round_number: int, work: str, online: dict[int, str]) -> dict[int, str]:
         """``online``, or more: up to ``rejoin_wait_s`` for the sites of the last round that are not."""
         started = self.clock()
         said = ""
@@ -117,10 +121,10 @@ class Presence:
             waited = self.clock() - started
             if waited >= self.rejoin_wait_s:
                 if said:
-                    log.warning("round %d goes on without %s after %.0f s", round_number, ", ".join(missing), waited)
+                    log.warning("%s goes on without %s after %.0f s", work, ", ".join(missing), waited)
                 break
             message = (
-                f"round {round_number} waits up to {self.rejoin_wait_s:.0f} s for {', '.join(missing)} to rejoin "
+                f"{work} waits up to {self.rejoin_wait_s:.0f} s for {', '.join(missing)} to rejoin "
                 f"({len(online)} sites online, quorum met); {'; '.join(self.offline(online.values()))}"
             )
             if message != said:

@@ -38,7 +38,7 @@ def collect_statistics(grid: Grid, settings: RunSettings, record: RunRecord, sta
         settings.faults.quorum_wait_s,
         on_wait=lambda _, message: state.set("waiting", detail=message),
     )
-    online = presence.wait_for_quorum(1)
+    online = presence.wait_for_quorum(1, "the statistics request")
     state.set("statistics", detail=f"asking {', '.join(sorted(online.values()))} for their data statistics")
     messages = [
         Message(RecordDict({"config": ConfigRecord()}), dst_node_id=node, message_type=QUERY) for node in online

@@ -18,7 +18,7 @@ from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, loa
 from common.settings import RunSettings
 from deploy.in_process.federation import FIRST_NODE_ID, run_in_process, site_grid
 from harness.federation import write_sphere_site
-from server.presence import Presence
+from server.presence import Presence, QuorumLost
 
 SITES = ("site-a", "site-b", "site-c")
 SITE_B = FIRST_NODE_ID + 1
@@ -206,3 +206,13 @@ def test_a_site_that_does_not_rejoin_in_time_is_not_waited_for_again():
     assert set(presence.wait_for_quorum(2).values()) == without_b  # the round went on after the wait
     waits = len(said)
     assert set(presence.wait_for_quorum(3).values()) == without_b and len(said) == waits  # no second wait
+
+
+def test_a_wait_outside_training_names_its_work_not_a_round():
+    presence, said = _presence([{"site-a"}], rejoin_wait_s=0)
+    with pytest.raises(QuorumLost, match=r"^the statistics request waited 100 s for quorum: 1 sites online, 2 needed"):
+        presence.wait_for_quorum(1, "the statistics request")
+    assert said == [
+        "the statistics request waits for quorum: 1 of 3 sites online, 2 needed; "
+        "site-b not seen in this run; site-c not seen in this run"
+    ]
