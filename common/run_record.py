@@ -121,7 +121,7 @@ class RunRecord:
                 "settings": settings.model_dump(mode="json"),
                 "settings_digest": settings.digest(),
                 "transport": transport,
-                "rounds_planned": settings.rounds,
+                "rounds_planned": settings.rounds if settings.task == "train" else 0,  # evaluations, statistics
                 "rounds_done": 0,
                 "sites": [],
                 "flower_runs": [],

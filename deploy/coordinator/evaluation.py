@@ -63,7 +63,6 @@ def prepare_evaluation(
     require_something_to_score(models, refused, local_only)
     record = RunRecord(run_dir)
     record.create(run_dir.name, settings.model_copy(update={"task": TASK}), transport)
-    record.update(rounds_planned=0)  # an evaluation trains no round
     entries = []
     for number, model in enumerate(models, start=1):
         weights = run_dir / "models" / f"{number:02d}.pt"

@@ -43,4 +43,6 @@ def test_the_panel_shows_the_sites_side_by_side(tmp_path, chromium_path):
         assert drawn == [["site-a (MR)", 64], ["site-b (MR)", 64], ["site-c (CT)", 64]]
         assert page.is_hidden("#statistics-none")
         assert page.inner_text("#run-state") == "completed (data statistics of 3 site(s))"
+        history = page.locator("#history tbody tr", has_text=run_dir.name).all_inner_texts()[0].split("\t")
+        assert history[3] == "–"  # a statistics run trains no round: no "0 of 10"
     assert errors == []

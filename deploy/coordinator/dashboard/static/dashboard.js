@@ -137,7 +137,8 @@ function showHistory(data) {
     cell(row, run.name);
     cell(row, run.status ?? "unreadable", run.error ? "bad" : "");
     cell(row, run.error || run.state);
-    cell(row, run.error ? null : `${run.rounds_done} of ${run.rounds_planned}`);
+    // Evaluations and statistics train no round: their rounds cell stays empty.
+    cell(row, run.error || !run.rounds_planned ? null : `${run.rounds_done} of ${run.rounds_planned}`);
     cell(row, num(run.final_global_dice));
     cell(row, run.created);
   });
