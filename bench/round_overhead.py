@@ -19,8 +19,11 @@ secure aggregation shows beside the rest:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.run_record import RunRecord
@@ -33,6 +36,21 @@ FLOOR = {
     "training": {"local_steps": 1, "batch_size": 1, "patch_size": 16},
     "model": {"channels": [4, 8], "strides": [2]},
 }
+
+
+@contextmanager
+def environment(overrides: dict[str, str]) -> Iterator[None]:
+    """``overrides`` in this process's environment (which every Flower process started here inherits), then restored."""
+    saved = {key: os.environ.get(key) for key in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def federation(root: Path, settings: RunSettings, train: int, val: int, size: int) -> list[dict]:

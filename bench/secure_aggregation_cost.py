@@ -20,11 +20,10 @@ scoring exchange, heartbeats); the model's own size is printed beside it for sca
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 from pathlib import Path
 
-from bench.round_overhead import federation
+from bench.round_overhead import environment, federation
 from common.model import build_model
 from common.settings import RunSettings, load_run_settings
 from configs import shipped
@@ -49,13 +48,8 @@ def run_variant(
     root: Path, settings: RunSettings, mode: str, poll: dict[str, str] | None, data: tuple[int, int, int]
 ) -> dict:
     variant = settings.model_copy(update={"aggregation": settings.aggregation.model_copy(update={"mode": mode})})
-    saved = {key: os.environ.get(key) for key in (poll or {})}
-    os.environ.update(poll or {})
-    try:
+    with environment(poll or {}):
         rows = federation(root, variant, *data)
-    finally:
-        for key, value in saved.items():
-            os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
     later = rows[1:] or rows
     return {
         "wall": statistics.median(r["wall_s"] for r in later),

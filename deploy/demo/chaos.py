@@ -151,7 +151,12 @@ def superexecs_of(supernode: int, commands: dict[int, str] | None = None) -> lis
 
 
 def clientapps_of(supernode: int) -> list[int]:
-    """The ``flwr-clientapp`` processes a SuperNode's SuperExec started (they run in sessions of their own)."""
+    """The processes running a SuperNode's ClientApps: the warm worker's task processes, if it has a worker.
+
+    A task forked by the site's warm worker (deploy/site/warm_clientapp.py) is the process that runs
+    the app; the ``flwr-clientapp`` SuperExec started for it only relays. Without a worker, the
+    ``flwr-clientapp`` processes run the app themselves (they run in sessions of their own).
+    """
     parents, commands = _process_table()
 
     def descends(pid: int) -> bool:
@@ -161,6 +166,13 @@ def clientapps_of(supernode: int) -> list[int]:
                 return True
         return False
 
+    workers = {
+        pid
+        for pid, command in commands.items()
+        if "deploy.site.warm_clientapp" in command and parents.get(pid) == supernode
+    }
+    if workers:
+        return [pid for pid, parent in parents.items() if parent in workers]
     superexecs = set(superexecs_of(supernode, commands))
     return [
         pid

@@ -4,8 +4,10 @@ Why here. Flower's own check (``flower-supernode --trusted-entities``) accepts o
 Flower platform signed and marked ``valid_license``; an app shipped offline with ``flwr run`` has
 no such record, so that check refuses everything. Flower executes app code only in the
 ``flwr-clientapp`` process its SuperExec starts for every message, by command name from ``PATH``
-(``TASK_TYPE_TO_COMMAND``). :func:`install_gate` puts this gate first on the SuperNode's ``PATH``
-under that name, so every ClientApp process of the site starts here.
+(``TASK_TYPE_TO_COMMAND``). :func:`install_gate` puts a script first on the SuperNode's ``PATH``
+under that name, so every ClientApp of the site starts here: the script is the relay of
+:mod:`deploy.site.warm_clientapp`, which runs this gate in a task process forked from the site's
+warm worker (or, without one, in its own process).
 
 What it does. Flower's ``run_clientapp`` pulls the message, context, run and FAB from the
 SuperNode and then installs and imports the FAB. The gate wraps the pull: before anything is
@@ -133,7 +135,7 @@ def main() -> None:
 
 
 def install_gate(bin_dir: Path, path: str) -> dict[str, str]:
-    """Write the gate as ``bin_dir/flwr-clientapp``; returns the environment that makes it Flower's.
+    """Write ``bin_dir/flwr-clientapp``, the gate's relay; returns the environment that makes it Flower's.
 
     Start the SuperNode with these variables: its SuperExec then launches the gate for every
     message. ``path`` is the ``PATH`` the SuperNode would otherwise have.
@@ -142,9 +144,10 @@ def install_gate(bin_dir: Path, path: str) -> dict[str, str]:
     script = bin_dir / CLIENTAPP_COMMAND
     script.write_text(
         f"#!{sys.executable}\n"
-        "# insite: every ClientApp of this site passes the app-approval gate first\n"
-        "from deploy.site.clientapp_gate import main\n"
-        "main()\n"
+        "# insite: every ClientApp of this site passes the app-approval gate first, in a task\n"
+        "# forked from the site's warm worker (deploy/site/warm_clientapp.py) when there is one\n"
+        "from deploy.site.warm_clientapp import relay\n"
+        "relay()\n"
     )
     script.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{path}"}

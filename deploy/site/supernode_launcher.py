@@ -21,16 +21,26 @@ the detection delay of the fault model (docs/ARCHITECTURE.md).
 
 Watchdog. A SuperNode whose heartbeat thread or SuperExec dies ends itself, so that its supervisor
 restarts it, instead of staying up but offline (deploy/host/flower_watchdog.py).
+
+Warm ClientApp worker. The launcher starts the site's warm worker (deploy/site/warm_clientapp.py)
+before Flower, names it to the SuperExec and its ClientApps through ``$INSITE_WARM_CLIENTAPP_SOCKET``,
+and starts it again if it ends. ``INSITE_WARM_CLIENTAPP=0`` turns it off: every message then runs
+in a new interpreter, as in Flower.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import subprocess
+import sys
+import threading
 import time
 from types import ModuleType
 
 from deploy.host.flower_watchdog import watch
+from deploy.site.warm_clientapp import SOCKET_ENV
 
 DEFAULT_IDLE_POLL_S = 0.5
 IDLE_POLL_ENV = "INSITE_SUPERNODE_IDLE_POLL_S"
@@ -41,6 +51,12 @@ SUPEREXEC_POLL_S = "0.2"
 
 HEARTBEAT_ENV = "INSITE_SUPERNODE_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S = 10.0  # flwr.common.constant.HEARTBEAT_MIN_INTERVAL: the SuperLink refuses less
+
+WARM_ENV = "INSITE_WARM_CLIENTAPP"  # "0": no warm worker; each message in a new interpreter
+# A worker that ends this soon after its start, this many times in a row, is not started again
+# (its messages run cold, and the SuperNode's log says why).
+WARM_QUICK_EXIT_S = 30.0
+WARM_QUICK_EXITS = 3
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +96,33 @@ def poll_env() -> dict[str, str]:
     return {SUPEREXEC_POLL_ENV: os.environ.get(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_S)}
 
 
+def keep_warm_worker(name: str) -> threading.Thread:
+    """Start the warm ClientApp worker on socket ``name``, and again whenever it ends, while this process runs.
+
+    The thread that starts the worker must outlive it: the worker ends with that thread
+    (``PR_SET_PDEATHSIG``), so it is this thread, which does nothing else, that waits on it.
+    """
+
+    def supervise() -> None:
+        quick_exits = 0
+        while quick_exits < WARM_QUICK_EXITS:
+            started = time.monotonic()
+            code = subprocess.call([sys.executable, "-m", "deploy.site.warm_clientapp", name, str(os.getpid())])
+            quick_exits = quick_exits + 1 if time.monotonic() - started < WARM_QUICK_EXIT_S else 0
+            log.warning("the warm ClientApp worker ended (exit code %s); starting a new one", code)
+            time.sleep(1.0)
+        log.error(
+            "the warm ClientApp worker ended %d times within %.0f s of its start; "
+            "messages now run cold, each in a new flwr-clientapp process",
+            WARM_QUICK_EXITS,
+            WARM_QUICK_EXIT_S,
+        )
+
+    thread = threading.Thread(target=supervise, name="warm ClientApp worker", daemon=True)
+    thread.start()
+    return thread
+
+
 def main() -> None:
     """Console entry: ``flower-supernode`` with the same arguments."""
     import flwr.supercore.heartbeat as heartbeat  # noqa: PLC0415
@@ -95,6 +138,9 @@ def main() -> None:
         log.warning("this Flower version's heartbeat has moved; the SuperNode keeps Flower's interval")
     if not watch(supernode_loop, "the SuperNode's SuperExec (ClientApp launcher)"):
         log.warning("this Flower version starts its SuperExec elsewhere; only the SuperNode's threads are watched")
+    if os.environ.get(WARM_ENV, "1") != "0":
+        os.environ[SOCKET_ENV] = f"insite-warm-clientapp-{os.getpid()}-{secrets.token_hex(4)}"
+        keep_warm_worker(os.environ[SOCKET_ENV])
     flower_supernode()
 
 
