@@ -85,7 +85,7 @@ def bare_flower(root: Path, rounds: int, secure: bool, floor: RunSettings) -> li
         deadline = time.monotonic() + limit
         while not timings.exists():
             status = superlink.flower_status(run_id)
-            if status.startswith("finished"):
+            if status.startswith("finished") and not timings.exists():  # written just before the run ends
                 raise RuntimeError(f"bare Flower run {run_id} ended {status} without its timings; see {space.logs}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"bare Flower run {run_id} still '{status}' after {limit:.0f} s")

@@ -8,23 +8,26 @@ trains, which is why this module and ``client.app`` import the ML stack lazily: 
 start a fresh process each and should not pay for importing torch and MONAI.
 
 Masking works on values clipped to ``+-clipping_range`` and quantised; a model weight beyond the
-range would be silently distorted, so the site refuses to send such a model instead.
+range would be silently distorted, so the site refuses to send such a model instead. The masked
+vectors leave as uint32, not Flower's int64 (common/masked_update.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flwr.app import Context, Message
 from flwr.client import Client, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 from client.egress import egress_guard_mod
 from client.site import SiteContext
 from common.errors import InsiteError, SiteDataError
+from common.masked_update import narrowed
 from common.protocol import EVALUATE_INCOMING, RUN_KEY, SITE_METRIC
 from common.settings import RunSettings, from_run_config
 
@@ -90,5 +93,15 @@ def _client(context: Context) -> Client:
     return SiteClient(context).to_client()
 
 
+def narrow_masked_update_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """The masked update that ``secaggplus_mod`` produced, as uint32 vectors (exact: see common/masked_update.py)."""
+    reply = call_next(msg, context)
+    configs = None if reply.has_error() else reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is not None and Key.MASKED_PARAMETERS in configs:
+        # cast: SecAgg+ sends the masked update as a list of byte vectors; ConfigRecord types any value
+        configs[Key.MASKED_PARAMETERS] = narrowed(cast(list[bytes], configs[Key.MASKED_PARAMETERS]))
+    return reply
+
+
 # The guard inside secaggplus_mod checks the update before it is masked (client/egress.py).
-secure_app = ClientApp(client_fn=_client, mods=[secaggplus_mod, egress_guard_mod])
+secure_app = ClientApp(client_fn=_client, mods=[narrow_masked_update_mod, secaggplus_mod, egress_guard_mod])

@@ -57,6 +57,7 @@ from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECOR
 from flwr.serverapp import Grid
 
 from common.errors import FederationError
+from common.masked_update import widened
 from common.protocol import SITE_METRIC
 from common.settings import RunSettings
 from server.exchange import Deadline, Exchange, exchange
@@ -190,7 +191,16 @@ class _PromptGrid:
         for site, reason in outcome.failures.items():
             self.dropped.setdefault(site, stage)
             self.failures.setdefault(site, f"dropped at {stage}: {_unwrapped(reason)}")
+        for reply in outcome.replies:
+            _widen_masked_update(reply)
         return [*outcome.replies, *outcome.errors]
+
+
+def _widen_masked_update(reply: Message) -> None:
+    """A site's masked vectors back to the int64 Flower's workflow adds up (sites send uint32)."""
+    configs = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is not None and SecAggKey.MASKED_PARAMETERS in configs:
+        configs[SecAggKey.MASKED_PARAMETERS] = widened(cast(list[bytes], configs[SecAggKey.MASKED_PARAMETERS]))
 
 
 def _stage_of(messages: list[Message]) -> str:

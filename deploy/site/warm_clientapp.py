@@ -53,7 +53,10 @@ HANDSHAKE_S = 60.0
 # Between a task's end and the worker's report of its exit status.
 EXIT_REPORT_S = 10.0
 # What a ClientApp message imports besides the app's own packages: flwr's runtime and the
-# ClientApp's ML stack (tests/ops/test_warm_clientapp.py checks that nothing heavy is missing).
+# ClientApp's ML stack, including what torch imports only at a model's first optimiser step
+# (torch._dynamo and with it sympy: 3-9 s here). Imports only: nothing runs that could start a
+# native thread pool before the fork. tests/ops/test_warm_clientapp.py trains a round after this
+# preload and checks that nothing is left to import.
 PRELOAD = (
     "flwr.supernode.runtime.run_clientapp",
     "flwr.clientapp",
@@ -63,6 +66,10 @@ PRELOAD = (
     "numpy",
     "scipy.ndimage",
     "torch",
+    "torch._dynamo",
+    "torch.profiler",
+    "torch.profiler._cupti_monitor",
+    "torch.utils.serialization",
     "monai.data",
     "monai.inferers",
     "monai.losses",
@@ -290,7 +297,10 @@ def serve(name: str, parent: int, task: Task = gated_clientapp, preload: tuple[s
     listener.listen(64)  # relays that come while the imports below run wait in the backlog
     started = time.monotonic()
     for module in preload:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as error:  # a library release that moved a module: its tasks import what they need
+            log.warning("not preloaded: %s (%s)", module, error)
     log.info(
         "warm ClientApp worker '%s' ready in %.1f s (%d modules preloaded)",
         name,

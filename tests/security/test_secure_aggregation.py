@@ -10,8 +10,10 @@ received payload equals or contains any site's update. A halted protocol pauses 
 import pickle
 import re
 
+import numpy as np
 import pytest
 import torch
+from flwr.common import bytes_to_ndarray
 
 from client.ledger import Ledger
 from client.local_round import SiteRound
@@ -164,6 +166,8 @@ def test_coordinator_learns_only_the_weighted_mean(federation, tmp_path):
     _check_ledgers(space, run_dir)
     received = pickle.loads((run_dir / "received.pkl").read_bytes())
     assert_no_update_received(received, {name: weights for name, (weights, _) in updates.items()})
+    vectors = [bytes_to_ndarray(blob) for blob in received if isinstance(blob, bytes) and blob.startswith(b"\x93NUMPY")]
+    assert vectors and {vector.dtype for vector in vectors} == {np.dtype(np.uint32)}  # half of Flower's int64
 
 
 def _check_ledgers(space, run_dir):
