@@ -161,6 +161,8 @@ def _await_task(connection: socket.socket, pid: int) -> int:
                 print("insite: the warm ClientApp worker went away during this message", file=sys.stderr)
                 return 1
             code = int(json.loads(report)["exit"])
+            if code < 0:
+                print(f"insite: ClientApp task {pid} ended by {signal.Signals(-code).name}", file=sys.stderr)
             return code if code >= 0 else 128 - code
         if task_end in ready:
             waiting.unregister(task_end)
@@ -302,7 +304,7 @@ def serve(name: str, parent: int, task: Task = gated_clientapp, preload: tuple[s
         except ImportError as error:  # a library release that moved a module: its tasks import what they need
             log.warning("not preloaded: %s (%s)", module, error)
     log.info(
-        "warm ClientApp worker '%s' ready in %.1f s (%d modules preloaded)",
+        "'%s' ready in %.1f s (%d modules preloaded)",
         name,
         time.monotonic() - started,
         len(preload),

@@ -36,7 +36,9 @@ pytestmark = pytest.mark.federation
 SITES = [profile.name for profile in DEMO_SITES]
 
 
-def settings(rounds: int, aggregation: str = "secagg+", strategy: str = "fedavg", **faults: float) -> RunSettings:
+def settings(
+    rounds: int, aggregation: str = "secagg+", strategy: str = "fedavg", local_steps: int = 2, **faults: float
+) -> RunSettings:
     return RunSettings.model_validate(
         {
             "rounds": rounds,
@@ -44,7 +46,7 @@ def settings(rounds: int, aggregation: str = "secagg+", strategy: str = "fedavg"
             "strategy": {"name": strategy},
             "aggregation": {"mode": aggregation},
             "model": {"channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1},
-            "training": {"local_steps": 2, "patch_size": 32, "mixed_precision": False},
+            "training": {"local_steps": local_steps, "patch_size": 32, "mixed_precision": False},
             "faults": {"straggler_grace_s": 20, "stage_timeout_s": 90, "quorum_wait_s": 120, **faults},
         }
     )
@@ -142,9 +144,13 @@ def test_a_restarted_site_keeps_its_feddyn_term_under_secagg(tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_clientapp_is_a_dropped_site_not_a_stuck_round(tmp_path):
-    space, record, _ = federation_with(tmp_path, settings(3), [Fault(2, "masked-update", "clientapp-site-a")])
+    """The ClientApp task at work (training: enough steps to be seconds long) is killed by SIGKILL."""
+    fault = Fault(2, "masked-update", "clientapp-site-a")
+    space, record, events = federation_with(tmp_path, settings(3, local_steps=40), [fault])
     rows = survived(space, record, 3)
+    assert any("SIGKILL to clientapp-site-a in round 2 at masked-update" in event for event in events)
     assert rows[1]["dropped"].get("site-a") == "masked-update"
+    assert "site-a" in trained(rows[2])
 
 
 @pytest.mark.slow
