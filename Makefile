@@ -56,6 +56,7 @@ test-slow: $(STAMP) system-deps
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.round_floor
 	$(BIN)/python -m bench.round_overhead
 	$(BIN)/python -m bench.training_throughput
 
