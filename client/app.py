@@ -29,6 +29,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard_mod, ledger_mod
+from client.packing import packed_arrays_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
 from common.errors import InsiteError
@@ -43,8 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteError
-# Every reply passes the egress guard, then goes into the site's ledger (client/egress.py).
-app = ClientApp(mods=[ledger_mod, egress_guard_mod])
+# Every reply passes the egress guard, then goes into the site's ledger (client/egress.py); the
+# weights travel packed into one object each way (client/packing.py).
+app = ClientApp(mods=[packed_arrays_mod, ledger_mod, egress_guard_mod])
 
 
 def _metric_record(metrics: dict[str, float]) -> MetricRecord:

@@ -209,6 +209,12 @@ class RunSettings(StrictModel):
     )
     rounds: int = Field(10, ge=1)
     min_sites: int = Field(2, ge=1, description="quorum: replies needed for a round to count")
+    sites_per_round: int = Field(
+        0,
+        ge=0,
+        description="sites drawn to train each round from those online (0: every online site); a "
+        "consortium of many sites trains a different draw each round, at least min_sites",
+    )
     round_timeout_s: float = Field(900, gt=0, description="limit of a round's training exchange")
     seed: int = 0
     strategy: StrategySettings = StrategySettings()
@@ -218,6 +224,12 @@ class RunSettings(StrictModel):
     training: TrainingSettings = TrainingSettings()
     model: ModelSettings = ModelSettings()
     stats: StatsSettings = StatsSettings()
+
+    @model_validator(mode="after")
+    def _draw_reaches_quorum(self) -> RunSettings:
+        if 0 < self.sites_per_round < self.min_sites:
+            raise ValueError(f"sites_per_round ({self.sites_per_round}) is below min_sites ({self.min_sites})")
+        return self
 
     def time_limit_s(self, rounds: int | None = None) -> float:
         """How long ``rounds`` (default: all) may take at the most, every wait used to its end.
@@ -237,7 +249,10 @@ class RunSettings(StrictModel):
     def canonical_json(self) -> str:
         # A training run leaves out what only a statistics run reads, so that its digest is the one
         # run folders and checkpoints made before statistics existed carry: they still resume.
-        exclude = {"task", "stats"} if self.task == "train" else None
+        # Likewise for the per-round draw of sites, when every site trains (as before it existed).
+        exclude = {"task", "stats"} if self.task == "train" else set()
+        if not self.sites_per_round:
+            exclude.add("sites_per_round")
         return json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":"))
 
 

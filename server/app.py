@@ -21,6 +21,7 @@ from common.run_record import RunRecord, load_checkpoint
 from common.settings import RunSettings, from_run_config
 from server.evaluation import evaluate
 from server.live_state import LiveState
+from server.packed_grid import PackedGrid
 from server.presence import QuorumLost
 from server.rounds import RoundLoop
 from server.secure import SecureTraining
@@ -49,6 +50,7 @@ def starting_point(settings: RunSettings, checkpoint: str, record: RunRecord) ->
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    grid = PackedGrid(grid)  # every exchange sends and receives model weights packed
     settings = from_run_config(context.run_config)
     run_dir = Path(str(context.run_config["run-dir"]) or f"runs/flower-run-{context.run_id}")
     if settings.task == EVALUATION_TASK:

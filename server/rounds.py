@@ -7,7 +7,8 @@ methods and adds: a bounded wait for a quorum of sites before each round (server
 deadlines on every exchange (server/exchange.py), a round tried again when it ends below quorum,
 updates checked before they are averaged (server/update_check.py), errors attributed to the site
 that sent them, global round numbers across resumes, and a checkpoint and a metrics row after
-every round. What it does at each moment is in the run folder's ``state.json``.
+every round. With ``sites_per_round`` set, each round trains a reproducible draw of that many of the
+online sites (a consortium of many). What it does at each moment is in the run folder's ``state.json``.
 
 A round's model is scored by the next round's replies (each site evaluates the model it receives
 before training on it), so a round's checkpoint is written twice: when the round is aggregated
@@ -18,6 +19,7 @@ checkpoint carries its own evaluation.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -73,6 +75,15 @@ class OnlineNodes:
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self._online)
+
+
+def drawn(online: dict[int, str], count: int, seed: int, round_number: int) -> dict[int, str]:
+    """The ``count`` sites (all when 0) that train this round: a draw over site names, so reproducible."""
+    if not count or count >= len(online):
+        return online
+    by_name = {name: node for node, name in online.items()}
+    chosen = random.Random(f"{seed}/{round_number}").sample(sorted(by_name), count)
+    return {by_name[name]: name for name in sorted(chosen)}
 
 
 def in_dtypes_of(aggregated: ArrayRecord, sent: ArrayRecord) -> ArrayRecord:
@@ -147,8 +158,9 @@ class RoundLoop:
         """Train and aggregate one round; close the previous one; checkpoint this one."""
         round_number = self.round_offset + local_round
 
-        def attempt(online: dict[int, str], number: int, earlier: list[str]) -> tuple[ArrayRecord, dict]:
+        def attempt(connected: dict[int, str], number: int, earlier: list[str]) -> tuple[ArrayRecord, dict]:
             started = time.monotonic()
+            online = drawn(connected, self.settings.sites_per_round, self.settings.seed, round_number)
             self.state.set("round", round=round_number, stage="training", attempt=number)
             config = ConfigRecord({EVALUATE_INCOMING: pending is not None, RUN_KEY: self.run_key})
             view = OnlineNodes(self.grid, online)
@@ -169,7 +181,9 @@ class RoundLoop:
                 )
             new_arrays = in_dtypes_of(aggregated, arrays)
             row = self._train_row(round_number, train, time.monotonic() - started)
-            row.update(attempts=number, earlier_attempts=earlier, sites_online=sorted(online.values()))
+            row.update(attempts=number, earlier_attempts=earlier, sites_online=sorted(connected.values()))
+            if online is not connected:
+                row["sites_drawn"] = sorted(online.values())
             save_checkpoint(self.record.run_dir, round_number, new_arrays.to_torch_state_dict(), row, self.settings)
             if self.settings.privacy.differential_privacy:
                 self._account_privacy(round_number)
@@ -180,8 +194,9 @@ class RoundLoop:
     def _final_evaluation(self, arrays: ArrayRecord, pending: dict) -> None:
         round_number = pending["round"]
 
-        def attempt(online: dict[int, str], number: int, earlier: list[str]) -> None:
+        def attempt(connected: dict[int, str], number: int, earlier: list[str]) -> None:
             self.state.set("evaluating", round=round_number, attempt=number)
+            online = drawn(connected, self.settings.sites_per_round, self.settings.seed, round_number + 1)
             local_round = self.settings.rounds - self.round_offset
             view = OnlineNodes(self.grid, online)
             messages = list(self.strategy.configure_evaluate(local_round, arrays, ConfigRecord(), view))  # type: ignore[arg-type]

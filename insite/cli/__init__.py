@@ -11,7 +11,7 @@ import sys
 from rich.markup import escape
 
 from common.errors import InsiteError
-from insite.cli import coord, demo, manifest, publish, site
+from insite.cli import coord, demo, manifest, publish, simulate, site
 from insite.cli.terminal import (
     EXIT_CHECK_FAILED,
     EXIT_ERROR,
@@ -45,6 +45,7 @@ app.add_typer(
     coord.app, name="coord", help="Consortium coordinator: provision, register sites, write kits, launch, run, resume."
 )
 app.command(name="demo")(demo.demo)
+app.command(name="simulate")(simulate.simulate)
 app.add_typer(
     manifest.app, name="manifest", help="Researcher: draft, explain, approve and collect the shared-assets manifest."
 )

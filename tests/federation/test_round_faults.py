@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message
 
+from common.packed_arrays import has_packed, pack_record, unpacked
 from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint, resume_point
 from common.settings import RunSettings
 from deploy.in_process.federation import FIRST_NODE_ID, run_in_process, site_grid
@@ -111,10 +112,17 @@ def test_too_long_below_quorum_pauses_the_run_with_its_reason(folders, tmp_path)
 
 
 def _poisoned(how: str):
+    """A site's reply as a modified site would send it: its weights changed, packed as on the wire."""
+
     def tamper(reply: Message) -> Message:
         if reply.has_error() or "arrays" not in reply.content.array_records:
             return reply  # an evaluation reply: nothing to poison
-        arrays = reply.content["arrays"]
+        assert has_packed(reply.content)  # what travels is one packed object
+        if how == "packing":
+            (packing,) = reply.content["arrays"].values()
+            packing.data = packing.data[:-7]  # a truncated transfer
+            return reply
+        arrays = unpacked(reply.content, "test")["arrays"]
         name = next(iter(arrays))
         values = arrays[name].numpy().copy()
         if how == "nan":
@@ -123,7 +131,7 @@ def _poisoned(how: str):
             values = values + 1e6
         else:
             values = values.reshape(-1)
-        reply.content["arrays"] = ArrayRecord({**{k: v for k, v in arrays.items()}, name: Array(values)})
+        reply.content["arrays"] = pack_record(ArrayRecord({**{k: v for k, v in arrays.items()}, name: Array(values)}))
         return reply
 
     return tamper
@@ -140,6 +148,19 @@ def test_a_malformed_update_is_refused_naming_the_site(how, reason, folders, tmp
     (row,) = consistent(record, 1)
     assert row["failures"]["site-c"].startswith("update refused:") and reason in row["failures"]["site-c"]
     assert row["dropped"] == {"site-c": "training (update refused)"} and "site-c" not in {
+        site for site, scores in row["sites"].items() if "num_train" in scores
+    }
+    weights = load_checkpoint(latest_checkpoint(record.run_dir)).weights
+    assert all(bool(tensor.isfinite().all()) for tensor in weights.values())
+
+
+def test_an_update_whose_packing_is_cut_short_drops_the_site_and_the_round_goes_on(folders, tmp_path):
+    run = settings("plain", rounds=1)
+    grid = site_grid(tmp_path / "run", run, folders, tamper={SITE_C: _poisoned("packing")})
+    record = run_in_process(tmp_path / "run", run, grid)
+    (row,) = consistent(record, 1)
+    assert "malformed packed weights" in row["failures"]["site-c"], row["failures"]
+    assert "site-c" in row["dropped"] and "site-c" not in {
         site for site, scores in row["sites"].items() if "num_train" in scores
     }
     weights = load_checkpoint(latest_checkpoint(record.run_dir)).weights

@@ -1,0 +1,1 @@
+"""Many virtual sites on one machine, in Flower's simulation engine (Ray)."""
