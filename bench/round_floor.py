@@ -17,6 +17,11 @@ each with plain aggregation and with SecAgg+. Reported: the median round wall ti
 (round 1 also pays for first imports and caches), and each insite variant as a ratio to bare Flower.
 
     python -m bench.round_floor [--rounds 4] [--work /tmp/insite-round-floor]
+
+With ``--polls``, it measures instead each poll's choice: insite's plain round floor with every
+poll at insite's setting, then with one poll at a time put back to Flower's default (SuperNode
+idle poll 3 s, SuperExec task poll 1 s, the coordinator's reply poll 3 s as in
+``Grid.send_and_receive``), and with all of them faster than insite's.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo
 from deploy.host.flower import flower_tool
 from deploy.host.processes import LOOPBACK, ProcessSet, free_port
-from deploy.site.supernode_launcher import WARM_ENV
+from deploy.site.supernode_launcher import IDLE_POLL_ENV, SUPEREXEC_POLL_ENV, WARM_ENV
+from server.exchange import POLL_ENV as COORDINATOR_POLL_ENV
 
 BARE_APP = Path(__file__).parent / "bare_flower_app"
 SITES = [profile.name for profile in DEMO_SITES]
@@ -97,12 +103,44 @@ def median_later(walls: list[float]) -> float:
     return statistics.median(walls[1:] or walls)
 
 
+POLL_CHOICES = {
+    "insite's polls (SuperNode 0.5 s, SuperExec 0.2 s, coordinator 0.1 s)": {},
+    "SuperNode idle poll at Flower's 3 s": {IDLE_POLL_ENV: "3.0"},
+    "SuperExec task poll at Flower's 1 s": {SUPEREXEC_POLL_ENV: "1.0"},
+    "coordinator reply poll at Flower's 3 s": {COORDINATOR_POLL_ENV: "3.0"},
+    "all faster (SuperNode 0.1 s, SuperExec 0.05 s, coordinator 0.05 s)": {
+        IDLE_POLL_ENV: "0.1",
+        SUPEREXEC_POLL_ENV: "0.05",
+        COORDINATOR_POLL_ENV: "0.05",
+    },
+}
+
+
+def measure_polls(work: Path, floor: RunSettings) -> None:
+    """insite's warm plain round floor under each poll choice of :data:`POLL_CHOICES`."""
+    settings = floor.model_copy(update={"aggregation": floor.aggregation.model_copy(update={"mode": "plain"})})
+    walls = {}
+    for number, (choice, overrides) in enumerate(POLL_CHOICES.items()):
+        print(choice, flush=True)
+        with environment({WARM_ENV: "1", **overrides}):
+            walls[choice] = [row["wall_s"] for row in federation(work / f"polls-{number}", settings, 2, 1, 32)]
+    baseline = median_later(next(iter(walls.values())))
+    print("\nplain round wall time, s (median of rounds 2+), by poll choice")
+    for choice, rounds in walls.items():
+        later = median_later(rounds)
+        print(f"  {later:5.1f} s  ({later - baseline:+.1f} s)  {choice}  [{', '.join(f'{w:.1f}' for w in rounds)}]")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("/tmp/insite-round-floor"))
+    parser.add_argument("--polls", action="store_true", help="Measure each poll's choice instead (see above).")
     args = parser.parse_args()
     floor = RunSettings.model_validate({**FLOOR, "rounds": args.rounds, "min_sites": 3})
+    if args.polls:
+        measure_polls(args.work, floor)
+        return
     results: dict[tuple[str, str], list[float]] = {}
     for mode in ("plain", "secagg+"):
         settings = floor.model_copy(update={"aggregation": floor.aggregation.model_copy(update={"mode": mode})})

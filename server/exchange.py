@@ -4,7 +4,8 @@ Flower's ``Grid.send_and_receive`` polls every 3 s, waits for every reply (or a 
 returns replies without saying which sites did not answer. Every exchange of insite (a plain
 training round, an evaluation, each of the four SecAgg+ stages) goes through :func:`exchange`:
 
-- it polls every ``poll_s`` (0.1 s by default; each poll is one small Runtime API request);
+- it polls every ``poll_s`` (0.1 s by default, ``$INSITE_COORDINATOR_POLL_S`` to measure others:
+  bench/round_floor.py --polls; each poll is one small request to the local SuperLink);
 - it ends at the stage's hard deadline, or, once ``quorum`` sites have answered, ``grace_s`` later:
   a straggler costs the round at most that detection delay, and a late reply is never used (it is
   never pulled, so it cannot be half-used);
@@ -14,6 +15,7 @@ training round, an evaluation, each of the four SecAgg+ stages) goes through :fu
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,7 +25,8 @@ from flwr.serverapp import Grid
 
 log = logging.getLogger(__name__)
 
-DEFAULT_POLL_S = 0.1
+POLL_ENV = "INSITE_COORDINATOR_POLL_S"
+DEFAULT_POLL_S = float(os.environ.get(POLL_ENV, "0.1"))
 
 
 @dataclass(frozen=True)
