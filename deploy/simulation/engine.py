@@ -15,7 +15,6 @@ once per workspace and reused.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import resource
 import shutil
@@ -40,8 +39,6 @@ from common.settings import RunSettings, to_run_config
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from server.app import main as coordinator_main
 from server.grid_wrapper import GridWrapper
-
-log = logging.getLogger(__name__)
 
 SITE_PREFIX = "sim"
 SITE_CASES = (2, 1, 32)  # each synthetic site: training volumes, held-out volumes, edge in voxels
