@@ -1,12 +1,11 @@
 """Simulated consortia of 10, 50 and 100 sites: rounds per minute and the coordinator's peak memory.
 
-Runs ``insite simulate`` (Flower's simulation engine, Ray) once per size, each in its own process so
-each peak is its own, with the shipped configs/simulation.toml (the demo's 4.7M-parameter UNet,
-FedAvg, plain aggregation) and the same draw of sites per round at every size. Aggregation should
-cost memory in proportion to the model and the round's draw, not to the consortium: the peaks
-should stay flat as the number of sites grows.
+Runs ``insite simulate`` (Flower's simulation engine, Ray) once per size and draw, each in its own
+process so each peak is its own, with the shipped configs/simulation.toml (a 4.7M-parameter UNet,
+FedAvg, plain aggregation). At a fixed draw of sites per round the coordinator's memory should not
+grow with the consortium; the second draw shows what one more site per round costs it.
 
-    python -m bench.simulation_scale [--sites 10 50 100] [--per-round 10] [--rounds 4]
+    python -m bench.simulation_scale [--sites 10 50 100] [--per-round 10 20] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -45,13 +44,15 @@ def run_size(sites: int, per_round: int, rounds: int, workspace: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sites", type=int, nargs="+", default=[10, 50, 100])
-    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--per-round", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--work", type=Path, default=Path("/tmp/insite-simulation-scale"))
     parser.add_argument("--keep", action="store_true", help="Keep the synthetic sites and runs afterwards.")
     args = parser.parse_args()
 
-    results = [run_size(n, args.per_round, args.rounds, args.work / f"sites-{n}") for n in args.sites]
+    results = [
+        run_size(n, k, args.rounds, args.work / f"sites-{n}") for k in args.per_round for n in args.sites if k <= n
+    ]
     print("\n| sites | per round | rounds | rounds/min (all) | rounds/min (after round 1) | coordinator peak RSS |")
     print("|---:|---:|---:|---:|---:|---:|")
     for result in results:

@@ -94,7 +94,7 @@ def simulate(
     console.print(
         f"[bold green]{result.status}[/]: {len(result.round_seconds)} rounds, "
         f"{result.rounds_per_minute:.1f} rounds/min ({result.rounds_per_minute_after_first:.1f} after the first, "
-        "which also starts the engine's workers); coordinator peak memory {result.peak_rss_mb:.0f} MB; "
+        f"which also starts the engine's workers); coordinator peak memory {result.peak_rss_mb:.0f} MB; "
         f"{workspace / 'simulation.json'}",
         highlight=False,
     )
