@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from common.run_record import write_json
-from common.settings import load_run_settings
+from common.settings import load_run_settings, parse_run_settings
 from configs import shipped
 from deploy.simulation.engine import SITE_CASES, write_sites
 from deploy.simulation.engine import simulate as run_simulation
@@ -36,7 +36,10 @@ def _round_line(total: int, sites: int) -> Callable[[dict], None]:
 def simulate(
     sites: int = typer.Option(100, "--sites", min=2, help="Virtual sites (synthetic data, written once, reused)."),
     per_round: int = typer.Option(
-        None, "--per-round", min=0, help="Sites drawn to train each round (default: the config's sites_per_round)."
+        None,
+        "--per-round",
+        min=0,
+        help="Sites drawn to train each round, 0 for every site (default: the config's sites_per_round).",
     ),
     rounds: int = typer.Option(None, help="Override the number of rounds in the config."),
     config: Path = typer.Option(DEFAULT_CONFIG, help="Run settings (TOML, \\[run] table), as for a federation."),
@@ -60,7 +63,8 @@ def simulate(
         updates["rounds"] = rounds
     if per_round is not None:
         updates["sites_per_round"] = per_round
-    settings = settings.model_validate({**settings.model_dump(), **updates}) if updates else settings
+    if updates:
+        settings = parse_run_settings({**settings.model_dump(), **updates}, f"{config} with the command's options")
     cpus = cpus or os.cpu_count() or 1
     workspace = workspace.resolve()
     drawn = settings.sites_per_round or sites

@@ -84,3 +84,15 @@ def test_simulate_trains_a_draw_of_sites_each_round_and_reports_rounds_and_memor
         assert trained == expected
     checkpoint = latest_checkpoint(Path(workspace / "run"))
     assert checkpoint is not None and load_checkpoint(checkpoint).round == 2
+
+
+def test_simulate_refuses_a_draw_below_the_quorum_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", "from insite.cli import main; main()", "simulate", "--sites", "5", "--per-round", "1"]
+        + ["--workspace", str(tmp_path / "never")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "sites_per_round (1) is below min_sites (2)" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "never").exists()
