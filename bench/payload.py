@@ -61,8 +61,9 @@ def raw_tls_copy(root: Path, nbytes: int) -> float:
         nonlocal received
         connection, _ = listener.accept()
         with server_context.wrap_socket(connection, server_side=True) as tls:
-            while chunk := tls.recv(CHUNK):
+            while received < nbytes and (chunk := tls.recv(CHUNK)):
                 received += len(chunk)
+            tls.sendall(b"ok")  # the sender stops its clock on this, having read everything sent to it
 
     receiver = threading.Thread(target=receive)
     receiver.start()
@@ -76,10 +77,11 @@ def raw_tls_copy(root: Path, nbytes: int) -> float:
         while sent < nbytes:
             tls.sendall(block[: min(CHUNK, nbytes - sent)])
             sent += min(CHUNK, nbytes - sent)
+        acknowledged = tls.recv(2)
+        seconds = time.perf_counter() - started
     receiver.join(timeout=600)
-    seconds = time.perf_counter() - started
     listener.close()
-    assert received == nbytes, f"raw TLS copy received {received} of {nbytes} bytes"
+    assert received == nbytes and acknowledged == b"ok", f"raw TLS copy received {received} of {nbytes} bytes"
     return seconds
 
 
