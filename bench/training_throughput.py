@@ -50,15 +50,20 @@ from client.cases import discover_cases
 from client.site import SiteContext
 from common.device import Compute, select_compute
 from common.model import build_model
+from common.protocol import RUN_KEY
 from common.settings import RunSettings, load_run_settings, to_run_config
 from configs import shipped
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
+
+BENCH_RUN_KEY = "b0" * 16
 
 
 def clientapp_round(site: SiteContext, settings: RunSettings, run_dir: Path, round_number: int) -> tuple[float, float]:
     """One real train message through the ClientApp: (wall steps/s, reported training steps/s)."""
     weights = build_model(settings.model).state_dict()
-    content = RecordDict({"arrays": ArrayRecord(weights), "config": ConfigRecord({"server-round": round_number})})
+    # The run key names the site's between-round state (FedDyn's), as a coordinator's message carries it.
+    config = ConfigRecord({"server-round": round_number, RUN_KEY: BENCH_RUN_KEY})
+    content = RecordDict({"arrays": ArrayRecord(weights), "config": config})
     TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 4242, 0, 0  # as the ServerApp's
     message = Message(content, dst_node_id=1, message_type="train")
     context = Context(
