@@ -44,9 +44,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteError
-# Every reply passes the egress guard, then goes into the site's ledger (client/egress.py); the
-# weights travel packed into one object each way (client/packing.py).
-app = ClientApp(mods=[packed_arrays_mod, ledger_mod, egress_guard_mod])
+# Every reply passes the egress guard, is packed (its weights one object on the wire:
+# client/packing.py), and goes into the site's ledger exactly as it leaves (client/egress.py).
+app = ClientApp(mods=[ledger_mod, packed_arrays_mod, egress_guard_mod])
 
 
 def _metric_record(metrics: dict[str, float]) -> MetricRecord:

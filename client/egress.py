@@ -12,10 +12,10 @@ refusal is written to the ledger.
 Two mods wrap the site's apps (see :mod:`client.app` and :mod:`client.secure`):
 
 - :func:`ledger_mod`, outermost, appends every reply that leaves (refusals included) to the
-  site's hash-chained ledger (:mod:`client.ledger`); if the ledger cannot be written, nothing is
-  sent.
-- :func:`egress_guard_mod` checks the reply. It sits outermost on the plain app and, under
-  SecAgg+, also inside ``secaggplus_mod``, where it sees the site's update before masking.
+  site's hash-chained ledger (:mod:`client.ledger`), as it leaves (its weights packed by
+  :mod:`client.packing`); if the ledger cannot be written, nothing is sent.
+- :func:`egress_guard_mod` checks the reply, inside the packing (it sees the tensors themselves)
+  and, under SecAgg+, also inside ``secaggplus_mod``, where it sees the site's update before masking.
 
 The expected tensors come from the run's model settings (built on PyTorch's meta device: no
 memory, no weights), never from the incoming message, so a coordinator cannot widen what a site
@@ -50,6 +50,7 @@ from client.ledger import Ledger
 from client.site import SiteContext
 from common.errors import InsiteError
 from common.evaluation import SCORES, SITE_KINDS
+from common.packed_arrays import tensor_shapes
 from common.protocol import INCOMING_PREFIX, SITE_METRIC
 from common.settings import ModelSettings, StatsSettings, from_run_config
 from common.statistics import QUERY as STATISTICS_QUERY
@@ -236,9 +237,10 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
     elif secagg is not None:
         parts.append(f"SecAgg+ protocol fields {sorted(secagg)} (keys and key shares, no data)")
     for record in content.array_records.values():
-        if len(record):
-            values = sum(int(np.prod(array.numpy().shape)) for array in record.values())
-            parts.append(f"model weights: {len(record)} tensors, {values:,} numbers")
+        shapes = tensor_shapes(record)  # the reply as it leaves: its weights packed (client/packing.py)
+        if shapes:
+            values = sum(int(np.prod(shape)) for shape in shapes)
+            parts.append(f"model weights: {len(shapes)} tensors, {values:,} numbers")
     # cast: the egress guard (inside this mod) let only numbers through; a record types any value
     metrics = {
         name: cast(float, value)

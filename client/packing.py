@@ -1,8 +1,8 @@
 """The site's side of packed model weights (common/packed_arrays.py): unpack what came, answer alike.
 
-The mod sits outside the ledger and the egress guard, so both see the tensors themselves; what
-leaves is the same bytes, packed into one object. A message that came unpacked (a coordinator
-that does not pack) is answered unpacked.
+The mod sits between the ledger and the egress guard: the guard checks the tensors themselves, the
+ledger records the reply as it leaves, packed. A message that came unpacked (a coordinator that
+does not pack) is answered unpacked.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ ArrayRecord becomes a single Array (one chunk per 5 MB), so a message is a handf
 
 The packing is lossless and below the application: each tensor's serialised bytes (Flower's own
 ``.npy`` encoding), name, dtype, shape and serialisation type travel unchanged and come back as
-the same :class:`~flwr.app.Array` objects (same object ids), so the egress guard, the ledger, the
-update checks and checkpoints all see the tensors exactly as before. The coordinator's grid packs
+the same :class:`~flwr.app.Array` objects (same object ids), so the egress guard, the update
+checks and checkpoints all see the tensors exactly as before (the site's ledger records the
+reply as it leaves, packed, and describes its tensors from the layout). The coordinator's grid packs
 what it sends (server/packed_grid.py); a site unpacks and answers in the form it was asked
 (client/app.py), so a coordinator that does not pack is still answered plainly.
 """
@@ -35,6 +36,16 @@ def is_packed(record: ArrayRecord) -> bool:
 
 def has_packed(content: RecordDict) -> bool:
     return any(is_packed(record) for record in content.array_records.values())
+
+
+def tensor_shapes(record: ArrayRecord) -> list[tuple[int, ...]]:
+    """The shape of every tensor in ``record``, packed or not, without unpacking the data."""
+    if not is_packed(record):
+        return [tuple(array.shape) for array in record.values()]
+    data = memoryview(next(iter(record.values())).data)
+    (header_length,) = _HEADER_LENGTH.unpack_from(data)
+    layout = json.loads(bytes(data[_HEADER_LENGTH.size : _HEADER_LENGTH.size + header_length]))
+    return [tuple(entry[2]) for entry in layout]
 
 
 def pack_record(record: ArrayRecord) -> ArrayRecord:

@@ -33,6 +33,8 @@ from client.egress import ALLOWED_METRICS, EgressRefused, check_reply, model_spe
 from client.ledger import Ledger
 from client.site import SiteContext
 from common.model import build_model
+from common.packed_arrays import has_packed, packed
+from common.protocol import RUN_KEY
 from common.settings import ModelSettings, RunSettings, to_run_config
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from insite.cli import app as insite
@@ -162,7 +164,9 @@ def site(tmp_path):
     return context, settings
 
 
-def _call(context: SiteContext, settings: RunSettings, message_type: str) -> Message:
+def _call(
+    context: SiteContext, settings: RunSettings, message_type: str, config: dict | None = None, pack: bool = False
+) -> Message:
     flower_context = Context(
         run_id=7,
         node_id=1,
@@ -176,7 +180,9 @@ def _call(context: SiteContext, settings: RunSettings, message_type: str) -> Mes
         state=RecordDict(),
         run_config=to_run_config(settings, context.cache_path / "run"),
     )
-    content = RecordDict({"arrays": ArrayRecord(_weights()), "config": ConfigRecord({})})
+    content = RecordDict({"arrays": ArrayRecord(_weights()), "config": ConfigRecord(config or {})})
+    if pack:  # as insite's coordinator sends it (server/packed_grid.py)
+        content = packed(content)
     # As the SuperLink delivers it (metadata set by the coordinator's side).
     incoming = Message(
         metadata=Metadata(
@@ -215,6 +221,18 @@ def test_the_site_app_refuses_and_ledgers_a_leaking_reply(site, monkeypatch):
     refusal = Ledger(context.cache_path).entries()[-1]
     assert refusal["kind"] == "refused" and "case-dice" in refusal["detail"]
     assert Ledger(context.cache_path).verify().intact
+
+
+def test_the_ledger_records_a_packed_reply_as_it_leaves_and_describes_its_tensors(site):
+    context, settings = site
+    reply = _call(context, settings, "train", {"server-round": 1, RUN_KEY: "ab" * 16}, pack=True)
+    assert not reply.has_error(), reply.error
+    assert has_packed(reply.content)  # what leaves: the weights as one object
+    entry = Ledger(context.cache_path).entries()[-1]
+    sent = recorddict_to_proto(reply.content).SerializeToString()
+    assert entry["sha256"] == hashlib.sha256(sent).hexdigest() and entry["bytes"] == len(sent)
+    tensors = len(_weights())
+    assert f"model weights: {tensors} tensors" in entry["detail"], entry["detail"]
 
 
 def _ledger_with(tmp_path, count=5) -> Ledger:
