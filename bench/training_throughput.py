@@ -227,7 +227,10 @@ def main() -> None:
     print(f"  ClientApp (training loop)  {statistics.median(app_inner):.3f} steps/s")
     print(f"  bare MONAI (with set-up)   {statistics.median(bare):.3f} steps/s")
     print(f"  bare MONAI (training loop) {statistics.median(bare_inner):.3f} steps/s")
-    print(f"  ratio ClientApp / bare     {ratio:.2f}x whole round, {loop_ratio:.2f}x training loop (target >= 0.95x, issue 14)")
+    print(
+        f"  ratio ClientApp / bare     {ratio:.2f}x whole round, {loop_ratio:.2f}x training loop "
+        "(target >= 0.95x, issue 14)"
+    )
 
 
 if __name__ == "__main__":
