@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.round_overhead import federation
+from common.background import Background
 from common.model import build_model
 from common.settings import RunSettings
 from deploy.demo.workspace import Workspace, provision_demo
@@ -86,29 +87,19 @@ def raw_tls_copy(root: Path, nbytes: int) -> float:
 
 
 class MemoryInUse:
-    """Peak of the machine's memory in use (MemTotal - MemAvailable) while in the block, above the start."""
+    """Peak of the machine's memory in use (MemTotal - MemAvailable) while :meth:`watch` runs, above the start."""
 
     def __init__(self) -> None:
         self.start = self.peak = self._in_use()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
 
     @staticmethod
     def _in_use() -> int:
         fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
         return (int(fields["MemTotal"].split()[0]) - int(fields["MemAvailable"].split()[0])) * 1024
 
-    def _sample(self) -> None:
-        while not self._stop.wait(0.5):
+    def watch(self, stop: threading.Event) -> None:
+        while not stop.wait(0.5):
             self.peak = max(self.peak, self._in_use())
-
-    def __enter__(self) -> MemoryInUse:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
 
 
 def main() -> None:
@@ -125,7 +116,8 @@ def main() -> None:
         model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
         del model
         print(f"{parameters / 1e6:.1f}M parameters ({model_bytes / MB:.0f} MB)", flush=True)
-        with MemoryInUse() as memory:
+        memory = MemoryInUse()
+        with Background("memory-in-use", memory.watch):
             rows = federation(args.work / f"federation-{channels}", settings, 2, 1, 32)
         round_bytes = 2 * SITES * model_bytes
         copy_s = raw_tls_copy(args.work / f"tls-{channels}", round_bytes)

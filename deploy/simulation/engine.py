@@ -33,6 +33,7 @@ from flwr.server.superlink.linkstate import LinkState
 from flwr.serverapp import Grid, ServerApp
 
 from client.app import app as site_app
+from common.background import Background
 from common.errors import ConfigError
 from common.run_record import RunRecord
 from common.settings import RunSettings, to_run_config
@@ -172,14 +173,12 @@ class _Watch:
         self._record = record
         self._on_round = on_round
         self._reported = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="simulation-watch", daemon=True)
 
-    def _run(self) -> None:
+    def watch(self, stop: threading.Event) -> None:
         statm = Path(f"/proc/{os.getpid()}/statm")
         page = resource.getpagesize()
         ticks = 0
-        while not self._stop.wait(0.2):
+        while not stop.wait(0.2):
             self.peak = max(self.peak, int(statm.read_text().split()[1]) * page)
             ticks += 1
             if ticks % 5 == 0:
@@ -190,15 +189,6 @@ class _Watch:
         for row in rows[self._reported :]:
             self._on_round(row)
         self._reported = len(rows)
-
-    def __enter__(self) -> _Watch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.report_rounds()
 
 
 def simulate(
@@ -226,7 +216,8 @@ def simulate(
     record.create("simulation", settings, transport={"simulation": True, "sites": sites})
     server, client = simulation_apps(settings, run_dir, site_root)
     started = time.monotonic()
-    with _Watch(record, on_round) as watch:
+    watch = _Watch(record, on_round)
+    with Background("simulation-watch", watch.watch):
         # Flower 1.42 marks run_simulation deprecated in favour of `flwr run` against a simulation
         # SuperLink, which would need the app built and installed as a FAB for each run; this is
         # the same engine (Ray backend, virtual nodes), started in this process.
@@ -239,6 +230,7 @@ def simulate(
                 "init_args": {"num_cpus": cpus, "include_dashboard": False},
             },
         )
+    watch.report_rounds()
     return SimulationResult(
         status=str(record.read().get("status")),
         round_seconds=[float(row["wall_s"]) for row in record.rounds()],
