@@ -72,7 +72,7 @@ def unpack_record(record: ArrayRecord, source: str) -> ArrayRecord:
             piece = bytes(data[start : start + length])
             arrays[str(name)] = Array(dtype=str(dtype), shape=tuple(shape), stype=str(stype), data=piece)
             start += length
-    except (struct.error, ValueError, TypeError, IndexError) as error:
+    except (struct.error, ValueError, TypeError, IndexError, KeyError, RecursionError) as error:
         raise FederationError(f"{source}: malformed packed weights ({error})") from None
     return ArrayRecord(arrays)
 

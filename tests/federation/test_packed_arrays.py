@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -75,6 +77,8 @@ def test_a_packed_message_survives_flowers_serialisation():
         (lambda data: data[:-3], "describes"),
         (lambda data: data[:5], "malformed packed weights"),
         (lambda data: data[:8] + b"{not json" + data[17:], "malformed packed weights"),
+        (lambda data: struct.pack("<Q", 9) + b'[{"a":1}]', "malformed packed weights"),  # entries not lists
+        (lambda data: struct.pack("<Q", 20_000) + b"[" * 10_000 + b"]" * 10_000, "malformed packed weights"),
     ],
 )
 def test_a_malformed_packing_is_refused_naming_who_sent_it(cut, words):
