@@ -1,8 +1,9 @@
 """A Grid that hands every call to another: the base of the coordinator's Grid adaptations.
 
-Subclasses override only what they change (server/packed_grid.py packs model weights on the wire;
-deploy/simulation names the simulation engine's virtual nodes), and stay a real :class:`Grid` for
-everything that takes one.
+Subclasses override only what they change, and stay a real :class:`Grid` for everything that
+takes one: server/packed_grid.py packs model weights on the wire, the round loop shows a strategy
+only the round's sites (server/rounds.py), the SecAgg+ driver gives each stage its deadline
+(server/secure.py), and deploy/simulation names the simulation engine's virtual nodes.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message
@@ -35,6 +35,7 @@ from common.protocol import EVALUATE_INCOMING, INCOMING_PREFIX, RUN_KEY
 from common.run_record import RunRecord, save_checkpoint
 from common.settings import RunSettings
 from server.exchange import Deadline, Exchange, exchange
+from server.grid_wrapper import GridWrapper
 from server.live_state import LiveState
 from server.presence import BelowQuorum, Presence, QuorumLost
 from server.secure import SecureTraining
@@ -59,7 +60,7 @@ def metric(reply: Message, key: str) -> float:
     return float(value)
 
 
-class OnlineNodes:
+class OnlineNodes(GridWrapper):
     """The run's Grid, showing the strategy only the sites the round found online.
 
     Flower's strategies wait in ``sample_nodes`` for ``min_available_nodes`` without a limit; the
@@ -67,11 +68,8 @@ class OnlineNodes:
     """
 
     def __init__(self, grid: Grid, online: dict[int, str]) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self._online = list(online)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self._online)
@@ -164,7 +162,7 @@ class RoundLoop:
             self.state.set("round", round=round_number, stage="training", attempt=number)
             config = ConfigRecord({EVALUATE_INCOMING: pending is not None, RUN_KEY: self.run_key})
             view = OnlineNodes(self.grid, online)
-            messages = list(self.strategy.configure_train(local_round, arrays, config, view))  # type: ignore[arg-type]
+            messages = list(self.strategy.configure_train(local_round, arrays, config, view))
             if self.secure is None:
                 train = self._exchange(messages, f"round {round_number} training", online)
                 self._refuse_malformed(train, arrays, online)
@@ -199,7 +197,7 @@ class RoundLoop:
             online = drawn(connected, self.settings.sites_per_round, self.settings.seed, round_number + 1)
             local_round = self.settings.rounds - self.round_offset
             view = OnlineNodes(self.grid, online)
-            messages = list(self.strategy.configure_evaluate(local_round, arrays, ConfigRecord(), view))  # type: ignore[arg-type]
+            messages = list(self.strategy.configure_evaluate(local_round, arrays, ConfigRecord(), view))
             evaluation = self._exchange(messages, f"round {round_number} evaluation", online)
             self._require_quorum(evaluation, "evaluation", round_number, len(messages))
             pending["eval_exchange_s"] = evaluation.seconds

@@ -61,6 +61,7 @@ from common.masked_update import widened
 from common.protocol import SITE_METRIC
 from common.settings import RunSettings
 from server.exchange import Deadline, Exchange, exchange
+from server.grid_wrapper import GridWrapper
 from server.live_state import LiveState
 from server.presence import BelowQuorum
 
@@ -158,7 +159,7 @@ STAGE_NAMES = {
 }
 
 
-class _PromptGrid:
+class _PromptGrid(GridWrapper):
     """The run's Grid, but ``send_and_receive`` is insite's :func:`server.exchange.exchange`.
 
     Flower's workflow waits through ``send_and_receive`` four times a round, with one timeout for
@@ -170,15 +171,12 @@ class _PromptGrid:
     """
 
     def __init__(self, grid: Grid, settings: RunSettings) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self._settings = settings
         self.names: dict[int, str] = {}
         self.dropped: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.on_stage: Callable[[str], None] = lambda stage: None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
@@ -187,7 +185,7 @@ class _PromptGrid:
         faults = self._settings.faults
         limit = self._settings.round_timeout_s if stage == "masked-update" else faults.stage_timeout_s
         deadline = Deadline(limit, faults.straggler_grace_s, self._settings.min_sites)
-        outcome = exchange(self._grid, messages, deadline, f"secure aggregation {stage} stage", self.names)
+        outcome = exchange(self.wrapped, messages, deadline, f"secure aggregation {stage} stage", self.names)
         for site, reason in outcome.failures.items():
             self.dropped.setdefault(site, stage)
             self.failures.setdefault(site, f"dropped at {stage}: {_unwrapped(reason)}")
@@ -255,7 +253,7 @@ class SecureTraining:
         self.legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
             {Key.CURRENT_ROUND: round_number, Key.START_TIME: started}
         )
-        self.workflow(self.grid, self.legacy)  # type: ignore[arg-type]  # a Grid in all but name
+        self.workflow(self.grid, self.legacy)
         failures, dropped = dict(self.grid.failures), dict(self.grid.dropped)
         if self.strategy.aggregate is None:
             stage = self.workflow.halted_at or "aggregation"
