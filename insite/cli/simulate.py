@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def simulate(
     flower = logging.getLogger("flwr")
     flower.setLevel(logging.WARNING)  # the engine's per-message INFO lines would drown the rounds
     flower.propagate = False  # Flower prints through its own handler; the root one would repeat each line
+    # insite runs Flower's engine through run_simulation on purpose (deploy/simulation/engine.py);
+    # Flower's advice to use `flwr run` instead is not something an insite user can act on.
+    flower.addFilter(lambda record: "`run_simulation` function is deprecated" not in record.getMessage())
+    # Ray's notice of a future change for actors without GPUs: the sites here ask for none.
+    warnings.filterwarnings("ignore", message="Tip: In future versions of Ray", category=FutureWarning)
     result = run_simulation(workspace, settings, sites, cpus, on_round=_round_line(settings.rounds, sites))
     summary = {
         "sites": sites,
@@ -95,10 +101,14 @@ def simulate(
         "coordinator_peak_rss_mb": result.peak_rss_mb,
     }
     write_json(workspace / "simulation.json", summary)
+    after_first = (
+        f" ({result.rounds_per_minute_after_first:.1f} after the first, which also starts the engine's workers)"
+        if len(result.round_seconds) > 1
+        else ""
+    )
     console.print(
         f"[bold green]{result.status}[/]: {len(result.round_seconds)} rounds, "
-        f"{result.rounds_per_minute:.1f} rounds/min ({result.rounds_per_minute_after_first:.1f} after the first, "
-        f"which also starts the engine's workers); coordinator peak memory {result.peak_rss_mb:.0f} MB; "
-        f"{workspace / 'simulation.json'}",
+        f"{result.rounds_per_minute:.1f} rounds/min{after_first}; coordinator peak memory "
+        f"{result.peak_rss_mb:.0f} MB; {workspace / 'simulation.json'}",
         highlight=False,
     )
