@@ -138,7 +138,8 @@ error_log stderr notice;
 events {{ worker_connections 512; }}
 http {{
     # Bytes per request in both directions (HTTP/2, before TLS framing): what a site sent and got.
-    log_format insite '$time_iso8601 $remote_addr "$request" $status $request_length $bytes_sent '
+    # $msec (epoch seconds to the millisecond) lines requests up with a round's timeline.
+    log_format insite '$time_iso8601 $msec $remote_addr "$request" $status $request_length $bytes_sent '
                       '$request_time';
     access_log {spec.log_dir / ACCESS_LOG} insite;
     server_tokens off;

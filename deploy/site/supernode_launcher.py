@@ -6,12 +6,16 @@ a round waits for that poll at every site, so a round lasts at least the slowest
 delay per exchange. Secure aggregation needs four exchanges per round instead of one, so that
 fixed wait was most of what SecAgg+ added to a round (bench/secure_aggregation_cost.py).
 
-What. The launcher gives that one module a ``time`` whose ``sleep`` is capped at the idle poll
-(default :data:`DEFAULT_IDLE_POLL_S`, or ``$INSITE_SUPERNODE_IDLE_POLL_S``), then runs Flower's own
-entry point with the same arguments. Only waits in that module are shortened (the idle wait and
-its 0.5 s waits for a ready reply); each poll is one small authenticated request, so a site at
-0.5 s sends two a second while idle. If a Flower release moves that code, the launcher says so
-and runs Flower unchanged.
+What. The launcher gives that one module a ``time`` whose ``sleep`` is capped, then runs
+Flower's own entry point with the same arguments. Only waits in that module are shortened, two
+kinds of them: the idle wait before the next pull (Flower's 3 s, capped at
+:data:`DEFAULT_IDLE_POLL_S` or ``$INSITE_SUPERNODE_IDLE_POLL_S``; each is one small authenticated
+request to the SuperLink, so a site at 0.5 s sends two a second while idle), and the waits for
+the ClientApp's reply to appear in the SuperNode's own in-memory state before it is pushed
+(Flower's 0.5 s, capped at :data:`DEFAULT_LOCAL_WAIT_S` or ``$INSITE_SUPERNODE_LOCAL_WAIT_S``: a
+look at a dictionary, no request; at Flower's 0.5 s a reply waited 0.25 s on average, up to 0.5 s,
+in every exchange, bench/round_floor.py ``--polls``). If a Flower release moves that code, the
+launcher says so and runs Flower unchanged.
 
 Heartbeat. The SuperLink takes a node for gone two heartbeat intervals after its last one, and
 only then answers the node's pending messages with an error and lets a restarted node (same key,
@@ -44,6 +48,11 @@ from deploy.site.warm_clientapp import SOCKET_ENV
 
 DEFAULT_IDLE_POLL_S = 0.5
 IDLE_POLL_ENV = "INSITE_SUPERNODE_IDLE_POLL_S"
+DEFAULT_LOCAL_WAIT_S = 0.05
+LOCAL_WAIT_ENV = "INSITE_SUPERNODE_LOCAL_WAIT_S"
+# Flower's SuperNode loop sleeps this long when the SuperLink had nothing for it; its shorter
+# sleeps (0.5 s) wait on the SuperNode's own state.
+FLOWER_IDLE_SLEEP_S = 3.0
 # SuperExec (the SuperNode's ClientApp launcher) looks for new work this often; Flower's default
 # is 1 s, and this, its own environment variable, sets it.
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
@@ -62,23 +71,27 @@ log = logging.getLogger(__name__)
 
 
 class _CappedSleep:
-    """The ``time`` module with ``sleep`` capped; every other attribute is the real one."""
+    """The ``time`` module with ``sleep`` capped; every other attribute is the real one.
 
-    def __init__(self, cap: float) -> None:
-        self.cap = cap
+    Flower's idle wait (its 3 s) is capped at ``idle_cap``, its local waits at ``local_cap``.
+    """
+
+    def __init__(self, idle_cap: float, local_cap: float) -> None:
+        self.idle_cap = idle_cap
+        self.local_cap = local_cap
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.cap))
+        time.sleep(min(seconds, self.idle_cap if seconds >= FLOWER_IDLE_SLEEP_S else self.local_cap))
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
 
 
-def shorten_idle_poll(module: ModuleType, cap: float) -> bool:
+def shorten_polls(module: ModuleType, idle_cap: float, local_cap: float) -> bool:
     """Cap the sleeps of ``module`` (Flower's SuperNode loop); False if it has no ``time`` to cap."""
     if getattr(module, "time", None) is not time:
         return False
-    module.time = _CappedSleep(cap)  # type: ignore[attr-defined]
+    module.time = _CappedSleep(idle_cap, local_cap)  # type: ignore[attr-defined]
     return True
 
 
@@ -130,8 +143,9 @@ def main() -> None:
     import flwr.supernode.start_client_internal as supernode_loop  # noqa: PLC0415
     from flwr.supernode.cli import flower_supernode  # noqa: PLC0415
 
-    cap = float(os.environ.get(IDLE_POLL_ENV, DEFAULT_IDLE_POLL_S))
-    if not shorten_idle_poll(supernode_loop, cap):
+    idle_cap = float(os.environ.get(IDLE_POLL_ENV, DEFAULT_IDLE_POLL_S))
+    local_cap = float(os.environ.get(LOCAL_WAIT_ENV, DEFAULT_LOCAL_WAIT_S))
+    if not shorten_polls(supernode_loop, idle_cap, local_cap):
         log.warning("this Flower version's SuperNode loop has changed; it keeps its own poll delay")
     interval = float(os.environ.get(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S))
     if not shorten_heartbeat([connection, heartbeat], interval):

@@ -125,24 +125,31 @@ def test_site_data_cache_and_errors(tmp_path):
         SiteDataset("site-a", data, tmp_path / "c3", 8)
 
 
-def test_supernode_launcher_caps_the_idle_poll_of_flowers_loop():
+def test_supernode_launcher_caps_the_idle_poll_and_the_local_waits_of_flowers_loop():
     import inspect
     import time
     import types
 
     import flwr.supernode.start_client_internal as supernode_loop
 
-    from deploy.site.supernode_launcher import shorten_idle_poll
+    from deploy.site.supernode_launcher import shorten_polls
 
-    # The launcher's premise: this Flower's SuperNode loop sleeps 3 s through its module's `time`.
-    assert supernode_loop.time is time and "time.sleep(3)" in inspect.getsource(supernode_loop)
+    # The launcher's premise: this Flower's SuperNode loop sleeps through its module's `time`, 3 s
+    # when idle and 0.5 s while it waits for a reply in its own state.
+    source = inspect.getsource(supernode_loop)
+    assert supernode_loop.time is time and "time.sleep(3)" in source and "time.sleep(0.5)" in source
     loop = types.ModuleType("loop")
     loop.time = time
-    assert shorten_idle_poll(loop, 0.05)
+    assert shorten_polls(loop, 0.3, 0.01)
     started = time.monotonic()
     loop.time.sleep(3)
-    assert time.monotonic() - started < 1.0 and loop.time.monotonic is time.monotonic
-    assert not shorten_idle_poll(types.ModuleType("changed"), 0.05)
+    idle = time.monotonic() - started
+    started = time.monotonic()
+    for _ in range(10):
+        loop.time.sleep(0.5)
+    local = time.monotonic() - started
+    assert 0.3 <= idle < 1.0 and local < 1.0 and loop.time.monotonic is time.monotonic
+    assert not shorten_polls(types.ModuleType("changed"), 0.3, 0.01)
 
 
 def test_supernode_launcher_heartbeat_premise():
