@@ -2,7 +2,7 @@
 
 Runs, in one invocation and on the same machine state, real loopback federations (SuperLink +
 three SuperNodes, TLS, node authentication, the demo's synthetic sites), each with SecAgg+ (the
-default, four exchanges per round) and with plain aggregation (one exchange), so the cost of
+default: two exchanges per round, the next round's key exchange inside them) and with plain aggregation (one exchange), so the cost of
 secure aggregation shows beside the rest:
 
 1. the demo configuration (configs/federation.toml, ``--rounds`` rounds): per round, the wall

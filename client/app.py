@@ -6,8 +6,8 @@ say which site failed and why.
 
 Under secure aggregation (the default) training messages belong to the SecAgg+ protocol and go
 to :data:`client.secure.secure_app`; evaluation is plain either way (it returns only metrics).
-The ML stack is imported inside the handlers: Flower starts a process per message, and three of
-the four SecAgg+ messages per round need no torch or MONAI.
+The ML stack is imported inside the handlers: without the warm worker Flower starts a process per
+message, and SecAgg+'s key stages need no torch or MONAI.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ from client.site import SiteContext
 from common.errors import InsiteError
 from common.evaluation import SCORES, SITE_KINDS
 from common.packed_arrays import tensor_shapes
-from common.protocol import INCOMING_PREFIX, SITE_METRIC
+from common.protocol import INCOMING_PREFIX, NEXT_ROUND_RECORD, SITE_METRIC
 from common.settings import ModelSettings, StatsSettings, from_run_config
 from common.statistics import QUERY as STATISTICS_QUERY
 from common.statistics import RECORD as STATISTICS_RECORD
@@ -72,6 +72,8 @@ ALLOWED_METRICS = (
 _LEGACY_PARAMETERS, _LEGACY_METRICS = "fitres.parameters", "fitres.metrics"
 _LEGACY_COUNT, _LEGACY_STATUS = "fitres.num_examples", "fitres.status"
 _SECAGG_FIELDS = frozenset(value for name, value in vars(Key).items() if name.isupper())
+# What the next round's set-up and key-share stages answer (client/secure.py): keys, no data.
+_KEY_EXCHANGE_FIELDS = frozenset({Key.PUBLIC_KEY_1, Key.PUBLIC_KEY_2, Key.DESTINATION_LIST, Key.CIPHERTEXT_LIST})
 
 ModelSpec = dict[str, tuple[tuple[int, ...], str]]
 
@@ -157,6 +159,10 @@ def _check_config(key: str, record: ConfigRecord, site: str) -> None:
         unknown = sorted(set(record) - _SECAGG_FIELDS)
         if unknown:
             raise EgressRefused(f"SecAgg+ reply carries fields outside the protocol: {unknown}")
+    elif key == NEXT_ROUND_RECORD:
+        unknown = sorted(set(record) - _KEY_EXCHANGE_FIELDS)
+        if unknown:
+            raise EgressRefused(f"the next round's SecAgg+ key exchange carries fields outside it: {unknown}")
     else:
         raise EgressRefused(f"record '{key}' is not part of a round's reply")
 
@@ -236,6 +242,9 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
         )
     elif secagg is not None:
         parts.append(f"SecAgg+ protocol fields {sorted(secagg)} (keys and key shares, no data)")
+    upcoming = content.config_records.get(NEXT_ROUND_RECORD)
+    if upcoming is not None:
+        parts.append(f"the next round's SecAgg+ fields {sorted(upcoming)} (keys and key shares, no data)")
     for record in content.array_records.values():
         shapes = tensor_shapes(record)  # the reply as it leaves: its weights packed (client/packing.py)
         if shapes:

@@ -14,3 +14,9 @@ RUN_KEY = "run-key"
 # Legacy (SecAgg+) train replies name their site in this metric; plain replies carry a "site"
 # ConfigRecord. Either way the coordinator reports failures and Dice by site name.
 SITE_METRIC = "site"
+
+# SecAgg+ under insite: the next round's key set-up and key shares travel inside this round's
+# masked-update and unmasking messages (server/secure_overlap.py), as this config record, both
+# ways; towards the site it also names the next round's group (its round number).
+NEXT_ROUND_RECORD = "insite.secagg-next-round"
+NEXT_ROUND_GROUP = "insite-group"

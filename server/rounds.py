@@ -167,7 +167,13 @@ class RoundLoop:
                 train = self._exchange(messages, f"round {round_number} training", online)
                 self._refuse_malformed(train, arrays, online)
             else:  # the strategy still prepares its server step; SecAgg+ delivers the round
-                train = self.secure.train(round_number, arrays, config, online, self.state)
+                last = round_number >= self.settings.rounds
+                following = (
+                    None
+                    if last
+                    else drawn(connected, self.settings.sites_per_round, self.settings.seed, round_number + 1)
+                )
+                train = self.secure.train(round_number, arrays, config, online, self.state, following)
             self._require_quorum(train, "training", round_number, len(messages))
             if pending is not None:
                 self._close(pending, arrays, train, INCOMING_PREFIX)

@@ -12,6 +12,11 @@ workflow reconstructs. Flower's workflow ends a halted round silently (the model
 was); here a halt is :class:`server.presence.BelowQuorum` naming the stage and the sites'
 reasons, and the round loop tries the round again.
 
+Two exchanges a round, not four: while round r trains and unmasks, round r+1's set-up and key
+shares travel in the same messages (server/secure_overlap.py). Round r+1 uses those keys when its
+sites are exactly the ones keyed; otherwise (a site dropped, came back, or a different draw) it
+sets its keys up afresh in exchanges of its own, as the first round does.
+
 Dropouts: each site shares its key material with ``num_shares`` sites and any
 ``reconstruction_threshold`` of them can rebuild what the sum needs, so a round survives sites
 lost at any stage down to that threshold (see configs/federation.toml for the numbers).
@@ -47,6 +52,7 @@ from flwr.common import (
 )
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
+from flwr.compat.common.recorddict_compat import arrayrecord_to_parameters, fitins_to_recorddict
 from flwr.server.client_manager import ClientManager, SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.compat.grid_client_proxy import GridClientProxy
@@ -54,6 +60,7 @@ from flwr.server.compat.legacy_context import LegacyContext
 from flwr.server.strategy import Strategy
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 
 from common.errors import FederationError
@@ -64,18 +71,21 @@ from server.exchange import Deadline, Exchange, exchange
 from server.grid_wrapper import GridWrapper
 from server.live_state import LiveState
 from server.presence import BelowQuorum
+from server.secure_overlap import carried
 
 log = logging.getLogger(__name__)
 
 FLOWER_WRAPPED = re.compile(r"<class '[^']+'>:<'(.*)'>", re.DOTALL)
-STAGES = ("setup_stage", "share_keys_stage", "collect_masked_vectors_stage", "unmask_stage")
 
 
 class _SelectAndCapture(Strategy):
-    """Legacy strategy: send the round's config to the round's online sites, keep the aggregate."""
+    """Legacy strategy: select the round's online sites, keep the aggregate.
+
+    The model and config it hands Flower's set-up stage are placeholders: set-up may run a round
+    ahead, before the model exists; :meth:`_Protocol.load` puts the real ones in.
+    """
 
     def __init__(self) -> None:
-        self.config: dict[str, Scalar] = {}
         self.nodes: list[int] = []
         self.grid: Grid | None = None
         self.aggregate: Parameters | None = None
@@ -88,9 +98,7 @@ class _SelectAndCapture(Strategy):
         # would wait for min_available_nodes without a limit.
         assert self.grid is not None
         run_id = self.grid.run.run_id
-        return [
-            (GridClientProxy(node, self.grid, run_id), FitIns(parameters, dict(self.config))) for node in self.nodes
-        ]
+        return [(GridClientProxy(node, self.grid, run_id), FitIns(parameters, {})) for node in self.nodes]
 
     def aggregate_fit(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
@@ -117,37 +125,67 @@ class _SelectAndCapture(Strategy):
         return None
 
 
-class _WatchedWorkflow(SecAggPlusWorkflow):
-    """SecAgg+ that remembers the stage where it halted (Flower's only logs it)."""
+class _Protocol:
+    """One round's SecAgg+ instance: Flower's workflow state, driven one stage at a time.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    Flower's ``SecAggPlusWorkflow.__call__`` runs the four stages of one round back to back; here
+    each stage is run on its own, so that two rounds' instances can share exchanges. Each instance
+    has its own legacy context (Flower's stages keep the round number and model there).
+    """
+
+    def __init__(
+        self, workflow: SecAggPlusWorkflow, context: Context, grid: Grid, round_number: int, sites: dict[int, str]
+    ) -> None:
+        self.workflow = workflow
+        self.round_number = round_number
+        self.strategy = _SelectAndCapture()
+        self.strategy.grid = grid
+        self.strategy.nodes = list(sites)
+        own = Context(
+            run_id=context.run_id,
+            node_id=context.node_id,
+            node_config=context.node_config,
+            state=RecordDict(),
+            run_config=context.run_config,
+        )
+        self.legacy = LegacyContext(own, strategy=self.strategy, client_manager=SimpleClientManager())
+        # The model is not known at set-up (a round ahead); it is put in by load() before training.
+        self.legacy.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord()
+        self.legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+            {Key.CURRENT_ROUND: round_number, Key.START_TIME: time.time()}
+        )
+        self.state = WorkflowState()
         self.halted_at: str | None = None
 
-    def __call__(self, grid: Grid, context: Context) -> None:
-        self.halted_at = None
-        super().__call__(grid, context)
+    def stage(self, name: str) -> Callable[[Grid], bool]:
+        """Flower's stage ``name`` (e.g. ``"setup_stage"``) on this instance; it records where it halted."""
 
+        def run(grid: Grid) -> bool:
+            ok = bool(getattr(SecAggPlusWorkflow, name)(self.workflow, grid, self.legacy, self.state))
+            if not ok:
+                self.halted_at = name.removesuffix("_stage").replace("_", " ")
+            elif name == "share_keys_stage":
+                # Only the sites that completed the key exchange hold masks with one another (a
+                # site masks its update with exactly those whose key shares reached it). Flower's
+                # unmask stage would also ask the survivors for key shares of a site lost at
+                # set-up or key exchange, which they never received, and every survivor then fails
+                # (KeyError in secaggplus_mod._unmask): such a site is simply not part of this sum.
+                self.state.sampled_node_ids = set(self.state.active_node_ids)
+            return ok
 
-def _watch(stage: str) -> Callable[[_WatchedWorkflow, Grid, LegacyContext, Any], bool]:
-    def run_stage(self: _WatchedWorkflow, grid: Grid, context: LegacyContext, state: Any) -> bool:
-        ok = bool(getattr(SecAggPlusWorkflow, stage)(self, grid, context, state))
-        if not ok:
-            self.halted_at = stage.removesuffix("_stage").replace("_", " ")
-        elif stage == "share_keys_stage":
-            # Only the sites that completed the key exchange hold masks with one another (a site
-            # masks its update with exactly those whose key shares reached it). Flower's unmask
-            # stage would also ask the survivors for key shares of a site lost at set-up or key
-            # exchange, which they never received, and every survivor then fails (KeyError in
-            # secaggplus_mod._unmask): such a site is simply not part of this round's sum.
-            state.sampled_node_ids = set(state.active_node_ids)
-        return ok
+        return run
 
-    return run_stage
+    def keyed_for(self, round_number: int, sites: dict[int, str]) -> bool:
+        """Whether this instance's completed key exchange is for ``round_number`` with exactly ``sites``."""
+        return self.round_number == round_number and self.state.active_node_ids == set(sites)
 
-
-for _stage in STAGES:
-    setattr(_WatchedWorkflow, _stage, _watch(_stage))
+    def load(self, arrays: ArrayRecord, config: Mapping[str, Scalar]) -> None:
+        """The round's model and training config, to every keyed site (the masked-update stage sends them)."""
+        parameters = arrayrecord_to_parameters(arrays, keep_input=True)
+        fitins = FitIns(parameters, {**config, "server-round": self.round_number})
+        record = fitins_to_recorddict(fitins, keep_input=True)
+        # One record per site: the masked-update stage adds each site's key shares to its own.
+        self.state.nid_to_fitins = {node: RecordDict(dict(record)) for node in self.state.active_node_ids}
 
 
 # The SecAgg+ stages by the value of their "stage" key, as a round's rows and state name them.
@@ -220,51 +258,84 @@ class SecureTraining:
 
     def __init__(self, grid: Grid, context: Context, settings: RunSettings) -> None:
         secure = settings.aggregation
+        self.raw_grid = grid
         self.grid = _PromptGrid(grid, settings)
+        self.context = context
         self.settings = settings
-        self.strategy = _SelectAndCapture()
-        self.strategy.grid = grid
-        self.legacy = LegacyContext(context, strategy=self.strategy, client_manager=SimpleClientManager())
-        self.workflow = _WatchedWorkflow(
+        self.workflow = SecAggPlusWorkflow(
             num_shares=_count_or_fraction(secure.num_shares),
             reconstruction_threshold=_count_or_fraction(secure.reconstruction_threshold),
             max_weight=secure.max_weight,
             clipping_range=secure.clipping_range,
             quantization_range=secure.quantization_range,
         )
+        # A hand-over between this round's exchange and the next round's key exchange waits at
+        # most as long as this round's longest exchange may last.
+        self.handover_s = settings.round_timeout_s + settings.faults.straggler_grace_s
+        self.prepared: _Protocol | None = None  # the next round's keys, set up during this round
 
     def train(
-        self, round_number: int, arrays: ArrayRecord, config: ConfigRecord, online: dict[int, str], state: LiveState
+        self,
+        round_number: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        online: dict[int, str],
+        state: LiveState,
+        following: dict[int, str] | None = None,
     ) -> Exchange:
         """Run SecAgg+ for one round with the ``online`` sites: a reply per site whose update is in the sum.
 
+        ``following``: the sites expected to train in the next round (None after the last); their
+        keys for it are set up inside this round's messages when they all train in this one.
         Sites that drop out at any stage are left out of the sum (the protocol removes their
         masks) and named with the stage; below the reconstruction threshold the round is
         :class:`BelowQuorum` and tried again.
         """
         started = time.monotonic()
-        self.strategy.config = {**cast(Mapping[str, Scalar], config), "server-round": round_number}
-        self.strategy.nodes = list(online)
-        self.strategy.aggregate = None
-        self.strategy.site_metrics = {}
         self.grid.names, self.grid.dropped, self.grid.failures = dict(online), {}, {}
         self.grid.on_stage = lambda stage: state.set("round", round=round_number, stage=stage)
-        self.legacy.state.array_records[MAIN_PARAMS_RECORD] = arrays
-        self.legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
-            {Key.CURRENT_ROUND: round_number, Key.START_TIME: started}
-        )
-        self.workflow(self.grid, self.legacy)
+        protocol, self.prepared = self.prepared, None
+        if protocol is None or not protocol.keyed_for(round_number, online):
+            if protocol is not None:
+                log.info("round %d: its sites are not the ones keyed during the last round; new keys", round_number)
+            protocol = _Protocol(self.workflow, self.context, self.raw_grid, round_number, online)
+            _ = protocol.stage("setup_stage")(self.grid) and protocol.stage("share_keys_stage")(self.grid)
+        if protocol.halted_at is None:
+            protocol.load(arrays, cast(Mapping[str, Scalar], config))
+            self._train_and_key_next(protocol, following)
         failures, dropped = dict(self.grid.failures), dict(self.grid.dropped)
-        if self.strategy.aggregate is None:
-            stage = self.workflow.halted_at or "aggregation"
+        if protocol.strategy.aggregate is None:
+            stage = protocol.halted_at or "aggregation"
             reasons = "; ".join(f"{site}: {why}" for site, why in failures.items()) or "too few sites took part"
             raise BelowQuorum(
                 f"round {round_number}: secure aggregation halted at the {stage} stage ({reasons}); "
                 "the global model was not updated"
             )
-        mean = _named(arrays, parameters_to_ndarrays(self.strategy.aggregate))
-        replies = [_reply(node, mean, metrics) for node, metrics in self.strategy.site_metrics.items()]
+        mean = _named(arrays, parameters_to_ndarrays(protocol.strategy.aggregate))
+        replies = [_reply(node, mean, metrics) for node, metrics in protocol.strategy.site_metrics.items()]
         return Exchange(replies, failures, seconds=time.monotonic() - started, dropped=dropped)
+
+    def _train_and_key_next(self, protocol: _Protocol, following: dict[int, str] | None) -> None:
+        """Masked update and unmasking of ``protocol``; the next round's set-up and key shares inside them."""
+        upcoming = None
+        if following and len(following) >= 2 and set(following) <= protocol.state.active_node_ids:
+            upcoming = _Protocol(self.workflow, self.context, self.raw_grid, protocol.round_number + 1, following)
+        trained, set_up = carried(
+            self.grid,
+            protocol.stage("collect_masked_vectors_stage"),
+            upcoming.stage("setup_stage") if upcoming else None,
+            self.handover_s,
+        )
+        if not trained:
+            return
+        unmasked, keyed = carried(
+            self.grid,
+            protocol.stage("unmask_stage"),
+            upcoming.stage("share_keys_stage") if upcoming and set_up else None,
+            self.handover_s,
+        )
+        if unmasked and keyed:
+            self.prepared = upcoming
 
 
 def _count_or_fraction(value: float) -> int | float:

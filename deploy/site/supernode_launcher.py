@@ -3,8 +3,8 @@
 Why. A SuperNode that finds no message waits a fixed 3 s before asking again (the idle branch
 of ``flwr.supernode.start_client_internal``), and Flower has no option for it. Every exchange of
 a round waits for that poll at every site, so a round lasts at least the slowest site's poll
-delay per exchange. Secure aggregation needs four exchanges per round instead of one, so that
-fixed wait was most of what SecAgg+ added to a round (bench/secure_aggregation_cost.py).
+delay per exchange. Secure aggregation needs more exchanges per round than one, so that fixed
+wait was most of what SecAgg+ added to a round (bench/secure_aggregation_cost.py).
 
 What. The launcher gives that one module a ``time`` whose ``sleep`` is capped, then runs
 Flower's own entry point with the same arguments. Only waits in that module are shortened, two

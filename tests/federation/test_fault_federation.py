@@ -117,11 +117,12 @@ def test_a_site_killed_during_key_exchange_costs_one_round_and_rejoins(tmp_path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["setup", "masked-update", "unmask"])
-def test_a_site_killed_at_any_secure_stage(stage, tmp_path):
-    space, record, _ = federation_with(tmp_path, settings(3), [Fault(2, stage, "supernode-site-c")])
+@pytest.mark.parametrize(("round_number", "stage"), [(1, "setup"), (2, "masked-update"), (2, "unmask")])
+def test_a_site_killed_at_any_secure_stage(round_number, stage, tmp_path):
+    """Set-up is a stage of its own in round 1; later rounds' set-up travels inside the round before's."""
+    space, record, _ = federation_with(tmp_path, settings(3), [Fault(round_number, stage, "supernode-site-c")])
     rows = survived(space, record, 3)
-    assert rows[1]["dropped"].get("site-c") == stage
+    assert rows[round_number - 1]["dropped"].get("site-c") == stage
     assert "site-c" in trained(rows[2])
 
 
@@ -129,10 +130,10 @@ def test_a_site_killed_at_any_secure_stage(stage, tmp_path):
 def test_a_restarted_site_keeps_its_feddyn_term_under_secagg(tmp_path):
     """A site's between-round state is on disk under the run's key: a SuperNode restart loses none of it."""
     space, record, events = federation_with(
-        tmp_path, settings(3, strategy="feddyn"), [Fault(2, "setup", "supernode-site-b")]
+        tmp_path, settings(3, strategy="feddyn"), [Fault(2, "masked-update", "supernode-site-b")]
     )
     rows = survived(space, record, 3)
-    assert rows[1]["dropped"].get("site-b") == "setup" and "site-b" in trained(rows[2])
+    assert rows[1]["dropped"].get("site-b") == "masked-update" and "site-b" in trained(rows[2])
     assert any("supernode-site-b restarted" in event for event in events)
     key = RunRecord(space.run_dir).run_key()
     for site, rounds in {"site-a": [1, 2, 3], "site-b": [1, 3], "site-c": [1, 2, 3]}.items():
@@ -162,7 +163,7 @@ def test_a_killed_clientapp_is_a_dropped_site_not_a_stuck_round(tmp_path):
 def test_a_stopped_site_is_dropped_as_a_straggler_and_comes_back(tmp_path):
     faults = [
         Fault(2, "masked-update", "supernode-site-b", signal.SIGSTOP),
-        Fault(3, "setup", "supernode-site-b", signal.SIGCONT),
+        Fault(3, "masked-update", "supernode-site-b", signal.SIGCONT),
     ]
     space, record, _ = federation_with(tmp_path, settings(4), faults)
     rows = survived(space, record, 4)
@@ -181,9 +182,9 @@ def test_a_killed_serverapp_is_continued_from_the_last_checkpoint(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["superlink", "both"])
 def test_a_killed_superlink_is_restarted_and_the_run_continued(target, tmp_path):
-    faults = [Fault(2, "share-keys", "superlink")]
+    faults = [Fault(2, "unmask", "superlink")]
     if target == "both":
-        faults.insert(0, Fault(2, "share-keys", "serverapp"))
+        faults.insert(0, Fault(2, "unmask", "serverapp"))
     space, record, events = federation_with(tmp_path, settings(3), faults)
     survived(space, record, 3)
     assert any("superlink restarted" in event for event in events)
@@ -194,7 +195,7 @@ def test_a_killed_superlink_is_restarted_and_the_run_continued(target, tmp_path)
 @pytest.mark.slow
 def test_a_supernode_whose_superexec_died_ends_itself_is_restarted_and_rejoins(tmp_path):
     """Flower would keep such a SuperNode up but unable to start a ClientApp (deploy/host/flower_watchdog.py)."""
-    space, record, events = federation_with(tmp_path, settings(4), [Fault(2, "setup", "superexec-site-b")])
+    space, record, events = federation_with(tmp_path, settings(4), [Fault(2, "masked-update", "superexec-site-b")])
     rows = survived(space, record, 4)
     assert any("supernode-site-b exited with code 70" in event for event in events), events
     assert "site-b" in trained(rows[3])
@@ -228,17 +229,18 @@ def test_a_superlink_database_locked_past_flowers_wait_costs_no_process(tmp_path
 
 @pytest.mark.slow
 def test_below_quorum_waits_says_so_and_goes_on_when_sites_return(tmp_path):
+    # Round 1: its set-up is a stage of its own, with the key stages' 90 s limit.
     faults = [
-        Fault(2, "setup", "supernode-site-b", signal.SIGSTOP),
-        Fault(2, "setup", "supernode-site-c", signal.SIGSTOP),
-        Fault(2, "waiting", "supernode-site-b", signal.SIGCONT),
-        Fault(2, "waiting", "supernode-site-c", signal.SIGCONT),
+        Fault(1, "setup", "supernode-site-b", signal.SIGSTOP),
+        Fault(1, "setup", "supernode-site-c", signal.SIGSTOP),
+        Fault(1, "waiting", "supernode-site-b", signal.SIGCONT),
+        Fault(1, "waiting", "supernode-site-c", signal.SIGCONT),
     ]
     space, record, events = federation_with(tmp_path, settings(3), faults)
     rows = survived(space, record, 3)
-    assert any("SIGCONT to supernode-site-b in round 2 at waiting" in event for event in events)
-    assert rows[1]["attempts"] == 2 and "site-b" in rows[1]["earlier_attempts"][0]
-    assert trained(rows[1]) == set(SITES)
+    assert any("SIGCONT to supernode-site-b in round 1 at waiting" in event for event in events)
+    assert rows[0]["attempts"] == 2 and "site-b" in rows[0]["earlier_attempts"][0]
+    assert trained(rows[0]) == set(SITES)
 
 
 # A modified site: every Python process started with this on its path loads it (sitecustomize), and

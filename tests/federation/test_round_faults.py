@@ -15,9 +15,11 @@ import pytest
 from flwr.app import Array, ArrayRecord, Message
 
 from common.packed_arrays import has_packed, pack_record, unpacked
+from common.protocol import NEXT_ROUND_RECORD
 from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint, resume_point
 from common.settings import RunSettings
 from deploy.in_process.federation import FIRST_NODE_ID, run_in_process, site_grid
+from deploy.in_process.grid import stage_of
 from harness.federation import write_sphere_site
 from server.presence import Presence, QuorumLost
 
@@ -70,6 +72,51 @@ def test_secure_round_completes_without_a_site_lost_at_any_stage(stage, folders,
     # lost before its masked update was in: left out of the sum; lost while unmasking: it is in
     assert ("site-b" in first["sites"]) == (stage == "unmask")
     assert second["dropped"] == {"site-b": "setup"} and set(second["sites"]) == {"site-a", "site-c"}
+
+
+def _stages(grid) -> list[tuple[str, str, bool]]:
+    """(round, stage, carries the next round's stage) of every message the coordinator sent, once per kind."""
+    seen = []
+    for message in grid.delivered:
+        if message.metadata.message_type != "train":
+            continue
+        kind = (message.metadata.group_id, stage_of(message), NEXT_ROUND_RECORD in message.content.config_records)
+        if kind not in seen:
+            seen.append(kind)
+    return seen
+
+
+def test_secure_rounds_after_the_first_carry_their_key_exchange_in_the_round_before(folders, tmp_path):
+    run = settings("secagg+", rounds=3)
+    grid = site_grid(tmp_path / "run", run, folders)
+    record = run_in_process(tmp_path / "run", run, grid)
+    assert [set(row["sites"]) for row in consistent(record, 3)] == [set(SITES)] * 3
+    assert _stages(grid) == [
+        ("1", "setup", False),
+        ("1", "share-keys", False),
+        ("1", "masked-update", True),  # with round 2's set-up
+        ("1", "unmask", True),  # with round 2's key shares
+        ("2", "masked-update", True),
+        ("2", "unmask", True),
+        ("3", "masked-update", False),  # the last round keys no next one
+        ("3", "unmask", False),
+    ]
+
+
+def test_a_site_that_does_not_carry_the_next_rounds_keys_costs_a_key_exchange_not_a_round(folders, tmp_path):
+    """A reply without the next round's part (e.g. a site whose app predates it): that round keys afresh."""
+
+    def without_next_round(reply: Message) -> Message:
+        if reply.has_content() and NEXT_ROUND_RECORD in reply.content.config_records:
+            del reply.content.config_records[NEXT_ROUND_RECORD]
+        return reply
+
+    run = settings("secagg+", rounds=2)
+    grid = site_grid(tmp_path / "run", run, folders, tamper={SITE_B: without_next_round})
+    record = run_in_process(tmp_path / "run", run, grid)
+    rows = consistent(record, 2)
+    assert [set(row["sites"]) for row in rows] == [set(SITES)] * 2 and not rows[0]["failures"]
+    assert ("2", "setup", False) in _stages(grid) and ("2", "share-keys", False) in _stages(grid)
 
 
 def test_plain_round_drops_a_straggler_after_the_grace(folders, tmp_path):

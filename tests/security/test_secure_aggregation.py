@@ -4,7 +4,8 @@ The coordinator runs the project's real ServerApp behind a recording Grid (a tes
 staged into the app) that keeps every reply the coordinator receives. Site training is
 reproducible from its inputs, so the test recomputes each site's plaintext update and shows:
 the new global model is the sites' weighted mean within SecAgg+'s quantisation error, and no
-received payload equals or contains any site's update. A halted protocol pauses the run, saying why.
+received payload equals or contains any site's update, in a first round and in a second whose
+keys were set up inside the first round's messages. A halted protocol pauses the run, saying why.
 """
 
 import pickle
@@ -19,7 +20,7 @@ from client.ledger import Ledger
 from client.local_round import SiteRound
 from client.site import SiteContext
 from common.model import build_model
-from common.run_record import RunRecord, latest_checkpoint, load_checkpoint
+from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint
 from common.settings import RunSettings
 from deploy.coordinator.app_bundle import stage_app
 from deploy.coordinator.run_supervisor import RunSupervisor
@@ -130,42 +131,49 @@ def _run(federation, run_dir, settings):
     return RunSupervisor(fed, run_dir, lambda row: None, lambda event: None, 600, app).run()
 
 
-def _site_updates(space, settings, scratch):
-    """Each site's plaintext round-1 update, recomputed from the same inputs (1 thread, as sites)."""
+def _site_updates(space, settings, scratch, start, round_number):
+    """Each site's plaintext update of ``round_number`` from ``start``, recomputed (1 thread, as sites)."""
     torch.set_num_threads(1)
-    torch.manual_seed(settings.seed)
-    initial = build_model(settings.model).state_dict()
     updates = {}
     for name in space.site_names():
         site = SiteContext(name, space.site_dir(name) / "data", scratch / name, "cpu", 1)
-        weights, metrics = SiteRound.prepare(site, settings).train(initial, 1)
+        weights, metrics = SiteRound.prepare(site, settings).train(start, round_number)
         updates[name] = (weights, metrics["num-examples"])
     return updates
 
 
+def _weighted_mean(updates):
+    total = sum(n for _, n in updates.values())
+    return {k: sum(w[k] * n for w, n in updates.values()) / total for k in updates["site-a"][0]}
+
+
 def test_coordinator_learns_only_the_weighted_mean(federation, tmp_path):
     space = federation[0]
-    settings = RunSettings.model_validate(SETTINGS)
+    settings = RunSettings.model_validate({**SETTINGS, "rounds": 2})
     run_dir = tmp_path / "run"
     record = _run(federation, run_dir, settings)
     assert record["status"] == "completed" and record["aggregation"] == "secagg+"
     rows = RunRecord(run_dir).rounds()
-    assert set(rows[0]["sites"]) == set(TRAIN_CASES)
+    assert [set(row["sites"]) for row in rows] == [set(TRAIN_CASES)] * 2
 
-    updates = _site_updates(space, settings, tmp_path / "recompute")
-    total = sum(n for _, n in updates.values())
-    mean = {k: sum(w[k] * n for w, n in updates.values()) / total for k in updates["site-a"][0]}
-    final = load_checkpoint(latest_checkpoint(run_dir)).weights
-    error = max(float((final[k] - mean[k]).abs().max()) for k in mean)
-    # Quantisation: 2^22 levels over +-8 after scaling by cases/max_weight (>= 2/8).
-    assert error < 1e-4, f"aggregate differs from the weighted mean by {error}"
-    for name, (weights, _) in updates.items():
-        spread = max(float((weights[k] - mean[k]).abs().max()) for k in mean)
-        assert spread > 100 * error, f"{name}'s update is too close to the mean to tell them apart"
+    torch.manual_seed(settings.seed)
+    start = build_model(settings.model).state_dict()
+    everyone = {}
+    for round_number in (1, 2):
+        updates = _site_updates(space, settings, tmp_path / "recompute", start, round_number)
+        mean = _weighted_mean(updates)
+        start = load_checkpoint(checkpoint_path(run_dir, round_number)).weights
+        error = max(float((start[k] - mean[k]).abs().max()) for k in mean)
+        # Quantisation: 2^22 levels over +-8 after scaling by cases/max_weight (>= 2/8).
+        assert error < 1e-4, f"round {round_number}: aggregate differs from the weighted mean by {error}"
+        for name, (weights, _) in updates.items():
+            spread = max(float((weights[k] - mean[k]).abs().max()) for k in mean)
+            assert spread > 100 * error, f"{name}'s round-{round_number} update is too close to the mean"
+            everyone[f"{name} round {round_number}"] = weights
 
     _check_ledgers(space, run_dir)
     received = pickle.loads((run_dir / "received.pkl").read_bytes())
-    assert_no_update_received(received, {name: weights for name, (weights, _) in updates.items()})
+    assert_no_update_received(received, everyone)
     vectors = [bytes_to_ndarray(blob) for blob in received if isinstance(blob, bytes) and blob.startswith(b"\x93NUMPY")]
     assert vectors and {vector.dtype for vector in vectors} == {np.dtype(np.uint32)}  # half of Flower's int64
 
@@ -184,6 +192,11 @@ def _check_ledgers(space, run_dir):
         assert kinds >= {f"train/secagg+ {stage}" for stage in SECAGG_STAGES} | {"evaluate"}, kinds
         masked = [e for e in entries if e["kind"].endswith("collect_masked_vectors")]
         assert all("masked model update" in e["detail"] for e in masked)
+        # Round 2's set-up and key shares went out inside round 1's masked update and unmasking.
+        stages = {(e["round"], e["kind"].rpartition(" ")[2]) for e in entries if "secagg+" in e["kind"]}
+        assert stages == {(1, stage) for stage in SECAGG_STAGES} | {(2, stage) for stage in SECAGG_STAGES[2:]}
+        carried = [e for e in entries if e["round"] == 1 and e["kind"].endswith(SECAGG_STAGES[2:])]
+        assert carried and all("the next round's SecAgg+ fields" in e["detail"] for e in carried)
     assert received <= logged, f"{len(received - logged)} replies reached the coordinator unledgered"
 
 
