@@ -2,8 +2,8 @@
 
 Runs, in one invocation and on the same machine state, real loopback federations (SuperLink +
 three SuperNodes, TLS, node authentication, the demo's synthetic sites), each with SecAgg+ (the
-default: two exchanges per round, the next round's key exchange inside them) and with plain aggregation (one exchange), so the cost of
-secure aggregation shows beside the rest:
+default: two exchanges per round, the next round's key exchange inside them) and with plain
+aggregation (one exchange), so the cost of secure aggregation shows beside the rest:
 
 1. the demo configuration (configs/federation.toml, ``--rounds`` rounds): per round, the wall
    time at the coordinator beside the slowest site's pure training time in the same round; the
