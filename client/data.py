@@ -10,7 +10,9 @@ edited volume is preprocessed again instead of served stale.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import cast
@@ -43,6 +45,8 @@ warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader: nvImageCodec
 KEYS = ("image", "label")
 # Bump when the deterministic transforms change, so old caches are not reused.
 PREPROCESSING_VERSION = "1"
+# In the cache folder: each case's files' size and modification time when they last opened well.
+READABLE_RECORD = "readable-cases.json"
 
 
 def _preprocess(multiple: int) -> Compose:
@@ -75,13 +79,16 @@ def _augment(patch_size: int) -> Compose:
     )
 
 
+def _stamp(case: Case) -> str:
+    return "|".join(f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (case.image, case.label))
+
+
 def _item(case: Case) -> dict[str, str]:
-    stamp = [f"{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in (case.image, case.label)]
     return {
         "image": str(case.image),
         "label": str(case.label),
         "id": case.case_id,
-        "stamp": "|".join(stamp) + f"|v{PREPROCESSING_VERSION}",
+        "stamp": _stamp(case) + f"|v{PREPROCESSING_VERSION}",
     }
 
 
@@ -100,14 +107,37 @@ def check_readable(site: str, case: Case) -> None:
         )
 
 
+def check_all_readable(site: str, cases: list[Case], cache_path: Path) -> None:
+    """:func:`check_readable` for every case not unchanged since it last passed (``READABLE_RECORD``).
+
+    Every message of a round opens the site's data anew; reading the headers of every volume each
+    time costs ~5 ms a case (hundreds of cases: seconds, more on network storage) and tells nothing
+    new about a file whose size and modification time are those it had when it opened well.
+    """
+    record = cache_path / READABLE_RECORD
+    try:
+        passed = json.loads(record.read_text())
+    except (OSError, ValueError):
+        passed = {}
+    stamps = {}
+    for case in cases:
+        stamps[str(case.image)] = _stamp(case)
+        if not isinstance(passed, dict) or passed.get(str(case.image)) != stamps[str(case.image)]:
+            check_readable(site, case)
+    if stamps != passed:
+        cache_path.mkdir(parents=True, exist_ok=True)
+        draft = record.with_name(f".{record.name}.{os.getpid()}")
+        draft.write_text(json.dumps(stamps))
+        os.replace(draft, record)
+
+
 class SiteDataset:
     """The site's train and validation datasets; every case is checked before any is used."""
 
     def __init__(self, site: str, data_path: Path, cache_path: Path, multiple: int) -> None:
         self.site = site
         self.cases = discover_cases(site, data_path)
-        for case in self.cases:
-            check_readable(site, case)
+        check_all_readable(site, self.cases, cache_path)
         self.cache_dir = cache_path / "preprocessed"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._preprocess = _preprocess(multiple)

@@ -15,6 +15,8 @@ installed or imported, it hashes the FAB content it received and looks the diges
 site's approval list (``<cache-path>/approved-apps.json``, see :mod:`deploy.site.approved_apps`). A
 refused app gets an error reply (``ErrorCode.INVALID_FAB``, naming the digest) to the coordinator,
 a line in ``<cache-path>/app-refusals.jsonl``, and the process ends without reading site data.
+An approved bundle that is installed already is not unpacked and re-hashed again for every
+message (:func:`installed_once`).
 
 This module must not import the app's packages (``common``, ``client``, ``server``) on the way
 to running an approved app: the FAB's copies of those are imported later in this same process.
@@ -32,6 +34,7 @@ from typing import Protocol
 import flwr.supernode.runtime.run_clientapp as runtime
 from flwr.app import Context, Message
 from flwr.app.error import Error
+from flwr.common.config import get_project_dir
 from flwr.common.constant import ErrorCode
 from flwr.supercore.fab import Fab
 from flwr.supercore.run import Run
@@ -43,6 +46,8 @@ from deploy.site.approved_apps import ApprovalListError, log_refusal, read_appro
 CLIENTAPP_COMMAND = "flwr-clientapp"  # flwr.supercore.constant.TASK_TYPE_TO_COMMAND[CLIENT_APP]
 
 TaskInput = tuple[Message, Context, Run, Fab]
+# Approved bundles (by SHA-256 of their content) whose installed folder exists: see installed_once.
+_INSTALLED: dict[str, Path] = {}
 
 
 class AppRefused(Exception):
@@ -104,9 +109,40 @@ def gated(pull: PullTaskInput) -> PullTaskInput:
                 _ledger_refusal(Path(str(cache)), run.run_id, error)
             runtime.push_message(client, Message(error, reply_to=message), context)
             raise
+        installed = get_project_dir(run.fab_id, run.fab_version, fab.hash_str)
+        if installed.is_dir():
+            _INSTALLED[digest] = installed
         return message, context, run, fab
 
     return pull_approved
+
+
+class InstallFromFab(Protocol):
+    """The type of Flower's ``install_from_fab`` as ``run_clientapp`` calls it."""
+
+    def __call__(self, fab_file: Path | bytes, install_dir: Path | None = None, skip_prompt: bool = False) -> Path: ...
+
+
+def installed_once(install: InstallFromFab) -> InstallFromFab:
+    """Flower's ``install_from_fab``, skipped for an approved bundle that is installed already.
+
+    For every message Flower unpacks the whole bundle into a temporary folder and checks every
+    file's hash (~0.1 s here, more for a bigger app), then finds the app installed and keeps the
+    installed copy. By then the gate has hashed the bundle and found it approved, and Flower names
+    the installed folder by that hash, so an existing folder is this bundle's: Flower itself keeps
+    it on the same grounds. A bundle not yet installed is installed by Flower, as before.
+    """
+
+    def install_unless_installed(
+        fab_file: Path | bytes, install_dir: Path | None = None, skip_prompt: bool = False
+    ) -> Path:
+        if isinstance(fab_file, bytes) and install_dir is None:
+            installed = _INSTALLED.get(hashlib.sha256(fab_file).hexdigest())
+            if installed is not None:
+                return installed
+        return install(fab_file, install_dir, skip_prompt)
+
+    return install_unless_installed
 
 
 def _ledger_refusal(cache: Path, run_id: int, error: Error) -> None:
@@ -131,6 +167,7 @@ def _ledger_refusal(cache: Path, run_id: int, error: Error) -> None:
 def main() -> None:
     """Console entry: Flower's ``flwr-clientapp``, same arguments, with the approval check."""
     runtime.pull_task_input = gated(runtime.pull_task_input)
+    runtime.install_from_fab = installed_once(runtime.install_from_fab)
     flwr_clientapp()
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import client.data
 from client.data import SiteDataset
 from common.errors import CheckpointError, ConfigError, FederationError, SiteDataError
 from common.model import build_model
@@ -109,7 +110,7 @@ def test_resume_scores_a_checkpoint_that_was_never_scored(tmp_path):
         starting_point(other, str(checkpoint), record)
 
 
-def test_site_data_cache_and_errors(tmp_path):
+def test_site_data_cache_and_errors(tmp_path, monkeypatch):
     data = tmp_path / "data"
     write_site(DEMO_SITES[0], data, train_cases=2, val_cases=1, size=16)
     site = SiteDataset("site-a", data, tmp_path / "cache", 8)
@@ -120,9 +121,17 @@ def test_site_data_cache_and_errors(tmp_path):
     assert tuple(item["image"].shape) == (1, 16, 16, 16)
     with pytest.raises(SiteDataError, match="site-x.*does not exist"):
         SiteDataset("site-x", tmp_path / "missing", tmp_path / "c2", 8)
+    # A case unchanged since its volumes last opened well is not opened again; a changed one is.
+    opened = []
+    real_check = client.data.check_readable
+    monkeypatch.setattr(client.data, "check_readable", lambda site, case: opened.append(case) or real_check(site, case))
+    SiteDataset("site-a", data, tmp_path / "cache", 8)
+    assert opened == []
     (data / "images" / "site-a-000.nii.gz").write_bytes(b"not a volume")
-    with pytest.raises(SiteDataError, match="site-a-000.nii.gz"):
-        SiteDataset("site-a", data, tmp_path / "c3", 8)
+    for cache in ("cache", "c3"):
+        with pytest.raises(SiteDataError, match="site-a-000.nii.gz"):
+            SiteDataset("site-a", data, tmp_path / cache, 8)
+    assert [case.image.name for case in opened[:1]] == ["site-a-000.nii.gz"]
 
 
 def test_supernode_launcher_caps_the_idle_poll_and_the_local_waits_of_flowers_loop():

@@ -6,6 +6,7 @@ it) and shows an approved app training and a one-byte-modified app refused at th
 it could touch the site's data.
 """
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -13,7 +14,11 @@ import sys
 import zipfile
 
 import pytest
+from flwr.app import Context, RecordDict
 from flwr.cli.build import build
+from flwr.common.config import get_project_dir
+from flwr.supercore.fab import Fab
+from flwr.supercore.run import Run
 from typer.testing import CliRunner
 
 from client.ledger import HEAD_FILE, LEDGER_FILE, Ledger
@@ -33,7 +38,7 @@ from deploy.site.app_approval import (
     revoke,
 )
 from deploy.site.approved_apps import APPROVALS_FILE, REFUSALS_FILE
-from deploy.site.clientapp_gate import AppRefused, check_app
+from deploy.site.clientapp_gate import AppRefused, check_app, gated, installed_once
 from insite import cli
 
 SETTINGS = {
@@ -120,6 +125,38 @@ def test_gate_refuses_unless_approved(tmp_path):
     (tmp_path / APPROVALS_FILE).write_text("{not json")
     with pytest.raises(AppRefused, match="not a readable approval list"):
         check_app(good, good, config)
+
+
+def test_an_approved_bundle_already_installed_is_not_unpacked_again(tmp_path, monkeypatch):
+    """Flower unpacks and re-hashes the whole bundle for every message; once installed, the gate skips that."""
+    content = b"an approved bundle"
+    digest = hashlib.sha256(content).hexdigest()
+    cache = tmp_path / "cache"
+    approve_app(cache, digest, "reviewed")
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path / "flwr-home"))
+    run = dataclasses.replace(Run.create_empty(7), fab_id="insite/insite-app", fab_version="0.1.0")
+    context = Context(
+        run_id=7,
+        node_id=1,
+        node_config={"site-name": "site-a", "cache-path": str(cache)},
+        state=RecordDict(),
+        run_config={},
+    )
+    pull = gated(lambda client: (None, context, run, Fab(digest, content, {})))  # type: ignore[arg-type, return-value]
+    unpacked: list[bytes] = []
+
+    def flower_install(fab_file, install_dir=None, skip_prompt=False):
+        unpacked.append(fab_file)
+        return tmp_path / "fresh install"
+
+    install = installed_once(flower_install)
+    pull(None)
+    assert install(content, skip_prompt=True) == tmp_path / "fresh install" and unpacked == [content]
+    installed = get_project_dir(run.fab_id, run.fab_version, digest)
+    installed.mkdir(parents=True)
+    pull(None)
+    assert install(content, skip_prompt=True) == installed and unpacked == [content]
+    assert install(b"another bundle", skip_prompt=True) == tmp_path / "fresh install" and len(unpacked) == 2
 
 
 def test_gate_leaves_the_app_packages_to_the_fab():
