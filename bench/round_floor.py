@@ -40,7 +40,7 @@ from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo
 from deploy.host.flower import flower_tool
 from deploy.host.processes import LOOPBACK, ProcessSet, free_port
-from deploy.site.supernode_launcher import IDLE_POLL_ENV, SUPEREXEC_POLL_ENV, WARM_ENV
+from deploy.site.supernode_launcher import IDLE_POLL_ENV, LOCAL_WAIT_ENV, SUPEREXEC_POLL_ENV, WARM_ENV
 from server.exchange import POLL_ENV as COORDINATOR_POLL_ENV
 
 BARE_APP = Path(__file__).parent / "bare_flower_app"
@@ -104,11 +104,13 @@ def median_later(walls: list[float]) -> float:
 
 
 POLL_CHOICES = {
-    "insite's polls (SuperNode 0.5 s, SuperExec 0.2 s, coordinator 0.1 s)": {},
+    "insite's polls (SuperNode 0.5 s idle / 0.05 s for a reply, SuperExec 0.2 s, coordinator 0.1 s)": {},
     "SuperNode idle poll at Flower's 3 s": {IDLE_POLL_ENV: "3.0"},
+    "SuperNode idle poll at 0.2 s": {IDLE_POLL_ENV: "0.2"},
+    "SuperNode wait for a ready reply at Flower's 0.5 s": {LOCAL_WAIT_ENV: "0.5"},
     "SuperExec task poll at Flower's 1 s": {SUPEREXEC_POLL_ENV: "1.0"},
     "coordinator reply poll at Flower's 3 s": {COORDINATOR_POLL_ENV: "3.0"},
-    "all faster (SuperNode 0.1 s, SuperExec 0.05 s, coordinator 0.05 s)": {
+    "all faster (SuperNode idle 0.1 s, SuperExec 0.05 s, coordinator 0.05 s)": {
         IDLE_POLL_ENV: "0.1",
         SUPEREXEC_POLL_ENV: "0.05",
         COORDINATOR_POLL_ENV: "0.05",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import flwr.superlink.grid.http_grid as http_grid
 import torch
 from flwr.app import ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -16,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from common.errors import CheckpointError, InsiteError
 from common.evaluation import TASK as EVALUATION_TASK
 from common.model import build_model
+from common.object_pulls import quicker_object_retries
 from common.run_lock import run_lock
 from common.run_record import RunRecord, load_checkpoint
 from common.settings import RunSettings, from_run_config
@@ -50,6 +52,8 @@ def starting_point(settings: RunSettings, checkpoint: str, record: RunRecord) ->
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    if not quicker_object_retries(http_grid):  # the Grid a ServerApp gets from a SuperLink
+        log.warning("this Flower version's Grid pulls objects elsewhere; replies keep Flower's 1 s retry wait")
     grid = PackedGrid(grid)  # every exchange sends and receives model weights packed
     settings = from_run_config(context.run_config)
     run_dir = Path(str(context.run_config["run-dir"]) or f"runs/flower-run-{context.run_id}")

@@ -43,6 +43,7 @@ import threading
 import time
 from types import ModuleType
 
+from common.object_pulls import quicker_object_retries
 from deploy.host.flower_watchdog import watch
 from deploy.site.warm_clientapp import SOCKET_ENV
 
@@ -147,6 +148,8 @@ def main() -> None:
     local_cap = float(os.environ.get(LOCAL_WAIT_ENV, DEFAULT_LOCAL_WAIT_S))
     if not shorten_polls(supernode_loop, idle_cap, local_cap):
         log.warning("this Flower version's SuperNode loop has changed; it keeps its own poll delay")
+    if not quicker_object_retries(supernode_loop):
+        log.warning("this Flower version's SuperNode pulls objects elsewhere; it keeps Flower's 1 s retry wait")
     interval = float(os.environ.get(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S))
     if not shorten_heartbeat([connection, heartbeat], interval):
         log.warning("this Flower version's heartbeat has moved; the SuperNode keeps Flower's interval")

@@ -161,6 +161,37 @@ def test_supernode_launcher_caps_the_idle_poll_and_the_local_waits_of_flowers_lo
     assert not shorten_polls(types.ModuleType("changed"), 0.3, 0.01)
 
 
+def test_a_message_object_not_uploaded_yet_is_asked_for_again_within_a_tenth_of_a_second():
+    """Flower waits 1 s before asking again; the coordinator's Grid and the SuperNode retry after 0.05 s."""
+    import time
+    import types
+
+    import flwr.superlink.grid.http_grid as http_grid
+    import flwr.supernode.start_client_internal as supernode_loop
+    from flwr.supercore.inflatable import inflatable_utils
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+    from common.object_pulls import quicker_object_retries
+
+    # The premise: both receivers call Flower's pull_objects through their module's global name.
+    assert http_grid.pull_objects is inflatable_utils.pull_objects
+    assert supernode_loop.pull_objects is inflatable_utils.pull_objects
+    receiver = types.ModuleType("receiver")
+    receiver.pull_objects = inflatable_utils.pull_objects
+    assert quicker_object_retries(receiver) and not quicker_object_retries(types.ModuleType("moved"))
+    uploaded: set[str] = set()
+
+    def pull_object(object_id: str) -> bytes:
+        if object_id not in uploaded:
+            uploaded.add(object_id)  # there by the time it is asked for again
+            raise ObjectUnavailableError(object_id)
+        return object_id.encode()
+
+    started = time.monotonic()
+    assert receiver.pull_objects(["a", "b"], pull_object) == {"a": b"a", "b": b"b"}
+    assert time.monotonic() - started < 0.5
+
+
 def test_supernode_launcher_heartbeat_premise():
     """The launcher's heartbeat: Flower keeps it in these two modules, and 10 s is its minimum."""
     import flwr.supercore.heartbeat as heartbeat
