@@ -26,12 +26,10 @@ run's.
 Defaults: 48^3 volumes, 8 cases per site (6 train, 2 held out), the shipped configs/federation.toml
 (fault settings included: straggler grace 60 s, quorum 2 of 3) with a smaller UNet (channels
 8-16-32, one residual unit), 32^3 patches and 15 local steps: enough for a Dice near 0.5 after
-three rounds, so the Dice comparison means something. A 3-round calibration on a 2-core machine
-measured 65-120 s per round, of which training is ~5 s: the rest is the framework's floor (under
-SecAgg+ each site starts a ClientApp process per stage, four per round, three sites on two cores
-with one thread each), so smaller data or models would not make it much shorter. The invocation
-takes about 35-40 minutes there. Timings are wall-clock on whatever else the machine runs: compare
-the two runs of one invocation, not machines.
+three rounds, so the Dice comparison means something. Most of a round here is the framework's
+per-exchange floor (bench/round_floor.py), not training, so smaller data or models would not make
+it much shorter; a fault's cost is mostly its detection delay. Timings are wall-clock on whatever
+else the machine runs: compare the two runs of one invocation, not machines.
 
     python -m bench.faults [--rounds 10] [--size 48] [--cases 8] [--steps 15] [--seed 0]
                            [--coordinator-round 6] [--workspace .bench/faults] [--json FILE]
