@@ -30,7 +30,8 @@ RETRY_CAP_S = 1.0
 
 def quicker_object_retries(module: ModuleType) -> bool:
     """Make ``module``'s calls of Flower's ``pull_objects`` retry a missing object sooner; False if it has none."""
-    if getattr(module, "pull_objects", None) is not inflatable_utils.pull_objects:
+    pull = getattr(module, "pull_objects", None)
+    if getattr(pull, "func", pull) is not inflatable_utils.pull_objects:
         return False
     module.pull_objects = partial(  # type: ignore[attr-defined]
         inflatable_utils.pull_objects, initial_backoff=FIRST_RETRY_S, backoff_cap=RETRY_CAP_S

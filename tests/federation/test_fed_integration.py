@@ -25,7 +25,7 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
     provision_demo(space, [p.name for p in DEMO_SITES])
     settings = RunSettings.model_validate(
         {
-            "rounds": 3,
+            "rounds": 4,
             "min_sites": 3,
             "round_timeout_s": 300,
             "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
@@ -40,24 +40,26 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
 
     with pytest.raises(Interrupt):
         run_demo_federation(space, settings, lambda _: None, stop_after_round_one)
+    # The coordinator goes on until its processes are reaped: a round or so after round 1 was
+    # recorded (rounds of this tiny model take seconds), it may have recorded and checkpointed more.
     rows = RunRecord(space.run_dir).rounds()
-    assert [r["round"] for r in rows] == [1]
+    assert [r["round"] for r in rows] == list(range(1, len(rows) + 1)) and len(rows) < 4
     assert set(rows[0]["sites"]) == {"site-a", "site-b", "site-c"}
     assert all("dice" in m and m["num_train"] == 2 for m in rows[0]["sites"].values())
 
-    # Round 1 is scored by round 2's training replies, so the coordinator may already have
-    # checkpointed round 2 (not yet scored) when it stopped: the resumed run scores it first.
+    # A round is scored by the next round's training replies, so the coordinator may already have
+    # checkpointed a round not yet scored when it stopped: the resumed run scores it first.
     resumed_settings, done, _checkpoint = resume_point(space.run_dir)
-    assert done in (1, 2) and resumed_settings == settings
+    assert len(rows) <= done < 4 and resumed_settings == settings
     record = run_demo_federation(space, settings, lambda _: None, lambda _: None)  # continues from `checkpoint`
     assert record["status"] == "completed" and len(record["flower_runs"]) == 2
     rows = RunRecord(space.run_dir).rounds()
-    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert [r["round"] for r in rows] == [1, 2, 3, 4]
     assert all(set(r["sites"]) == {"site-a", "site-b", "site-c"} for r in rows)
     assert all("dice" in m for r in rows for m in r["sites"].values())
     assert "eval_exchange_s" in rows[-1]  # the last model is scored by a final evaluate exchange
     torch.manual_seed(settings.seed)
     initial = build_model(settings.model).state_dict()
-    final = load_checkpoint(space.run_dir / "checkpoints" / "round-0003.pt").weights
+    final = load_checkpoint(space.run_dir / "checkpoints" / "round-0004.pt").weights
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
     assert json.loads((space.run_dir / "run.json").read_text())["sites"] == ["site-a", "site-b", "site-c"]
