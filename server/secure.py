@@ -299,7 +299,8 @@ class SecureTraining:
             if protocol is not None:
                 log.info("round %d: its sites are not the ones keyed during the last round; new keys", round_number)
             protocol = _Protocol(self.workflow, self.context, self.raw_grid, round_number, online)
-            _ = protocol.stage("setup_stage")(self.grid) and protocol.stage("share_keys_stage")(self.grid)
+            if protocol.stage("setup_stage")(self.grid):
+                protocol.stage("share_keys_stage")(self.grid)
         if protocol.halted_at is None:
             protocol.load(arrays, cast(Mapping[str, Scalar], config))
             self._train_and_key_next(protocol, following)
