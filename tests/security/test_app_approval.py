@@ -159,6 +159,42 @@ def test_an_approved_bundle_already_installed_is_not_unpacked_again(tmp_path, mo
     assert install(b"another bundle", skip_prompt=True) == tmp_path / "fresh install" and len(unpacked) == 2
 
 
+def test_a_message_object_still_on_its_way_to_the_supernode_is_asked_for_again_within_a_tenth_of_a_second(
+    monkeypatch,
+):
+    """The SuperNode starts a task before the message's objects have all arrived; Flower's ClientApp waits 1 s."""
+    import time
+
+    import flwr.supernode.runtime.run_clientapp as runtime
+    from flwr.app import ConfigRecord
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects, get_object_tree
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+    from common import object_pulls
+    from deploy.site import clientapp_gate
+
+    assert (clientapp_gate.FIRST_RETRY_S, clientapp_gate.RETRY_CAP_S) == (
+        object_pulls.FIRST_RETRY_S,
+        object_pulls.RETRY_CAP_S,
+    )
+    monkeypatch.setattr(runtime, "pull_and_inflate_object_from_tree", runtime.pull_and_inflate_object_from_tree)
+    assert clientapp_gate.quicker_message_pull()
+    message = RecordDict({"config": ConfigRecord({"server-round": 3})})  # a message's content: an object tree
+    contents = {object_id: obj.deflate() for object_id, obj in get_all_nested_objects(message).items()}
+    arrived: set[str] = set()
+
+    def pull_object(object_id: str) -> bytes:
+        if object_id not in arrived:  # not at the SuperNode yet; there when asked again
+            arrived.add(object_id)
+            raise ObjectUnavailableError(object_id)
+        return contents[object_id]
+
+    started = time.monotonic()
+    pulled = runtime.pull_and_inflate_object_from_tree(get_object_tree(message), pull_object, lambda object_id: None)
+    assert time.monotonic() - started < 0.5
+    assert pulled.config_records["config"]["server-round"] == 3 and arrived == set(contents)
+
+
 def test_gate_leaves_the_app_packages_to_the_fab():
     """The gate runs in the process that imports the shipped app: it must not import their site copies."""
     probe = (
