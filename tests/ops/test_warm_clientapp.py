@@ -174,7 +174,7 @@ def worker_pids(parent: int) -> list[int]:
 
 
 def test_after_the_preload_a_training_message_imports_nothing_but_the_app(env, tmp_path):
-    """A site's round (scoring, one training step) right after :data:`PRELOAD` leaves nothing heavy to import.
+    """A round at a site (scoring, one step, its client to the SuperNode) after :data:`PRELOAD` imports nothing heavy.
 
     What is not preloaded, each message imports again: torch's first optimiser step alone pulls in
     torch._dynamo and sympy, seconds per message.
@@ -195,6 +195,8 @@ settings = RunSettings.model_validate({{"model": {{"channels": [4, 8], "strides"
 site = SiteContext("site-a", Path({str(tmp_path / "data")!r}), Path({str(tmp_path / "cache")!r}), "cpu", 1)
 weights = build_model(settings.model).state_dict()
 SiteRound.prepare(site, settings).score_and_train(dict(weights), 1, True, "run-key")
+from flwr.supercore.runtime import RuntimeHttpClient
+RuntimeHttpClient.from_server_address("127.0.0.1:9", True, None, [])  # what every task opens to its SuperNode
 import client.app, client.secure, client.personalise, client.statistics, client.local_only
 ours = {{*sys.stdlib_module_names, "client", "common"}}
 third_party = [m for m in set(sys.modules) - before if m.split(".")[0] not in ours]
