@@ -158,8 +158,8 @@ def quicker_message_pull() -> bool:
     its objects are still on their way from the SuperLink (``_pull_and_store_message``), and the
     SuperExec may start this process in that window. Flower's ClientApp then finds an object
     missing and waits a whole second before asking again: measured on the demo, about one task in
-    eight took 1.0-1.2 s to pull a message that was complete 0.05 s later, and under SecAgg+ the
-    round waits for its slowest site's pull in both exchanges. Flower's limits on how long and how
+    seven took 1.0-1.2 s to pull its message (0.02-0.4 s with the first retry at 0.05 s), and under
+    SecAgg+ the round waits for its slowest site's pull in both exchanges. Flower's limits on how long and how
     often to retry are unchanged.
     """
     pull = getattr(runtime, "pull_and_inflate_object_from_tree", None)
