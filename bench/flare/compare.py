@@ -58,6 +58,9 @@ NVFLARE = "nvflare==2.9.0"
 # What insite's training code needs, at the versions insite's own environment runs.
 SHARED = ("torch", "monai", "numpy", "nibabel", "pydantic")
 DATA = (48, 8, 48)  # training cases, validation cases, volume edge: the demo configuration's
+INSTALL_LIMIT_S = 1800  # building the bench virtualenv (~90 s here)
+# The FLARE simulation: its start-up and shut-down (~15 s here), then each round (~10 s here).
+SIMULATION_LIMIT_S, ROUND_LIMIT_S = 300, 300
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,9 @@ def bench_python(venv: Path) -> Path:
     started = time.monotonic()
     # Without the repository on PYTHONPATH, or pip would take insite for installed there and check its requirements.
     alone = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], env=alone, check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *wanted], env=alone, check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], env=alone, check=True, timeout=INSTALL_LIMIT_S)
+    install = [str(python), "-m", "pip", "install", "--quiet", *wanted]
+    subprocess.run(install, env=alone, check=True, timeout=INSTALL_LIMIT_S)
     pins.write_text("\n".join(wanted) + "\n")
     print(f"  built in {time.monotonic() - started:.0f} s", flush=True)
     return python
@@ -135,7 +139,12 @@ def flare(work: Path, settings: RunSettings, python: Path) -> tuple[Result, str]
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     print(f"  FLARE simulator running (log: {work / 'flare.log'})", flush=True)
     with (work / "flare.log").open("w") as log:
-        subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": path}, stdout=log, stderr=log, check=True)
+        limit = SIMULATION_LIMIT_S + ROUND_LIMIT_S * settings.rounds
+        env = {**os.environ, "PYTHONPATH": path}
+        try:
+            subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=log, check=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            sys.exit(f"FLARE's simulator did not finish {settings.rounds} rounds in {limit} s: {work / 'flare.log'}")
     run_s = time.monotonic() - started
     events = [json.loads(line) for line in (work / "events.jsonl").read_text().splitlines()]
     return Result("FLARE 2.9 simulator", flare_rows(events), run_s), flare_lifecycle(events)
