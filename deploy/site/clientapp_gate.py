@@ -159,8 +159,8 @@ def quicker_message_pull() -> bool:
     SuperExec may start this process in that window. Flower's ClientApp then finds an object
     missing and waits a whole second before asking again: measured on the demo, about one task in
     seven took 1.0-1.2 s to pull its message (0.02-0.4 s with the first retry at 0.05 s), and under
-    SecAgg+ the round waits for its slowest site's pull in both exchanges. Flower's limits on how long and how
-    often to retry are unchanged.
+    SecAgg+ the round waits for its slowest site's pull in both exchanges. Flower's limits on how
+    long and how often to retry are unchanged.
     """
     pull = getattr(runtime, "pull_and_inflate_object_from_tree", None)
     if getattr(pull, "func", pull) is not inflatable_utils.pull_and_inflate_object_from_tree:

@@ -56,9 +56,9 @@ EXIT_REPORT_S = 10.0
 # ClientApp's ML stack, including what torch imports only at a model's first optimiser step
 # (torch._dynamo and with it sympy: 3-9 s here), and what Flower's runtime imports only once it
 # connects to the SuperNode (httpx's transport: 0.02 s on a quiet machine, up to 0.2 s under a
-# round's load, twice per SecAgg+ round at each site). Imports only: nothing runs that could start a
-# native thread pool before the fork. tests/ops/test_warm_clientapp.py trains a round after this
-# preload and checks that nothing is left to import.
+# round's load, twice per SecAgg+ round at each site). Imports only: nothing runs that could
+# start a native thread pool before the fork. tests/ops/test_warm_clientapp.py trains a round
+# after this preload and checks that nothing is left to import.
 PRELOAD = (
     "flwr.supernode.runtime.run_clientapp",
     "httpcore",  # httpx's transport (37 modules), imported when a task connects to its SuperNode
