@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from flwr.cli.utils import SUPERLINK_UNAVAILABLE_MESSAGE
+
 from common.errors import FederationError, LaunchError
 from common.run_lock import held_by
 from common.run_record import RunRecord, latest_checkpoint, resume_point
@@ -42,6 +44,9 @@ STALE_S = 20.0  # the ServerApp refreshes state.json every 2 s; this much silenc
 START_S = 180.0  # how long a submitted run may take to start its ServerApp
 STATUS_EVERY_S = 20.0  # `flwr list` is a whole Python process: a backstop, not the main signal
 READY_S = 180.0  # how long a restarted SuperLink may take to answer again
+# What `flwr` says (its first sentence) when it could not reach the SuperLink, or could not tell.
+UNREACHABLE = SUPERLINK_UNAVAILABLE_MESSAGE.split(".")[0]
+SEND_TRIES = 3  # times a run is sent to a SuperLink that answers but says it could not take it
 
 
 @dataclass(frozen=True)
@@ -144,9 +149,34 @@ class RunSupervisor:
         else:
             _, done, checkpoint = resume_point(run_dir)
             config = to_run_config(self.settings, run_dir, done, checkpoint)
-        run_id = self.once_superlink_is_up(lambda: self.superlink.submit(config, self.app_dir), "take the run")
+        run_id = self.once_superlink_is_up(lambda: self.send(config), "take the run")
         self.on_event(f"submitted Flower run {run_id}")
         return run_id
+
+    def send(self, config: dict[str, str | int]) -> int:
+        """``flwr run``, sent again while a SuperLink that answers says it could not take it.
+
+        Seen under load right after a SuperLink restart: ``flwr run`` answered that the SuperLink
+        was unavailable, and ``flwr list`` answered a moment later. Whether that SuperLink took the
+        run is then unknown, so the runs it holds are compared with those from before: a run it
+        took is followed, never sent twice. A SuperLink that does not answer at all raises here,
+        and :meth:`once_superlink_is_up` waits for it.
+        """
+        for _ in range(SEND_TRIES - 1):
+            known = self.superlink.run_ids()
+            try:
+                return self.superlink.submit(config, self.app_dir)
+            except LaunchError as error:
+                if UNREACHABLE not in str(error):
+                    raise
+                taken = self.superlink.run_ids() - known
+                if len(taken) > 1:
+                    raise LaunchError(f"the SuperLink took {len(taken)} new runs at once: {sorted(taken)}") from None
+                if taken:
+                    return taken.pop()
+                self.on_event(f"the SuperLink could not take the run yet ({UNREACHABLE.lower()}); sending it again")
+                time.sleep(2.0)
+        return self.superlink.submit(config, self.app_dir)
 
     def follow(self, run_id: int) -> Ending:
         started = last_status = time.monotonic()

@@ -172,6 +172,14 @@ class SuperLink:
         except (json.JSONDecodeError, KeyError, ValueError):
             raise LaunchError(f"'flwr run' gave no run id: {output.strip()[-500:]}") from None
 
+    def run_ids(self) -> set[int]:
+        """The ids of every run the SuperLink holds, in any state."""
+        output = self.flwr("list", CONNECTION, "--format", "json", timeout=60)
+        try:
+            return {int(run["run-id"]) for run in json.loads(output)["runs"]}
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise LaunchError(f"'flwr list' gave no run list: {output.strip()[-500:]}") from None
+
     def flower_status(self, run_id: int) -> str:
         output = self.flwr("list", CONNECTION, "--run-id", str(run_id), "--format", "json")
         try:

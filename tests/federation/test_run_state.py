@@ -10,10 +10,13 @@ import sys
 import time
 
 import pytest
+from flwr.cli.utils import SUPERLINK_UNAVAILABLE_MESSAGE
 
-from common.errors import FederationError
+from common.errors import FederationError, LaunchError
+from common.run_record import RunRecord
+from common.settings import RunSettings
 from deploy.coordinator.run_state import describe_run
-from deploy.coordinator.run_supervisor import _alive
+from deploy.coordinator.run_supervisor import RunSupervisor, _alive
 from deploy.demo.chaos import SECURE_STAGES, plan_faults
 from insite.cli.progress import participation, round_line
 
@@ -114,3 +117,59 @@ def test_since_is_when_this_round_or_stage_began(tmp_path, monkeypatch):
     state.set("waiting", round=3, detail="1 of 3 sites online")
     state.set("waiting", round=3, detail="2 of 3 sites online")  # still the same wait
     assert RunRecord(tmp_path).state()["since"] == 130.0
+
+
+class _RestartingSuperLink:
+    """A SuperLink that answers, but whose first ``flwr run`` says it could not be reached (as under load)."""
+
+    def __init__(self, first_failure: str, takes_the_run_anyway: bool = False) -> None:
+        self.first_failure = first_failure
+        self.takes_the_run_anyway = takes_the_run_anyway
+        self.runs = {1}  # an earlier run, ended
+        self.sent = 0
+        self.processes = self
+
+    def supervise(self) -> list[str]:
+        return []
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> str:
+        return "{}"  # `flwr list`: it answers
+
+    def run_ids(self) -> set[int]:
+        return set(self.runs)
+
+    def submit(self, config: dict, app_dir: object = None) -> int:
+        self.sent += 1
+        if self.sent == 1:
+            if self.takes_the_run_anyway:
+                self.runs.add(7)
+            raise LaunchError(self.first_failure)
+        self.runs.add(8)
+        return 8
+
+
+def _submitted(tmp_path, superlink: _RestartingSuperLink) -> int:
+    RunRecord(tmp_path / "run").create("t", RunSettings(), transport={})
+    events: list[str] = []
+    supervisor = RunSupervisor(superlink, tmp_path / "run", lambda row: None, events.append, timeout=60)  # type: ignore[arg-type]
+    return supervisor.submit()
+
+
+UNREACHABLE_REPLY = f"'flwr run' gave no run id: {SUPERLINK_UNAVAILABLE_MESSAGE}"
+
+
+def test_a_run_a_restarting_superlink_could_not_take_is_sent_again(tmp_path):
+    superlink = _RestartingSuperLink(UNREACHABLE_REPLY)
+    assert _submitted(tmp_path, superlink) == 8 and superlink.sent == 2
+
+
+def test_a_run_a_restarting_superlink_took_while_saying_it_could_not_is_followed_not_sent_twice(tmp_path):
+    superlink = _RestartingSuperLink(UNREACHABLE_REPLY, takes_the_run_anyway=True)
+    assert _submitted(tmp_path, superlink) == 7 and superlink.sent == 1 and superlink.runs == {1, 7}
+
+
+def test_a_superlink_that_answers_and_refuses_the_run_is_not_asked_again(tmp_path):
+    superlink = _RestartingSuperLink("'flwr run' failed (1): the app is not valid")
+    with pytest.raises(LaunchError, match="not valid"):
+        _submitted(tmp_path, superlink)
+    assert superlink.sent == 1
