@@ -285,8 +285,8 @@ class RunSupervisor:
         """Whether the SuperLink answers its Control API (after its supervisor has had its say)."""
         for event in self.superlink.processes.supervise():
             self.on_event(event)
-        try:
-            self.superlink.flwr("list", CONNECTION, "--format", "json", timeout=60)
+        try:  # `flwr list --format json` exits 0 with "success": false when it cannot reach the SuperLink
+            self.superlink.run_ids()
         except LaunchError:
             return False
         return True

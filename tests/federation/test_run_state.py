@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -173,3 +174,29 @@ def test_a_superlink_that_answers_and_refuses_the_run_is_not_asked_again(tmp_pat
     with pytest.raises(LaunchError, match="not valid"):
         _submitted(tmp_path, superlink)
     assert superlink.sent == 1
+
+
+def test_flwr_list_saying_it_could_not_reach_the_superlink_is_not_an_answer():
+    """`flwr list --format json` exits 0 when it cannot reach the SuperLink; only its run list is an answer."""
+    from deploy.coordinator.superlink import SuperLink
+
+    link = object.__new__(SuperLink)  # only its `flwr list` reading is under test
+    replies = {
+        "down": json.dumps({"success": False, "error-message": SUPERLINK_UNAVAILABLE_MESSAGE}),
+        "up": json.dumps({"success": True, "runs": [{"run-id": "42", "status": "finished:failed"}]}),
+    }
+    link.flwr = lambda *args, timeout=0: replies["down"]  # type: ignore[method-assign]
+    with pytest.raises(LaunchError, match="unavailable"):
+        link.run_ids()
+    link.flwr = lambda *args, timeout=0: replies["up"]  # type: ignore[method-assign]
+    assert link.run_ids() == {42}
+
+
+def test_a_superlink_whose_run_list_does_not_come_is_waited_for_not_taken_for_a_refusal(tmp_path):
+    class Down(_RestartingSuperLink):
+        def run_ids(self) -> set[int]:
+            raise LaunchError(f"'flwr list' gave no run list: {SUPERLINK_UNAVAILABLE_MESSAGE}")
+
+    RunRecord(tmp_path / "run").create("t", RunSettings(), transport={})
+    supervisor = RunSupervisor(Down(""), tmp_path / "run", lambda row: None, lambda text: None, timeout=60)  # type: ignore[arg-type]
+    assert not supervisor.superlink_answers()
