@@ -4,8 +4,9 @@ Flower's ``Grid.send_and_receive`` polls every 3 s, waits for every reply (or a 
 returns replies without saying which sites did not answer. Every exchange of insite (a plain
 training round, an evaluation, each of the four SecAgg+ stages) goes through :func:`exchange`:
 
-- it polls every ``poll_s`` (0.1 s by default, ``$INSITE_COORDINATOR_POLL_S`` to measure others:
-  bench/round_floor.py --polls; each poll is one small request to the local SuperLink);
+- it polls at most every ``poll_s`` (0.1 s by default, ``$INSITE_COORDINATOR_POLL_S`` to measure
+  others: bench/round_floor.py --polls; each poll is one small request to the local SuperLink,
+  which holds it until a reply arrives, up to 1 s: deploy/host/held_polls.py);
 - it ends at the stage's hard deadline, or, once ``quorum`` sites have answered, ``grace_s`` later:
   a straggler costs the round at most that detection delay, and a late reply is never used (it is
   never pulled, so it cannot be half-used);
@@ -76,6 +77,7 @@ def exchange(
     outcome = Exchange()
     quorum_at: float | None = None
     while pending:
+        asked = time.monotonic()
         for reply in grid.pull_messages(pending):
             message_id = reply.metadata.reply_to_message_id
             pending.discard(message_id)
@@ -95,7 +97,9 @@ def exchange(
             break
         if quorum_at is not None and now - quorum_at >= deadline.grace_s:
             break
-        time.sleep(poll_s)
+        # From the start of the pull: insite's SuperLink holds an empty one for news (up to 1 s,
+        # deploy/host/held_polls.py), and the next one then goes at once.
+        time.sleep(max(0.0, poll_s - (time.monotonic() - asked)))
     waited = time.monotonic() - started
     for message_id in pending:
         node = destination[message_id]

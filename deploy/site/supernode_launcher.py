@@ -1,4 +1,4 @@
-"""Flower's ``flower-supernode``, with a shorter wait between polls and a faster heartbeat.
+"""Flower's ``flower-supernode``, with a shorter wait between polls, held task polls and a faster heartbeat.
 
 Why. A SuperNode that finds no message waits a fixed 3 s before asking again (the idle branch
 of ``flwr.supernode.start_client_internal``), and Flower has no option for it. Every exchange of
@@ -16,6 +16,13 @@ the ClientApp's reply to appear in the SuperNode's own in-memory state before it
 look at a dictionary, no request; at Flower's 0.5 s a reply waited 0.25 s on average, up to 0.5 s,
 in every exchange, bench/round_floor.py ``--polls``). If a Flower release moves that code, the
 launcher says so and runs Flower unchanged.
+
+Held task polls. SuperExec asks the SuperNode for a task to start every 0.2 s
+(``$FLWR_SUPEREXEC_TASK_POLL_INTERVAL``; Flower's 1 s); here an empty answer is held until the
+SuperNode creates a task, up to :data:`deploy.host.held_polls.HOLD_S`, so a message's ClientApp
+starts as soon as its SuperNode has the message's header, and an idle SuperExec asks once a
+second. The task's pull of an object its SuperNode is still downloading is held the same way,
+until the object is there.
 
 Heartbeat. The SuperLink takes a node for gone two heartbeat intervals after its last one, and
 only then answers the node's pending messages with an error and lets a restarted node (same key,
@@ -45,6 +52,7 @@ from types import ModuleType
 
 from common.object_pulls import quicker_object_retries
 from deploy.host.flower_watchdog import watch
+from deploy.host.held_polls import Arrivals, announce_from, has_all, hold_in, still_uploading
 from deploy.site.warm_clientapp import SOCKET_ENV
 
 DEFAULT_IDLE_POLL_S = 0.5
@@ -74,15 +82,21 @@ log = logging.getLogger(__name__)
 class _CappedSleep:
     """The ``time`` module with ``sleep`` capped; every other attribute is the real one.
 
-    Flower's idle wait (its 3 s) is capped at ``idle_cap``, its local waits at ``local_cap``.
+    Flower's idle wait (its 3 s) lasts what is left of ``idle_cap`` since the last idle wait ended
+    (the pull in between may have been held that long), its local waits at most ``local_cap``.
     """
 
     def __init__(self, idle_cap: float, local_cap: float) -> None:
         self.idle_cap = idle_cap
         self.local_cap = local_cap
+        self._idle_ended = 0.0
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(min(seconds, self.idle_cap if seconds >= FLOWER_IDLE_SLEEP_S else self.local_cap))
+        if seconds < FLOWER_IDLE_SLEEP_S:
+            time.sleep(min(seconds, self.local_cap))
+            return
+        time.sleep(max(0.0, self.idle_cap - (time.monotonic() - self._idle_ended)))
+        self._idle_ended = time.monotonic()
 
     def __getattr__(self, name: str) -> object:
         return getattr(time, name)
@@ -102,6 +116,21 @@ def shorten_heartbeat(modules: list[ModuleType], interval: float) -> bool:
         return False
     for module in modules:
         module.HEARTBEAT_DEFAULT_INTERVAL = interval  # type: ignore[attr-defined]
+    return True
+
+
+def hold_task_polls(handlers: ModuleType, state: type, store: type) -> bool:
+    """Hold SuperExec's empty ``acquire_task`` and a task's pull of an object on its way; False if Flower moved them.
+
+    ``handlers``: the SuperNode's runtime API; ``state`` creates tasks, ``store`` keeps objects.
+    """
+    if not has_all({handlers: ("acquire_task", "pull_object"), state: ("create_task",), store: ("put",)}):
+        return False
+    created, stored = Arrivals(), Arrivals()
+    announce_from(state, "create_task", created)
+    announce_from(store, "put", stored)
+    hold_in(handlers, "acquire_task", lambda response: not response.HasField("task"), created, slots=2)
+    hold_in(handlers, "pull_object", still_uploading, stored, slots=4)
     return True
 
 
@@ -141,8 +170,11 @@ def main() -> None:
     """Console entry: ``flower-supernode`` with the same arguments."""
     import flwr.supercore.heartbeat as heartbeat  # noqa: PLC0415
     import flwr.supernode.fleet_http_connection as connection  # noqa: PLC0415
+    import flwr.supernode.servicer.runtime.runtime_handlers as task_handlers  # noqa: PLC0415
     import flwr.supernode.start_client_internal as supernode_loop  # noqa: PLC0415
+    from flwr.supercore.object_store.in_memory_object_store import InMemoryObjectStore  # noqa: PLC0415
     from flwr.supernode.cli import flower_supernode  # noqa: PLC0415
+    from flwr.supernode.nodestate.in_memory_nodestate import InMemoryNodeState  # noqa: PLC0415
 
     idle_cap = float(os.environ.get(IDLE_POLL_ENV, DEFAULT_IDLE_POLL_S))
     local_cap = float(os.environ.get(LOCAL_WAIT_ENV, DEFAULT_LOCAL_WAIT_S))
@@ -150,6 +182,8 @@ def main() -> None:
         log.warning("this Flower version's SuperNode loop has changed; it keeps its own poll delay")
     if not quicker_object_retries(supernode_loop):
         log.warning("this Flower version's SuperNode pulls objects elsewhere; it keeps Flower's 1 s retry wait")
+    if not hold_task_polls(task_handlers, InMemoryNodeState, InMemoryObjectStore):
+        log.warning("this Flower version's task polls have moved; SuperExec's are answered at once, as in Flower")
     interval = float(os.environ.get(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S))
     if not shorten_heartbeat([connection, heartbeat], interval):
         log.warning("this Flower version's heartbeat has moved; the SuperNode keeps Flower's interval")

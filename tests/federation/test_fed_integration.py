@@ -8,8 +8,10 @@ import torch
 from common.model import build_model
 from common.run_record import RunRecord, load_checkpoint, resume_point
 from common.settings import RunSettings
+from deploy.coordinator.proxy import ACCESS_LOG
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.demo.workspace import Workspace, provision_demo, run_demo_federation
+from deploy.host.held_polls import HOLD_S
 
 pytestmark = [pytest.mark.federation, pytest.mark.timeout(900)]
 
@@ -63,3 +65,8 @@ def test_federation_trains_checkpoints_and_resumes(tmp_path):
     final = load_checkpoint(space.run_dir / "checkpoints" / "round-0004.pt").weights
     assert any(not torch.equal(initial[k], final[k]) for k in initial)
     assert json.loads((space.run_dir / "run.json").read_text())["sites"] == ["site-a", "site-b", "site-c"]
+    # An idle site's poll was held by the SuperLink until a message came or HOLD_S passed
+    # (deploy/host/held_polls.py); Flower answers it at once, in milliseconds.
+    log = (space.logs / ACCESS_LOG).read_text().splitlines()
+    polls = [float(line.split()[-1]) for line in log if '"POST /v1/fleet/pull-messages ' in line]
+    assert sum(seconds >= 0.9 * HOLD_S for seconds in polls) >= 3, polls

@@ -134,7 +134,7 @@ def test_site_data_cache_and_errors(tmp_path, monkeypatch):
     assert [case.image.name for case in opened[:1]] == ["site-a-000.nii.gz"]
 
 
-def test_supernode_launcher_caps_the_idle_poll_and_the_local_waits_of_flowers_loop():
+def test_supernode_launcher_paces_the_idle_poll_and_caps_the_local_waits_of_flowers_loop():
     import inspect
     import time
     import types
@@ -149,15 +149,21 @@ def test_supernode_launcher_caps_the_idle_poll_and_the_local_waits_of_flowers_lo
     assert supernode_loop.time is time and "time.sleep(3)" in source and "time.sleep(0.5)" in source
     loop = types.ModuleType("loop")
     loop.time = time
+
+    def idle_wait() -> float:
+        started = time.monotonic()
+        loop.time.sleep(3)
+        return time.monotonic() - started
+
     assert shorten_polls(loop, 0.3, 0.01)
-    started = time.monotonic()
-    loop.time.sleep(3)
-    idle = time.monotonic() - started
+    assert idle_wait() < 0.1  # no poll before this one: nothing to wait out
+    assert 0.25 <= idle_wait() < 1.0  # a pull answered at once: the rest of the interval
+    time.sleep(0.3)  # a pull the SuperLink held for news this long
+    assert idle_wait() < 0.1
     started = time.monotonic()
     for _ in range(10):
         loop.time.sleep(0.5)
-    local = time.monotonic() - started
-    assert 0.3 <= idle < 1.0 and local < 1.0 and loop.time.monotonic is time.monotonic
+    assert time.monotonic() - started < 1.0 and loop.time.monotonic is time.monotonic
     assert not shorten_polls(types.ModuleType("changed"), 0.3, 0.01)
 
 
