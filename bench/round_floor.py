@@ -10,8 +10,9 @@ same MONAI UNet (channels 4-8, ~0.1M parameters) for one optimiser step per roun
 - **insite, cold ClientApps**: the same, with ``INSITE_WARM_CLIENTAPP=0`` (each message in a new
   ``flwr-clientapp`` interpreter, as Flower does);
 - **bare Flower**: stock ``flower-supernode`` processes and a stock app (bench/bare_flower_app:
-  ``NumPyClient``, ``DefaultWorkflow``, ``FedAvg``, ``SecAggPlusWorkflow``) against the same
-  SuperLink with the same certificates and node keys, sites connecting directly (no proxy hop).
+  ``NumPyClient``, ``DefaultWorkflow``, ``FedAvg``, ``SecAggPlusWorkflow``) against a SuperLink
+  with the same certificates and node keys that answers every poll at once as Flower's does (no
+  held polls, task clean-up at every request), sites connecting directly (no proxy hop).
 
 each with plain aggregation and with SecAgg+. Reported: the median round wall time over rounds 2+
 (round 1 also pays for first imports and caches), and each insite variant as a ratio to bare Flower.
@@ -36,15 +37,19 @@ from pathlib import Path
 from bench.round_overhead import FLOOR, environment, federation
 from common.settings import RunSettings
 from deploy.coordinator.superlink import SuperLink
+from deploy.coordinator.superlink_launcher import TASK_CLEANUP_ENV
 from deploy.demo.synthetic_sites import DEMO_SITES
 from deploy.demo.workspace import Workspace, provision_demo
 from deploy.host.flower import flower_tool
+from deploy.host.held_polls import ENV as HELD_POLLS_ENV
 from deploy.host.processes import LOOPBACK, ProcessSet, free_port
 from deploy.site.supernode_launcher import IDLE_POLL_ENV, LOCAL_WAIT_ENV, SUPEREXEC_POLL_ENV, WARM_ENV
 from server.exchange import POLL_ENV as COORDINATOR_POLL_ENV
 
 BARE_APP = Path(__file__).parent / "bare_flower_app"
 SITES = [profile.name for profile in DEMO_SITES]
+# The bare variant's SuperLink answers as Flower's does: every poll at once, task clean-up at every request.
+STOCK_SUPERLINK = {HELD_POLLS_ENV: "0", TASK_CLEANUP_ENV: "0"}
 ROUND_LIMIT_S = 300.0  # a bare Flower round that takes longer than this has failed, not slowed
 
 
@@ -153,7 +158,8 @@ def main() -> None:
             results[variant, mode] = [row["wall_s"] for row in rows]
         print(f"bare Flower, {mode}", flush=True)
         bare = args.work / f"bare-{mode.rstrip('+')}"
-        results["bare Flower", mode] = bare_flower(bare, args.rounds, mode != "plain", floor)
+        with environment(STOCK_SUPERLINK):
+            results["bare Flower", mode] = bare_flower(bare, args.rounds, mode != "plain", floor)
     print(f"\nround wall time, s (median of rounds 2-{args.rounds}; every round in brackets)")
     print(f"{'variant':26s} {'plain':>8s} {'secagg+':>8s}   x bare Flower (plain, secagg+)")
     for variant in ("insite", "insite, cold ClientApps", "bare Flower"):

@@ -38,6 +38,7 @@ import threading
 import time
 from types import ModuleType
 
+from deploy.host import held_polls
 from deploy.host.flower_watchdog import watch
 from deploy.host.held_polls import Arrivals, announce_from, has_all, hold_in, no_messages, still_uploading
 
@@ -117,7 +118,7 @@ def main() -> None:
     if not thin_task_cleanup(core, float(os.environ.get(TASK_CLEANUP_ENV, TASK_CLEANUP_EVERY_S))):
         log.warning("this Flower version cleans up its tasks elsewhere; it does so at every request, as in Flower")
     try:
-        held_pulls = hold_polls(
+        held_pulls = not held_polls.wanted() or hold_polls(
             importlib.import_module("flwr.superlink.servicer.fleet.fleet_handlers"),
             importlib.import_module("flwr.superlink.servicer.runtime.runtime_handlers"),
             [

@@ -20,6 +20,9 @@ The askers pace themselves by the start of their last request, not its end
 the next request, and an endpoint that answers at once (a SuperLink without this) is asked no
 more often than before.
 
+``INSITE_HELD_POLLS=0`` in a SuperLink's or SuperNode's environment turns this off there: every
+poll is answered at once, as in Flower (bench/round_floor.py's bare Flower runs so).
+
 Bounds. ``hold_s`` is far below the askers' request timeout (Flower's HTTP client: 30 s) and the
 proxy's (300 s); at most ``slots`` requests are held at once per endpoint, and any more are
 answered at once as in Flower, so the server's request threads (FastAPI runs these handlers in
@@ -29,6 +32,7 @@ anyio's pool of 40) stay free for uploads and downloads.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -38,8 +42,15 @@ from typing import Any, ParamSpec, TypeVar
 P = ParamSpec("P")
 R = TypeVar("R")
 
+ENV = "INSITE_HELD_POLLS"  # "0": answered at once, as in Flower
+
 #: How long an empty answer is held: at most this late to notice a deadline, this often asked when idle.
 HOLD_S = 1.0
+
+
+def wanted() -> bool:
+    """Whether this process holds its polls (``$INSITE_HELD_POLLS``, on unless "0")."""
+    return os.environ.get(ENV, "1") != "0"
 
 
 class Arrivals:

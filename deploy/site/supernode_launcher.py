@@ -51,6 +51,7 @@ import time
 from types import ModuleType
 
 from common.object_pulls import quicker_object_retries
+from deploy.host import held_polls
 from deploy.host.flower_watchdog import watch
 from deploy.host.held_polls import Arrivals, announce_from, has_all, hold_in, still_uploading
 from deploy.site.warm_clientapp import SOCKET_ENV
@@ -182,7 +183,7 @@ def main() -> None:
         log.warning("this Flower version's SuperNode loop has changed; it keeps its own poll delay")
     if not quicker_object_retries(supernode_loop):
         log.warning("this Flower version's SuperNode pulls objects elsewhere; it keeps Flower's 1 s retry wait")
-    if not hold_task_polls(task_handlers, InMemoryNodeState, InMemoryObjectStore):
+    if held_polls.wanted() and not hold_task_polls(task_handlers, InMemoryNodeState, InMemoryObjectStore):
         log.warning("this Flower version's task polls have moved; SuperExec's are answered at once, as in Flower")
     interval = float(os.environ.get(HEARTBEAT_ENV, DEFAULT_HEARTBEAT_S))
     if not shorten_heartbeat([connection, heartbeat], interval):
