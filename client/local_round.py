@@ -15,13 +15,13 @@ import torch
 
 from client.data import SiteDataset
 from client.drift import DynamicRegulariser, Penalty, proximal, starting_point
+from client.incoming_score import incoming_metrics
 from client.site import SiteContext
 from client.site_state import SiteState
 from client.training import endless, evaluate_cases, make_optimizer, train_steps
 from common.device import Compute, select_compute
 from common.errors import SiteDataError
 from common.model import build_model, spatial_multiple
-from common.protocol import INCOMING_PREFIX
 from common.settings import RunSettings
 from common.weights import check_compatible
 
@@ -116,7 +116,7 @@ class SiteRound:
         """
         incoming = self.evaluate(weights) if score_incoming else {}
         new_weights, metrics = self.train(weights, round_number, run_key)
-        metrics.update({f"{INCOMING_PREFIX}{key}": value for key, value in incoming.items()})
+        metrics.update(incoming_metrics(incoming))
         return new_weights, metrics
 
     def evaluate(self, weights: dict[str, torch.Tensor]) -> dict[str, float]:

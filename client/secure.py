@@ -33,6 +33,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key
 
 from client.egress import egress_guard_mod
+from client.incoming_score import IncomingScore, incoming_metrics, incoming_score_mod
 from client.site import SiteContext
 from common.errors import InsiteError, SiteDataError
 from common.masked_update import narrowed
@@ -63,7 +64,7 @@ def check_maskable(site: str, weights: dict[str, Any], settings: RunSettings) ->
 
 
 class SiteClient(NumPyClient):
-    """Legacy-API view of the site: ``fit`` = score the incoming model, train, return weights."""
+    """Legacy-API view of the site: ``fit`` = score the incoming model (now or after the reply), train, send weights."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -83,12 +84,13 @@ class SiteClient(NumPyClient):
                     f"site {site.name}: global model has {len(parameters)} tensors, the run's model {len(names)}"
                 )
             weights = {n: torch.from_numpy(np.array(a, copy=True)) for n, a in zip(names, parameters, strict=True)}
-            new_weights, metrics = job.score_and_train(
-                weights,
-                int(config["server-round"]),
-                bool(config.get(EVALUATE_INCOMING, False)),
-                str(config.get(RUN_KEY, "")),
-            )
+            round_number = int(config["server-round"])
+            scoring = IncomingScore(site, self.context.run_id, round_number)
+            score_incoming = bool(config.get(EVALUATE_INCOMING, False))
+            deferred = score_incoming and scoring.worth_deferring()
+            incoming = scoring.now(lambda: job.evaluate(weights)) if score_incoming and not deferred else {}
+            new_weights, metrics = job.train(weights, round_number, str(config.get(RUN_KEY, "")))
+            metrics.update(incoming_metrics(incoming))
             check_maskable(site.name, new_weights, settings)
             cases = int(metrics["num-examples"])
             if cases > settings.aggregation.max_weight:
@@ -99,6 +101,8 @@ class SiteClient(NumPyClient):
         except InsiteError as error:  # becomes the error reply the coordinator reports
             reason = str(error)
             raise InsiteError(reason if reason.startswith("site ") else f"site {site.name}: {reason}") from None
+        if deferred:  # its score goes with the unmasking reply (client/incoming_score.py)
+            scoring.after_reply(lambda: job.evaluate(weights))
         return [t.numpy() for t in new_weights.values()], cases, {**metrics, SITE_METRIC: site.name}
 
 
@@ -171,5 +175,6 @@ def round_keys_mod(msg: Message, context: Context, call_next: ClientAppCallable)
 
 # The guard inside secaggplus_mod checks the update before it is masked (client/egress.py).
 secure_app = ClientApp(
-    client_fn=_client, mods=[narrow_masked_update_mod, round_keys_mod, secaggplus_mod, egress_guard_mod]
+    client_fn=_client,
+    mods=[incoming_score_mod, narrow_masked_update_mod, round_keys_mod, secaggplus_mod, egress_guard_mod],
 )

@@ -60,6 +60,20 @@ def metric(reply: Message, key: str) -> float:
     return float(value)
 
 
+def _training_metrics_only(replies: list[Message]) -> list[Message]:
+    """The replies without the scores of the incoming model (the previous round's, filed by then).
+
+    The strategy averages metrics only when every reply has the same ones, and a site's score may
+    be missing (not ready for its SecAgg+ unmasking reply) where its training metrics are not.
+    """
+    for reply in replies:
+        metrics = reply.content.metric_records.get("metrics")
+        if metrics is not None:
+            for key in [k for k in metrics if k.startswith(INCOMING_PREFIX)]:
+                del metrics[key]
+    return replies
+
+
 class OnlineNodes(GridWrapper):
     """The run's Grid, showing the strategy only the sites the round found online.
 
@@ -177,7 +191,7 @@ class RoundLoop:
             self._require_quorum(train, "training", round_number, len(messages))
             if pending is not None:
                 self._close(pending, arrays, train, INCOMING_PREFIX)
-            aggregated, _ = self.strategy.aggregate_train(local_round, train.replies)
+            aggregated, _ = self.strategy.aggregate_train(local_round, _training_metrics_only(train.replies))
             if aggregated is None:
                 raise FederationError(
                     f"round {round_number}: the strategy produced no model from "
@@ -261,9 +275,12 @@ class RoundLoop:
     def _close(self, row: dict, weights: ArrayRecord, scored: Exchange, prefix: str) -> None:
         """Add the sites' Dice of the round's model (``weights``) to its row; checkpoint and record it."""
         for reply in scored.replies:
-            row["sites"].setdefault(site_of(reply), {}).update(
-                {"num_val": metric(reply, f"{prefix}num-examples"), "dice": metric(reply, f"{prefix}dice")}
-            )
+            try:
+                score = {"num_val": metric(reply, f"{prefix}num-examples"), "dice": metric(reply, f"{prefix}dice")}
+            except FederationError as missing:  # e.g. a score that was not ready for its unmasking reply
+                row["failures"].setdefault(site_of(reply), f"scoring: {missing}")
+                continue
+            row["sites"].setdefault(site_of(reply), {}).update(score)
         for site, reason in scored.failures.items():
             row["failures"].setdefault(site, f"scoring: {reason}")
         evaluated = [s for s in row["sites"].values() if "dice" in s and s.get("num_val", 0) > 0]

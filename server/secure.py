@@ -214,6 +214,8 @@ class _PromptGrid(GridWrapper):
         self.names: dict[int, str] = {}
         self.dropped: dict[str, str] = {}
         self.failures: dict[str, str] = {}
+        # Scores of the round's incoming model that came with the unmasking replies (client/incoming_score.py)
+        self.scores: dict[int, dict[str, Scalar]] = {}
         self.on_stage: Callable[[str], None] = lambda stage: None
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
@@ -229,6 +231,10 @@ class _PromptGrid(GridWrapper):
             self.failures.setdefault(site, f"dropped at {stage}: {_unwrapped(reason)}")
         for reply in outcome.replies:
             _widen_masked_update(reply)
+            metrics = reply.content.metric_records.get("metrics")
+            if stage == "unmask" and metrics is not None:
+                numbers: dict[str, Scalar] = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+                self.scores[reply.metadata.src_node_id] = numbers
         return [*outcome.replies, *outcome.errors]
 
 
@@ -292,7 +298,7 @@ class SecureTraining:
         :class:`BelowQuorum` and tried again.
         """
         started = time.monotonic()
-        self.grid.names, self.grid.dropped, self.grid.failures = dict(online), {}, {}
+        self.grid.names, self.grid.dropped, self.grid.failures, self.grid.scores = dict(online), {}, {}, {}
         self.grid.on_stage = lambda stage: state.set("round", round=round_number, stage=stage)
         protocol, self.prepared = self.prepared, None
         if protocol is None or not protocol.keyed_for(round_number, online):
@@ -313,7 +319,10 @@ class SecureTraining:
                 "the global model was not updated"
             )
         mean = _named(arrays, parameters_to_ndarrays(protocol.strategy.aggregate))
-        replies = [_reply(node, mean, metrics) for node, metrics in protocol.strategy.site_metrics.items()]
+        replies = [
+            _reply(node, mean, {**metrics, **self.grid.scores.get(node, {})})
+            for node, metrics in protocol.strategy.site_metrics.items()
+        ]
         return Exchange(replies, failures, seconds=time.monotonic() - started, dropped=dropped)
 
     def _train_and_key_next(self, protocol: _Protocol, following: dict[int, str] | None) -> None:

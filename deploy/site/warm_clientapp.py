@@ -40,6 +40,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -52,6 +53,9 @@ SOCKET_ENV = "INSITE_WARM_CLIENTAPP_SOCKET"  # the worker's abstract socket name
 HANDSHAKE_S = 60.0
 # Between a task's end and the worker's report of its exit status.
 EXIT_REPORT_S = 10.0
+# How long a task's own threads may outlive its app: Flower's exit grace for a ClientApp process
+# (flwr.supercore.constant.FORCE_EXIT_TIMEOUT_SECONDS), after which it ends the process itself.
+THREADS_S = 5.0
 # What a ClientApp message imports besides the app's own packages: flwr's runtime and the
 # ClientApp's ML stack, including what torch imports only at a model's first optimiser step
 # (torch._dynamo and with it sympy: 3-9 s here), and what Flower's runtime imports only once it
@@ -339,10 +343,23 @@ def _run_task(task: Task, request: dict, fds: list[int]) -> NoReturn:
     except BaseException:
         traceback.print_exc()
     finally:
+        _await_threads(THREADS_S)
         with contextlib.suppress(Exception):
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)  # never the worker's own cleanup (its sockets, its atexit handlers)
+
+
+def _await_threads(limit_s: float) -> None:
+    """As an interpreter does at its end: the task's other non-daemon threads finish first, within ``limit_s``.
+
+    A ClientApp may leave work running after its reply (client/incoming_score.py); a cold
+    ``flwr-clientapp`` waits for it the same way, within Flower's exit grace.
+    """
+    deadline = time.monotonic() + limit_s
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def _reseed() -> None:

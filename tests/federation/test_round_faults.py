@@ -119,6 +119,36 @@ def test_a_site_that_does_not_carry_the_next_rounds_keys_costs_a_key_exchange_no
     assert ("2", "setup", False) in _stages(grid) and ("2", "share-keys", False) in _stages(grid)
 
 
+def test_under_secagg_a_quick_score_of_the_incoming_model_comes_with_the_unmasking_reply(folders, tmp_path):
+    run = settings("secagg+", rounds=3)
+    grid = site_grid(tmp_path / "run", run, folders)
+    replies: list[Message] = []
+    grid.tamper[SITE_C] = lambda reply: replies.append(reply) or reply
+    record = run_in_process(tmp_path / "run", run, grid)
+    rows = consistent(record, 3)
+    assert all("dice" in site for row in rows for site in row["sites"].values())
+    carried = {(r.metadata.group_id, "metrics" in r.content.metric_records) for r in replies if r.metadata.group_id}
+    # Round 2 scores round 1's model before training (the run's first scoring: its time unknown);
+    # round 3 scores round 2's model after its masked update left, and the unmasking reply carries it.
+    assert ("2", True) not in carried and ("3", True) in carried
+
+
+def test_a_score_missing_from_an_unmasking_reply_is_named_and_the_round_goes_on(folders, tmp_path):
+    run = settings("secagg+", rounds=3)
+    grid = site_grid(tmp_path / "run", run, folders)
+
+    def lose_the_score(reply: Message) -> Message:
+        if reply.metadata.group_id == "3" and "metrics" in reply.content.metric_records:
+            del reply.content["metrics"]
+        return reply
+
+    grid.tamper[SITE_B] = lose_the_score
+    record = run_in_process(tmp_path / "run", run, grid)
+    second = consistent(record, 3)[1]
+    assert "dice" not in second["sites"]["site-b"] and second["failures"]["site-b"].startswith("scoring: site-b")
+    assert all("dice" in second["sites"][site] for site in ("site-a", "site-c"))
+
+
 def test_plain_round_drops_a_straggler_after_the_grace(folders, tmp_path):
     run = settings("plain", round_timeout_s=120)
     grid = site_grid(tmp_path / "run", run, folders, silent={SITE_C})

@@ -2,19 +2,26 @@
 
 ``python -m harness.warm_tasks worker NAME`` runs a worker whose tasks run :func:`report`;
 ``python -m harness.warm_tasks relay STEP...`` is a relay (the script SuperExec starts) for it.
-Steps: ``out TEXT``, ``env NAME``, ``cwd``, ``pids``, ``state``, ``pidfile PATH``, ``sleep S``, ``exit CODE``.
+Steps: ``out TEXT``, ``env NAME``, ``cwd``, ``pids``, ``state``, ``pidfile PATH``, ``sleep S``, ``exit CODE``,
+``thread S TEXT`` (a thread that prints TEXT after S seconds, left running when the task returns).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 from deploy.site.warm_clientapp import relay, serve
 
 touched = 0  # a task that changes module state: the next task must not see it
+
+
+def _say_later(seconds: float, text: str) -> None:
+    time.sleep(seconds)
+    print(text, flush=True)
 
 
 def report() -> None:
@@ -37,6 +44,8 @@ def report() -> None:
             Path(steps.pop(0)).write_text(str(os.getpid()))
         elif step == "sleep":
             time.sleep(float(steps.pop(0)))
+        elif step == "thread":
+            threading.Thread(target=_say_later, args=(float(steps.pop(0)), steps.pop(0))).start()
         elif step == "exit":
             sys.exit(int(steps.pop(0)))
 

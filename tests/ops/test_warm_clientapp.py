@@ -21,7 +21,7 @@ import pytest
 
 import deploy.site.supernode_launcher as launcher
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
-from deploy.site.warm_clientapp import PRELOAD, SOCKET_ENV
+from deploy.site.warm_clientapp import PRELOAD, SOCKET_ENV, THREADS_S
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = [sys.executable, "-m", "harness.warm_tasks"]
@@ -88,6 +88,16 @@ def test_a_message_runs_in_a_task_forked_from_the_worker_with_the_relays_argumen
     second = relay(env, "state", stdout=subprocess.PIPE)
     assert second.communicate(timeout=60)[0] == "touched=1\n"  # the first task's change died with it
     assert second.returncode == 0
+
+
+def test_a_task_ends_when_its_threads_do_as_an_interpreter_would_within_flowers_exit_grace(worker, env):
+    """A ClientApp may leave work running after its reply (client/incoming_score.py): it is not cut off."""
+    quick = relay(env, "thread", "0.5", "after the reply", "out", "reply", stdout=subprocess.PIPE)
+    assert quick.communicate(timeout=60)[0] == "reply\nafter the reply\n" and quick.returncode == 0
+    started = time.monotonic()
+    stuck = relay(env, "thread", "60", "never", "out", "reply", stdout=subprocess.PIPE)
+    assert stuck.communicate(timeout=60)[0] == "reply\n" and stuck.returncode == 0
+    assert time.monotonic() - started < THREADS_S + 5
 
 
 def test_a_killed_task_ends_its_relay_with_that_signal(worker, env, tmp_path):
