@@ -40,7 +40,15 @@ from types import ModuleType
 
 from deploy.host import held_polls
 from deploy.host.flower_watchdog import watch
-from deploy.host.held_polls import Arrivals, announce_from, has_all, hold_in, no_messages, still_uploading
+from deploy.host.held_polls import (
+    Arrivals,
+    announce_from,
+    has_all,
+    hold_in,
+    no_messages,
+    object_of,
+    still_uploading,
+)
 
 DEFAULT_BUSY_TIMEOUT_MS = 60_000
 BUSY_TIMEOUT_ENV = "INSITE_SUPERLINK_BUSY_TIMEOUT_MS"
@@ -96,13 +104,13 @@ def hold_polls(fleet: ModuleType, runtime: ModuleType, states: list[type]) -> bo
     for state in states:
         announce_from(state, "store_message_ins", for_sites)
         announce_from(state, "store_message_res", for_coordinator)
-        announce_from(state, "store_object", objects)
+        announce_from(state, "store_object", objects, key="object_id")
     # Every site may be waiting for a message, each SuperNode pulls two objects at a time, one
     # ServerApp runs at a time: 24 of the Fleet API's 40 request threads at most, 6 of the runtime API's.
     hold_in(fleet, "pull_messages", no_messages, for_sites, slots=16)
-    hold_in(fleet, "pull_object", still_uploading, objects, slots=8)
+    hold_in(fleet, "pull_object", still_uploading, objects, slots=8, key=object_of)
     hold_in(runtime, "pull_messages", no_messages, for_coordinator, slots=2)
-    hold_in(runtime, "pull_object", still_uploading, objects, slots=4)
+    hold_in(runtime, "pull_object", still_uploading, objects, slots=4, key=object_of)
     return True
 
 

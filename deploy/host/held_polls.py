@@ -32,6 +32,7 @@ anyio's pool of 40) stay free for uploads and downloads.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import threading
 import time
@@ -54,34 +55,60 @@ def wanted() -> bool:
 
 
 class Arrivals:
-    """A count of things stored, and a wait for the next one: what held requests wait on."""
+    """What held requests wait on: a count of things stored, and which of the awaited keys arrived.
+
+    A request for one object waits for that object's key only, so an upload of many objects wakes
+    each waiting request once (to ask its store again) rather than at every object.
+    """
 
     def __init__(self) -> None:
         self._changed = threading.Condition()
         self._count = 0
+        self._awaited: dict[str, int] = {}  # key -> requests waiting for it
+        self._arrived: set[str] = set()  # awaited keys stored since
 
     @property
     def count(self) -> int:
         return self._count
 
-    def announce(self) -> None:
+    def announce(self, key: str | None = None) -> None:
         with self._changed:
             self._count += 1
+            if key in self._awaited:
+                self._arrived.add(key)
             self._changed.notify_all()
 
-    def wait_past(self, seen: int, timeout: float) -> bool:
-        """Wait until the count is no longer ``seen``, at most ``timeout`` s; whether it changed."""
+    def expect(self, key: str) -> None:
+        """Register a wait for ``key`` (before asking for it, so that its arrival in between counts)."""
         with self._changed:
-            return self._changed.wait_for(lambda: self._count != seen, timeout)
+            self._awaited[key] = self._awaited.get(key, 0) + 1
+
+    def forget(self, key: str) -> None:
+        with self._changed:
+            self._awaited[key] -= 1
+            if not self._awaited[key]:
+                del self._awaited[key]
+                self._arrived.discard(key)
+
+    def wait_past(self, seen: int, timeout: float, key: str | None = None) -> bool:
+        """Wait at most ``timeout`` s until the count is no longer ``seen`` (or ``key``, expected, arrived)."""
+        with self._changed:
+            if key is None:
+                return self._changed.wait_for(lambda: self._count != seen, timeout)
+            return self._changed.wait_for(lambda: key in self._arrived, timeout)
 
 
-def announcing(store: Callable[P, R], arrivals: Arrivals) -> Callable[P, R]:
-    """``store`` (a state's method), announcing to ``arrivals`` each time it has stored something."""
+def announcing(store: Callable[P, R], arrivals: Arrivals, key: str | None = None) -> Callable[P, R]:
+    """``store`` (a state's method), announcing to ``arrivals`` each time it has stored something.
+
+    ``key``: the name of ``store``'s parameter that names what was stored (e.g. ``object_id``).
+    """
+    signature = inspect.signature(store)
 
     @functools.wraps(store)
     def stored(*args: P.args, **kwargs: P.kwargs) -> R:
         result = store(*args, **kwargs)
-        arrivals.announce()
+        arrivals.announce(str(signature.bind(*args, **kwargs).arguments[key]) if key else None)
         return result
 
     return stored
@@ -97,14 +124,26 @@ def still_uploading(response: Any) -> bool:
     return bool(response.object_found and not response.object_available)
 
 
-def hold_in(module: ModuleType, handler: str, is_empty: Callable[[Any], bool], arrivals: Arrivals, slots: int) -> None:
+def object_of(request: Any) -> str:
+    """The object a ``pull-object`` request asks for."""
+    return str(request.object_id)
+
+
+def hold_in(
+    module: ModuleType,
+    handler: str,
+    is_empty: Callable[[Any], bool],
+    arrivals: Arrivals,
+    slots: int,
+    key: Callable[[Any], str] | None = None,
+) -> None:
     """Replace ``module.handler`` (where Flower's router looks it up per request) by its :func:`held` form."""
-    setattr(module, handler, held(getattr(module, handler), is_empty, arrivals, HOLD_S, slots))
+    setattr(module, handler, held(getattr(module, handler), is_empty, arrivals, HOLD_S, slots, key))
 
 
-def announce_from(cls: type, method: str, arrivals: Arrivals) -> None:
-    """Make ``cls.method`` (a state's store method) announce to ``arrivals``."""
-    setattr(cls, method, announcing(getattr(cls, method), arrivals))
+def announce_from(cls: type, method: str, arrivals: Arrivals, key: str | None = None) -> None:
+    """Make ``cls.method`` (a state's store method) announce to ``arrivals``; see :func:`announcing`."""
+    setattr(cls, method, announcing(getattr(cls, method), arrivals, key))
 
 
 def has_all(places: dict[Any, tuple[str, ...]]) -> bool:
@@ -118,26 +157,40 @@ def held(
     arrivals: Arrivals,
     hold_s: float = HOLD_S,
     slots: int = 16,
+    key: Callable[[Any], str] | None = None,
 ) -> Callable[P, R]:
-    """``answer`` (an endpoint's handler), its empty answers held for news up to ``hold_s``."""
+    """``answer`` (an endpoint's handler), its empty answers held for news up to ``hold_s``.
+
+    ``key``: what of the handler's ``request`` it waits for (an object's id); without it, any news.
+    """
     free = threading.BoundedSemaphore(slots)
+    signature = inspect.signature(answer)
 
     @functools.wraps(answer)
     def answer_when_there_is_news(*args: P.args, **kwargs: P.kwargs) -> R:
-        seen = arrivals.count  # read before asking: news stored meanwhile is not missed
-        result = answer(*args, **kwargs)
-        if not is_empty(result) or not free.acquire(blocking=False):
-            return result
+        awaited = key(signature.bind(*args, **kwargs).arguments["request"]) if key else None
+        if awaited is not None:
+            arrivals.expect(awaited)  # before asking: its arrival meanwhile is not missed
+        seen = arrivals.count  # likewise, for any news
         try:
-            deadline = time.monotonic() + hold_s
-            while is_empty(result):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not arrivals.wait_past(seen, remaining):
-                    break
-                seen = arrivals.count
-                result = answer(*args, **kwargs)
+            result = answer(*args, **kwargs)
+            if not is_empty(result) or not free.acquire(blocking=False):
+                return result
+            try:
+                deadline = time.monotonic() + hold_s
+                while is_empty(result):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or not arrivals.wait_past(seen, remaining, awaited):
+                        break
+                    seen = arrivals.count
+                    result = answer(*args, **kwargs)
+                    if awaited is not None:  # what it waited for was stored: this is its answer
+                        break
+            finally:
+                free.release()
+            return result
         finally:
-            free.release()
-        return result
+            if awaited is not None:
+                arrivals.forget(awaited)
 
     return answer_when_there_is_news

@@ -53,7 +53,7 @@ from types import ModuleType
 from common.object_pulls import quicker_object_retries
 from deploy.host import held_polls
 from deploy.host.flower_watchdog import watch
-from deploy.host.held_polls import Arrivals, announce_from, has_all, hold_in, still_uploading
+from deploy.host.held_polls import Arrivals, announce_from, has_all, hold_in, object_of, still_uploading
 from deploy.site.warm_clientapp import SOCKET_ENV
 
 DEFAULT_IDLE_POLL_S = 0.5
@@ -129,9 +129,9 @@ def hold_task_polls(handlers: ModuleType, state: type, store: type) -> bool:
         return False
     created, stored = Arrivals(), Arrivals()
     announce_from(state, "create_task", created)
-    announce_from(store, "put", stored)
+    announce_from(store, "put", stored, key="object_id")
     hold_in(handlers, "acquire_task", lambda response: not response.HasField("task"), created, slots=2)
-    hold_in(handlers, "pull_object", still_uploading, stored, slots=4)
+    hold_in(handlers, "pull_object", still_uploading, stored, slots=4, key=object_of)
     return True
 
 

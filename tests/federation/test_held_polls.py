@@ -93,6 +93,30 @@ def test_past_its_slots_an_empty_answer_is_given_at_once():
     assert time.monotonic() - started >= 0.9
 
 
+def test_a_pull_of_one_object_waits_for_that_object_and_is_not_woken_by_others():
+    store: dict[str, bytes] = {}
+    arrivals = Arrivals()
+
+    def put(object_id: str, content: bytes) -> None:
+        store[object_id] = content
+
+    asked: list[str] = []
+
+    def pull_object(request: types.SimpleNamespace) -> bytes:
+        asked.append(request.object_id)
+        return store.get(request.object_id, b"")
+
+    put = announcing(put, arrivals, key="object_id")
+    pull = held(pull_object, lambda content: content == b"", arrivals, 5.0, 4, key=lambda request: request.object_id)
+    for other in ("b", "c", "d"):
+        threading.Timer(0.1, put, args=(other, b"other")).start()
+    threading.Timer(0.4, put, args=("a", b"mine")).start()
+    started = time.monotonic()
+    assert pull(types.SimpleNamespace(object_id="a")) == b"mine"
+    assert 0.35 <= time.monotonic() - started < 2.0
+    assert asked == ["a", "a"]  # asked once, then once more when its own object came: no re-asking per upload
+
+
 def test_the_empty_answers_of_flowers_endpoints_are_recognised():
     assert no_messages(PullMessagesResponse())
     assert still_uploading(PullObjectResponse(object_found=True, object_available=False))
