@@ -14,16 +14,17 @@ bounds it, deploy/site/warm_clientapp.py waits as an interpreter would). The sco
 in the site's cache, named by run and round; :func:`incoming_score_mod` adds it to the unmasking
 reply, which passes the egress guard and the ledger like every reply. Only scoring that has
 taken at most :data:`DEFER_UP_TO_S` at this site in this run is deferred, so it ends well within
-that grace; the run's first scoring, and any that takes longer (large volumes on a CPU), is done
-before training as in plain mode. A score that is not there when the unmasking request comes
-(the thread failed: its reason is in the site's log) leaves the round's row without that site's
-score, and the coordinator says so.
+that grace; the run's first scoring, any that takes longer (large volumes on a CPU) and any after
+one that was not ready in time is done before training, as in plain mode. A score that is not
+there when the unmasking request comes (the thread failed or was too slow: the site's log says)
+leaves the round's row without that site's score, and the coordinator says so.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -108,6 +109,8 @@ class IncomingScore:
                 self.path.unlink(missing_ok=True)
                 if "scores" in state:
                     return {key: float(value) for key, value in state["scores"].items()}
+                if "error" not in state:  # too slow for after the reply, or cut short: score before training
+                    self._remember(math.inf)
                 log.error(
                     "site %s: no score of round %d's incoming model (%s); the round goes without it",
                     self.site,

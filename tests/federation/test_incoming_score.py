@@ -59,6 +59,7 @@ def test_a_failed_or_late_score_is_left_out_and_the_reply_goes(tmp_path, caplog)
     started = time.monotonic()
     assert scoring(tmp_path, 3).collect(wait_s=0.3) is None
     assert time.monotonic() - started < 2 and "not ready in time" in caplog.text
+    assert not scoring(tmp_path, 4).worth_deferring()  # the next round scores before training
     late.set()
 
 
