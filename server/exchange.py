@@ -77,7 +77,7 @@ def exchange(
     outcome = Exchange()
     quorum_at: float | None = None
     while pending:
-        asked = time.monotonic()
+        asked, waiting = time.monotonic(), len(pending)
         for reply in grid.pull_messages(pending):
             message_id = reply.metadata.reply_to_message_id
             pending.discard(message_id)
@@ -97,9 +97,12 @@ def exchange(
             break
         if quorum_at is not None and now - quorum_at >= deadline.grace_s:
             break
-        # From the start of the pull: insite's SuperLink holds an empty one for news (up to 1 s,
-        # deploy/host/held_polls.py), and the next one then goes at once.
-        time.sleep(max(0.0, poll_s - (time.monotonic() - asked)))
+        # After a pull that found nothing, the rest of poll_s from its start: insite's SuperLink
+        # holds an empty pull for news (up to 1 s, deploy/host/held_polls.py), and the next then
+        # goes at once. After one that found replies, the next goes at once too (one extra pull
+        # per reply at most, against a SuperLink that answers at once).
+        if len(pending) == waiting:
+            time.sleep(max(0.0, poll_s - (time.monotonic() - asked)))
     waited = time.monotonic() - started
     for message_id in pending:
         node = destination[message_id]
