@@ -37,7 +37,10 @@ from browser_page import SHOWN_MS, chart_points, chromium, open_page
 # over a recorded consortium (test_dashboard_browser.py); `make test-slow` runs this live one.
 pytestmark = [pytest.mark.federation, pytest.mark.slow, pytest.mark.timeout(600)]
 
-ROUNDS = 3
+# Rounds long enough, and enough of them, that the run is still going when the page has shown
+# round 1 and the site is killed (a round of this tiny model with 2 steps takes ~1 s).
+ROUNDS = 6
+LOCAL_STEPS = 30
 KILLED = "site-c"
 #: Flower takes a site for gone this long after its last heartbeat; the page polls every 2 s on top.
 HEARTBEAT_WINDOW_S = HEARTBEAT_PATIENCE * DEFAULT_HEARTBEAT_S
@@ -55,7 +58,7 @@ def test_dashboard_follows_a_live_federation(tmp_path, chromium_path):
             "rounds": ROUNDS,
             "min_sites": 2,
             "round_timeout_s": 300,
-            "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1},
+            "training": {"local_steps": LOCAL_STEPS, "patch_size": 16, "batch_size": 1},
             "model": {"channels": [4, 8, 16], "strides": [2, 2]},
             "aggregation": {"mode": "plain"},
             "faults": {"rejoin_wait_s": 1, "straggler_grace_s": 5},
