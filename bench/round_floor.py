@@ -11,9 +11,8 @@ same MONAI UNet (channels 4-8, ~0.1M parameters) for one optimiser step per roun
   ``flwr-clientapp`` interpreter, as Flower does);
 - **bare Flower**: stock ``flower-supernode`` processes and a stock app (bench/bare_flower_app:
   ``NumPyClient``, ``DefaultWorkflow``, ``FedAvg``, ``SecAggPlusWorkflow``) against a SuperLink
-  with the same certificates and node keys, every process as Flower runs it (no held polls, task
-  clean-up at every request, two object transfers at a time), sites connecting directly (no
-  proxy hop).
+  with the same certificates and node keys that answers every poll at once as Flower's does (no
+  held polls, task clean-up at every request), sites connecting directly (no proxy hop).
 
 each with plain aggregation and with SecAgg+. Reported: the median round wall time over rounds 2+
 (round 1 also pays for first imports and caches), and each insite variant as a ratio to bare Flower.
@@ -49,14 +48,8 @@ from server.exchange import POLL_ENV as COORDINATOR_POLL_ENV
 
 BARE_APP = Path(__file__).parent / "bare_flower_app"
 SITES = [profile.name for profile in DEMO_SITES]
-# The bare variant runs as Flower does: every poll answered at once, task clean-up at every
-# request, two object transfers at a time.
-STOCK_FLOWER = {
-    HELD_POLLS_ENV: "0",
-    TASK_CLEANUP_ENV: "0",
-    "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PUSHES": "2",
-    "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PULLS": "2",
-}
+# The bare variant's SuperLink answers as Flower's does: every poll at once, task clean-up at every request.
+STOCK_SUPERLINK = {HELD_POLLS_ENV: "0", TASK_CLEANUP_ENV: "0"}
 ROUND_LIMIT_S = 300.0  # a bare Flower round that takes longer than this has failed, not slowed
 
 
@@ -165,7 +158,7 @@ def main() -> None:
             results[variant, mode] = [row["wall_s"] for row in rows]
         print(f"bare Flower, {mode}", flush=True)
         bare = args.work / f"bare-{mode.rstrip('+')}"
-        with environment(STOCK_FLOWER):
+        with environment(STOCK_SUPERLINK):
             results["bare Flower", mode] = bare_flower(bare, args.rounds, mode != "plain", floor)
     print(f"\nround wall time, s (median of rounds 2-{args.rounds}; every round in brackets)")
     print(f"{'variant':26s} {'plain':>8s} {'secagg+':>8s}   x bare Flower (plain, secagg+)")

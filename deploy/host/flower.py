@@ -14,7 +14,6 @@ import tomli_w
 
 #: The name of the ``flwr`` CLI connection the coordinator's own commands use.
 CONNECTION = "insite"
-CONCURRENT_OBJECTS = 8  # object transfers at a time, each way, in every Flower process
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -34,11 +33,6 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         }
     )
-    # A message's objects move one request each; Flower sends or fetches two at a time. Eight at
-    # a time took 0.15 s off a demo SecAgg+ round's time outside training (2.13-2.16 s against
-    # 2.27-2.36 s, alternated 9-round runs, 2026-11-29). The environment may set other numbers.
-    for variable in ("FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PUSHES", "FLWR_PRIVATE_MAX_CONCURRENT_OBJ_PULLS"):
-        env.setdefault(variable, str(CONCURRENT_OBJECTS))
     return env
 
 
