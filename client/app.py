@@ -29,6 +29,7 @@ from flwr.app import (
 from flwr.clientapp import ClientApp
 
 from client.egress import egress_guard_mod, ledger_mod
+from client.host_memory import kept_while_computing
 from client.packing import packed_arrays_mod
 from client.secure import is_secure_message, secure_app
 from client.site import SiteContext
@@ -68,7 +69,10 @@ def _answer(
         site = SiteContext.from_node_config(context.node_config)
         job = SiteRound.prepare(site, adapt(from_run_config(context.run_config)))
         arrays = msg.content.array_records.get("arrays")
-        content = work(job, arrays.to_torch_state_dict() if arrays is not None else {})
+        # The message's copy of each tensor goes as it becomes a tensor: a model is held once, not twice.
+        weights = arrays.to_torch_state_dict(keep_input=False) if arrays is not None else {}
+        with kept_while_computing():
+            content = work(job, weights)
     except InsiteError as error:
         return _site_failure(msg, site_name, error)
     content["site"] = ConfigRecord({"name": site_name})

@@ -35,6 +35,7 @@ from flwr.app import Context, Message, MetricRecord, MetricRecordValues
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
+from client.host_memory import kept_while_computing
 from client.site import SiteContext
 from common.files import atomic_write
 from common.protocol import INCOMING_PREFIX
@@ -84,7 +85,8 @@ class IncomingScore:
         def run() -> None:
             started = time.monotonic()
             try:
-                scores = score()
+                with kept_while_computing():
+                    scores = score()
             except Exception as error:  # the round goes on without this score; the site's log says why
                 log.exception("site %s: scoring round %d's incoming model failed", self.site, self.round_number)
                 self._write({"error": f"{type(error).__name__}: {error}"})

@@ -33,6 +33,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, RECORD_KEY_STATE, Key
 
 from client.egress import egress_guard_mod
+from client.host_memory import kept_while_computing
 from client.incoming_score import IncomingScore, incoming_metrics, incoming_score_mod
 from client.site import SiteContext
 from common.errors import InsiteError, SiteDataError
@@ -88,8 +89,12 @@ class SiteClient(NumPyClient):
             scoring = IncomingScore(site, self.context.run_id, round_number)
             score_incoming = bool(config.get(EVALUATE_INCOMING, False))
             deferred = score_incoming and scoring.worth_deferring()
-            incoming = scoring.now(lambda: job.evaluate(weights)) if score_incoming and not deferred else {}
-            new_weights, metrics = job.train(weights, round_number, str(config.get(RUN_KEY, "")))
+            with kept_while_computing():
+                incoming = scoring.now(lambda: job.evaluate(weights)) if score_incoming and not deferred else {}
+                # A deferred score needs the incoming weights after training: then they are not trained in.
+                new_weights, metrics = job.train(
+                    weights, round_number, str(config.get(RUN_KEY, "")), in_place=not deferred
+                )
             metrics.update(incoming_metrics(incoming))
             check_maskable(site.name, new_weights, settings)
             cases = int(metrics["num-examples"])

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import tomli_w
 
+from client.host_memory import RETURN_LARGE_BLOCKS_ENV
+
 #: The name of the ``flwr`` CLI connection the coordinator's own commands use.
 CONNECTION = "insite"
 
@@ -25,10 +27,9 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
             "FLWR_TELEMETRY_ENABLED": "0",
             "FLWR_DISABLE_UPDATE_CHECK": "1",
             "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-            # glibc would hand large freed blocks back to the OS after every training step
-            # (measured: 9x more system time); keep them in the process instead.
-            "MALLOC_MMAP_MAX_": "0",
-            "MALLOC_TRIM_THRESHOLD_": "100000000000",
+            # Large freed blocks go back to the host at once, except while a site computes
+            # (client/host_memory.py says why both).
+            **RETURN_LARGE_BLOCKS_ENV,
             "PYTHONWARNINGS": "ignore",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         }
