@@ -1,6 +1,6 @@
 """Whether freed memory goes back to the host: after each message's copies, not between training steps.
 
-Every Flower process insite starts hands large freed blocks (1 MB and up) back to the host at once
+Every Flower process insite starts hands large freed blocks (16 MB and up) back to the host at once
 (``MALLOC_MMAP_THRESHOLD_``, deploy/host/flower.py). Without that each process keeps its high-water
 mark for good: a 100M-parameter model (400 MB) passes through a SuperNode, a site's task and the
 ServerApp as several transient copies (pulled chunks, the joined object, the unpacked tensors, the
@@ -8,7 +8,10 @@ packed reply, its ledger bytes), and three sites' tasks each holding ~4.7 GB at 
 not fit a 23 GB host (``python -m bench.payload``). Training and scoring are the exception:
 returning their activations to the host after every step cost 9x the system time (measured when the
 federation was first built), so :func:`kept_while_computing` keeps every block in the process while
-the site computes, and hands the free ones back when it is done.
+the site computes, and hands the free ones back when it is done. The 16 MB are above Flower's object
+chunks (5 MB), which pass through every process several times a round: handing each of those back
+(a 1 MB threshold) cost 30% of a 20M-parameter round (17.1-17.4 s against 12.4-13.2 s,
+``python -m bench.payload --channels 66``), for memory the next chunk reuses anyway.
 
 glibc's ``mallopt`` is called through ctypes: no maintained Python package wraps it. Elsewhere
 (macOS, musl) this does nothing and the allocator's own policy applies.
@@ -28,7 +31,7 @@ _DEFAULT_TRIM_THRESHOLD, _DEFAULT_MMAP_MAX = 128 * 1024, 65536
 _KEEP_EVERYTHING = 2**31 - 1  # the largest trim threshold mallopt takes (an int)
 
 #: What deploy/host/flower.py puts in every Flower process's environment.
-RETURN_LARGE_BLOCKS_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
+RETURN_LARGE_BLOCKS_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 * 1024 * 1024)}
 
 
 def _glibc() -> ctypes.CDLL | None:

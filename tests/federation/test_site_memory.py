@@ -25,8 +25,8 @@ TINY = {
     "model": {"channels": [4, 8, 16], "strides": [2, 2]},
 }
 
-# In a fresh interpreter with the Flower processes' environment: 200 MB in 2 MB blocks, written
-# (so resident) and freed, once outside kept_while_computing and once inside it.
+# In a fresh interpreter with the Flower processes' environment: 200 MB in 20 MB blocks (above the
+# threshold), written (so resident) and freed, once outside kept_while_computing and once inside it.
 _CHURN = """
 import json
 from client.host_memory import kept_while_computing
@@ -35,7 +35,7 @@ def resident() -> int:
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 
 def churn() -> int:
-    blocks = [b"\\x01" * (2 << 20) for _ in range(100)]
+    blocks = [b"\\x01" * (20 << 20) for _ in range(10)]
     held = resident()
     del blocks
     return held
