@@ -9,7 +9,10 @@ interleaved (ClientApp, bare, ClientApp, bare, ...) so machine noise hits both a
   the site's cache, building the model, loading/saving Adam state, training, packing the reply.
   Its own reported pure-training rate is printed beside it.
 - "bare MONAI": a plain loop written here without any project code: MONAI CacheDataset in
-  memory, RandCropByPosNegLabeld, UNet, DiceCELoss, Adam.
+  memory, RandCropByPosNegLabeld, UNet, DiceCELoss, Adam. It runs under the allocator setting a
+  site's training runs under (``client.host_memory.kept_while_computing``, which the ClientApp
+  sets itself): in one process that setting is shared, so both sides train with it and the
+  ratio measures the app, not the allocator.
 
 ``--device`` (auto | cuda | cpu, default cpu) goes to the ClientApp as the site's node config, and
 the bare loop trains on what the project's ``select_compute`` picks for it, with the same autocast
@@ -47,6 +50,7 @@ from monai.transforms import (
 
 from client.app import app as client_app
 from client.cases import discover_cases
+from client.host_memory import kept_while_computing
 from client.site import SiteContext
 from common.device import Compute, select_compute
 from common.model import build_model
@@ -208,7 +212,8 @@ def main() -> None:
             wall, inner = clientapp_round(site, settings, root / "run", repeat)
             app_wall.append(wall)
             app_inner.append(inner)
-            total, loop = bare_monai_round(root / "data", settings, compute)
+            with kept_while_computing():
+                total, loop = bare_monai_round(root / "data", settings, compute)
             bare.append(total)
             bare_inner.append(loop)
             print(
