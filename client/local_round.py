@@ -62,10 +62,10 @@ class SiteRound:
         """Train ``local_steps`` steps from ``weights``; returns new weights and scalar metrics.
 
         ``run_key`` names the run whose between-round state (FedDyn's) this site keeps. With
-        ``in_place`` the model trains in ``weights``' own tensors, which then hold the trained
-        values: for a caller that has no further use for them, a model held once instead of twice
-        (a 100M-parameter model is 400 MB). Differential privacy still trains a copy: its clipping
-        needs the weights it started from.
+        ``in_place`` a model on the CPU trains in ``weights``' own tensors, which then hold the
+        trained values: for a caller that has no further use for them, a model held once instead
+        of twice (a 100M-parameter model is 400 MB; a GPU trains its own copy anyway).
+        Differential privacy still trains a copy: its clipping needs the weights it started from.
         """
         training = self.settings.training
         privacy = self.settings.privacy
@@ -118,7 +118,7 @@ class SiteRound:
 
         Scoring here spares a separate evaluate exchange per round (a process start and two polls
         per site); the coordinator files the score, prefixed ``incoming-``, under the previous round.
-        ``weights`` end up holding the trained values.
+        ``weights`` may end up holding the trained values.
         """
         incoming = self.evaluate(weights) if score_incoming else {}
         new_weights, metrics = self.train(weights, round_number, run_key, in_place=True)
