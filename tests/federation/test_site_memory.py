@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from common.settings import RunSettings
 from deploy.demo.synthetic_sites import DEMO_SITES, write_site
 from deploy.host.flower import flower_env
 
+REPOSITORY = Path(__file__).resolve().parents[2]  # where the child imports client/ from
 TINY = {
     "training": {"local_steps": 2, "patch_size": 16, "batch_size": 1, "learning_rate": 0.05},
     "model": {"channels": [4, 8, 16], "strides": [2, 2]},
@@ -55,7 +57,7 @@ print(json.dumps({"start": start, "peak_outside": peak_outside, "after_outside":
 @pytest.mark.skipif(_glibc() is None, reason="the allocator settings are glibc's (a Linux host)")
 def test_freed_blocks_go_back_to_the_host_except_while_computing(tmp_path):
     assert RETURN_LARGE_BLOCKS_ENV.items() <= flower_env(tmp_path).items()  # every Flower process gets it
-    env = {**os.environ, **RETURN_LARGE_BLOCKS_ENV, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, **RETURN_LARGE_BLOCKS_ENV, "PYTHONPATH": str(REPOSITORY)}
     done = subprocess.run([sys.executable, "-c", _CHURN], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     mb = {key: value / 2**20 for key, value in json.loads(done.stdout).items()}
