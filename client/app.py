@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 SITE_ERROR = 100  # Flower reserves small codes; ours is any site-side InsiteError
 # Every reply passes the egress guard, is packed (its weights one object on the wire:
-# client/packing.py), and goes into the site's ledger exactly as it leaves (client/egress.py).
+# client/packing.py), and goes into the site's ledger exactly as it leaves, the ledger sealing a
+# small reply as one object (client/egress.py, common/message_envelope.py).
 app = ClientApp(mods=[ledger_mod, packed_arrays_mod, egress_guard_mod])
 
 

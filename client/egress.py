@@ -13,7 +13,8 @@ Two mods wrap the site's apps (see :mod:`client.app` and :mod:`client.secure`):
 
 - :func:`ledger_mod`, outermost, appends every reply that leaves (refusals included) to the
   site's hash-chained ledger (:mod:`client.ledger`), as it leaves (its weights packed by
-  :mod:`client.packing`); if the ledger cannot be written, nothing is sent.
+  :mod:`client.packing`, and the whole of a small reply one object: the ledger seals it in
+  :mod:`common.message_envelope`); if the ledger cannot be written, nothing is sent.
 - :func:`egress_guard_mod` checks the reply, inside the packing (it sees the tensors themselves)
   and, under SecAgg+, also inside ``secaggplus_mod``, where it sees the site's update before masking.
 
@@ -44,12 +45,13 @@ from flwr.app import (
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-from flwr.common.serde import error_to_proto, recorddict_to_proto
+from flwr.common.serde import error_to_proto
 
 from client.ledger import Ledger
 from client.site import SiteContext
 from common.errors import InsiteError
 from common.evaluation import SCORES, SITE_KINDS
+from common.message_envelope import LIMIT, is_enveloped, opened, sealed, serialised
 from common.packed_arrays import tensor_shapes
 from common.protocol import INCOMING_PREFIX, NEXT_ROUND_RECORD, SITE_METRIC
 from common.settings import ModelSettings, StatsSettings, from_run_config
@@ -269,7 +271,7 @@ def _describe(msg: Message, reply: Message, stage: str | None) -> tuple[str, str
 def _payload(reply: Message) -> bytes:
     if reply.has_error():
         return error_to_proto(reply.error).SerializeToString()
-    return recorddict_to_proto(reply.content).SerializeToString()
+    return serialised(reply.content)
 
 
 def _round_of(msg: Message) -> int | None:
@@ -284,12 +286,17 @@ def _round_of(msg: Message) -> int | None:
 def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Append every reply that leaves to the site's ledger; if that fails, send nothing.
 
-    An exception below (a site error, an egress refusal) becomes here the error reply Flower
-    would have made of it, so that the ledger holds the exact bytes that leave.
+    The site's outermost layer: it opens the coordinator's envelope (common/message_envelope.py)
+    before anything reads the message, and seals the reply, if it was asked so, in an envelope
+    made of the very bytes it records. An exception below (a site error, an egress refusal, an
+    envelope it cannot open) becomes here the error reply Flower would have made of it, so that
+    the ledger holds the exact bytes that leave.
     """
-    secagg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-    stage = str(secagg[Key.STAGE]) if secagg and Key.STAGE in secagg else None
+    asked_enveloped = is_enveloped(msg.content)
     try:
+        msg.content = opened(msg.content, "the coordinator")
+        secagg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+        stage = str(secagg[Key.STAGE]) if secagg and Key.STAGE in secagg else None
         reply = call_next(msg, context)  # secaggplus_mod pops the stage: it was read before
         kind, detail = _describe(msg, reply, stage)
     except Exception as error:
@@ -299,13 +306,16 @@ def ledger_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> 
         )
         kind = "refused" if isinstance(error, EgressRefused) else "error"
         detail = f"error report instead of a result: {error}"
+    payload = _payload(reply)
     try:
         cache = SiteContext.from_node_config(context.node_config).cache_path
         Ledger(cache).append(
-            run=msg.metadata.run_id, round_number=_round_of(msg), kind=kind, payload=_payload(reply), detail=detail
+            run=msg.metadata.run_id, round_number=_round_of(msg), kind=kind, payload=payload, detail=detail
         )
     except (OSError, ValueError, InsiteError) as error:
         reason = f"site {_site_name(context)}: the egress ledger cannot be written ({error}); nothing was sent"
         log.error("%s", reason)
         return Message(Error(code=LEDGER_FAILED, reason=reason), reply_to=msg)
+    if asked_enveloped and reply.has_content() and len(payload) <= LIMIT:
+        reply.content = sealed(payload)
     return reply

@@ -1,10 +1,12 @@
-"""The run's Grid with model weights packed on the wire (see common/packed_arrays.py for why).
+"""The run's Grid with model weights packed on the wire, and small messages one object.
+
+See common/packed_arrays.py and common/message_envelope.py for why.
 
 Every coordinator exchange goes through this one wrapper, so the round loop, SecAgg+, evaluation
 and statistics keep handling plain ArrayRecords: what the coordinator sends is packed on its way
-out, and each reply is unpacked as it is pulled. A reply whose packing is malformed becomes that
-site's error reply (the round then treats it like any failed site) instead of an exception that
-would end the run.
+out (weights packed, then the whole enveloped if it fits), and each reply is opened and unpacked
+as it is pulled. A reply whose envelope or packing is malformed becomes that site's error reply
+(the round then treats it like any failed site) instead of an exception that would end the run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from flwr.app import ArrayRecord, Error, Message
 from flwr.app.message.message import make_message  # Flower's own way to rebuild a message as an error reply
 
 from common.errors import FederationError
+from common.message_envelope import enveloped, opened
 from common.packed_arrays import pack_record, unpacked
 from server.grid_wrapper import GridWrapper
 
@@ -46,6 +49,7 @@ def _packed_all(messages: Iterable[Message]) -> list[Message]:
                 if id(record) not in done:
                     done[id(record)] = (record, pack_record(record))
                 content[key] = done[id(record)][1]
+        message.content = enveloped(content)
     return messages
 
 
@@ -54,7 +58,7 @@ def _unpacked_reply(reply: Message) -> Message:
         return reply
     source = f"node {reply.metadata.src_node_id}"
     try:
-        reply.content = unpacked(reply.content, source)
+        reply.content = unpacked(opened(reply.content, source), source)
     except FederationError as error:
         return make_message(reply.metadata, error=Error(code=MALFORMED_REPLY, reason=str(error)))
     return reply

@@ -29,12 +29,14 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from common.message_envelope import opened
 from server.secure import STAGE_NAMES
 
 
 def stage_of(message: Message) -> str:
     """The SecAgg+ stage a message belongs to (as server.secure names it), else its type."""
-    configs = message.content.config_records.get(RECORD_KEY_CONFIGS) if message.has_content() else None
+    content = opened(message.content, "the coordinator") if message.has_content() else None
+    configs = content.config_records.get(RECORD_KEY_CONFIGS) if content is not None else None
     if configs is not None and Key.STAGE in configs:
         return STAGE_NAMES[str(configs[Key.STAGE])]
     return message.metadata.message_type

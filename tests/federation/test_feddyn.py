@@ -18,6 +18,7 @@ from client.drift import FEDDYN_STATE, ROUNDS_KEPT
 from client.local_round import SiteRound
 from client.site import SiteContext
 from common.errors import SiteDataError
+from common.message_envelope import opened
 from common.model import build_model
 from common.run_record import RunRecord, latest_checkpoint, load_checkpoint
 from common.settings import RunSettings
@@ -63,8 +64,9 @@ def test_under_secagg_the_coordinator_sees_only_masked_sums_and_still_corrects_d
 
     def keep(reply: Message) -> Message:  # what the coordinator receives, as the secure-aggregation test keeps it
         if reply.has_content():
-            received.extend(a.numpy() for record in reply.content.array_records.values() for a in record.values())
-            for record in reply.content.config_records.values():
+            content = opened(reply.content, "site")
+            received.extend(a.numpy() for record in content.array_records.values() for a in record.values())
+            for record in content.config_records.values():
                 for value in record.values():
                     received.extend(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, bytes))
         return reply

@@ -1,4 +1,5 @@
-"""Model weights packed into one Flower object on the wire (common/packed_arrays.py): lossless, fewer objects."""
+"""Model weights packed into one Flower object on the wire (common/packed_arrays.py), and a small message's
+whole content one object (common/message_envelope.py): lossless, fewer objects."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from client.packing import packed_arrays_mod
 from common.errors import FederationError
+from common.message_envelope import ENVELOPE, enveloped, is_enveloped, opened, sealed, serialised
 from common.model import build_model
 from common.packed_arrays import PACKED_STYPE, has_packed, pack_record, packed, unpack_record, unpacked
 from common.settings import ModelSettings
@@ -103,3 +105,43 @@ def test_a_site_answers_packed_only_when_asked_packed():
         msg = Message(packed(content) if sent_packed else content, dst_node_id=1, message_type="train")
         reply = packed_arrays_mod(msg, context, site)
         assert has_packed(reply.content) is sent_packed
+
+
+def test_a_small_message_travels_as_three_objects_and_comes_back_as_it_was_sent():
+    content = packed(
+        RecordDict(
+            {
+                "arrays": unet_record(),
+                "metrics": MetricRecord({"loss": 0.5}),
+                "config": ConfigRecord({"server-round": 3, "vectors": [b"\x00\x01", b"\x02"]}),
+            }
+        )
+    )
+    wire = enveloped(content)
+    assert is_enveloped(wire) and objects_in(wire) == 3 < objects_in(content)
+    assert enveloped(wire) is wire  # a message sent again is not enveloped twice
+    copy = Message(wire, dst_node_id=1, message_type="train")
+    back = opened(message_from_proto(message_to_proto(copy)).content, "site-a")
+    assert list(back) == list(content)
+    assert all(back[key].object_id == record.object_id for key, record in content.items())
+
+
+def test_content_larger_than_a_chunk_travels_as_it_is():
+    content = packed(RecordDict({"arrays": unet_record()}))
+    size = len(next(iter(content["arrays"].values())).data)
+    assert enveloped(content, limit=size // 2) is content  # the tensors alone exceed it: never serialised
+    assert is_enveloped(enveloped(content, limit=size + 10_000))
+    assert opened(content, "site-a") is content  # content that came without an envelope is read as it is
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        sealed(serialised(RecordDict({"config": ConfigRecord({"server-round": 1})}))[:-2]),  # cut short
+        sealed(b"\xff\xff\xff"),
+        RecordDict({ENVELOPE: ConfigRecord({"content": "not bytes"})}),
+    ],
+)
+def test_a_malformed_envelope_is_refused_naming_who_sent_it(wire):
+    with pytest.raises(FederationError, match="site-b: malformed message envelope"):
+        opened(wire, "site-b")

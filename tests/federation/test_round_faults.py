@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Message
 
+from common.message_envelope import is_enveloped, opened
 from common.packed_arrays import has_packed, pack_record, unpacked
 from common.protocol import NEXT_ROUND_RECORD
 from common.run_record import RunRecord, checkpoint_path, latest_checkpoint, load_checkpoint, resume_point
@@ -74,13 +75,21 @@ def test_secure_round_completes_without_a_site_lost_at_any_stage(stage, folders,
     assert second["dropped"] == {"site-b": "setup"} and set(second["sites"]) == {"site-a", "site-c"}
 
 
+def as_read(reply: Message) -> Message:
+    """``reply`` with its content out of the envelope it travels in, as the coordinator reads it."""
+    if reply.has_content():
+        reply.content = opened(reply.content, "test")
+    return reply
+
+
 def _stages(grid) -> list[tuple[str, str, bool]]:
     """(round, stage, carries the next round's stage) of every message the coordinator sent, once per kind."""
     seen = []
     for message in grid.delivered:
         if message.metadata.message_type != "train":
             continue
-        kind = (message.metadata.group_id, stage_of(message), NEXT_ROUND_RECORD in message.content.config_records)
+        content = opened(message.content, "the coordinator")  # as the site reads it
+        kind = (message.metadata.group_id, stage_of(message), NEXT_ROUND_RECORD in content.config_records)
         if kind not in seen:
             seen.append(kind)
     return seen
@@ -107,6 +116,7 @@ def test_a_site_that_does_not_carry_the_next_rounds_keys_costs_a_key_exchange_no
     """A reply without the next round's part (e.g. a site whose app predates it): that round keys afresh."""
 
     def without_next_round(reply: Message) -> Message:
+        reply = as_read(reply)
         if reply.has_content() and NEXT_ROUND_RECORD in reply.content.config_records:
             del reply.content.config_records[NEXT_ROUND_RECORD]
         return reply
@@ -123,7 +133,7 @@ def test_under_secagg_a_quick_score_of_the_incoming_model_comes_with_the_unmaski
     run = settings("secagg+", rounds=3)
     grid = site_grid(tmp_path / "run", run, folders)
     replies: list[Message] = []
-    grid.tamper[SITE_C] = lambda reply: replies.append(reply) or reply
+    grid.tamper[SITE_C] = lambda reply: replies.append(as_read(reply)) or reply
     record = run_in_process(tmp_path / "run", run, grid)
     rows = consistent(record, 3)
     assert all("dice" in site for row in rows for site in row["sites"].values())
@@ -138,6 +148,7 @@ def test_a_score_missing_from_an_unmasking_reply_is_named_and_the_round_goes_on(
     grid = site_grid(tmp_path / "run", run, folders)
 
     def lose_the_score(reply: Message) -> Message:
+        reply = as_read(reply)
         if reply.metadata.group_id == "3" and "metrics" in reply.content.metric_records:
             del reply.content["metrics"]
         return reply
@@ -189,15 +200,23 @@ def test_too_long_below_quorum_pauses_the_run_with_its_reason(folders, tmp_path)
 
 
 def _poisoned(how: str):
-    """A site's reply as a modified site would send it: its weights changed, packed as on the wire."""
+    """A site's reply as a modified site would send it: its weights changed, packed and enveloped as on the wire."""
 
     def tamper(reply: Message) -> Message:
-        if reply.has_error() or "arrays" not in reply.content.array_records:
+        if reply.has_error():
+            return reply
+        assert is_enveloped(reply.content)  # what travels is one object
+        if how == "envelope":
+            (envelope,) = reply.content.config_records.values()
+            envelope["content"] = bytes(envelope["content"])[:-7]  # a truncated transfer
+            return reply
+        reply = as_read(reply)
+        if "arrays" not in reply.content.array_records:
             return reply  # an evaluation reply: nothing to poison
-        assert has_packed(reply.content)  # what travels is one packed object
+        assert has_packed(reply.content)  # its weights one packed array
         if how == "packing":
             (packing,) = reply.content["arrays"].values()
-            packing.data = packing.data[:-7]  # a truncated transfer
+            packing.data = packing.data[:-7]
             return reply
         arrays = unpacked(reply.content, "test")["arrays"]
         name = next(iter(arrays))
@@ -231,12 +250,15 @@ def test_a_malformed_update_is_refused_naming_the_site(how, reason, folders, tmp
     assert all(bool(tensor.isfinite().all()) for tensor in weights.values())
 
 
-def test_an_update_whose_packing_is_cut_short_drops_the_site_and_the_round_goes_on(folders, tmp_path):
+@pytest.mark.parametrize(
+    ("cut", "words"), [("packing", "malformed packed weights"), ("envelope", "malformed message envelope")]
+)
+def test_an_update_cut_short_drops_the_site_and_the_round_goes_on(cut, words, folders, tmp_path):
     run = settings("plain", rounds=1)
-    grid = site_grid(tmp_path / "run", run, folders, tamper={SITE_C: _poisoned("packing")})
+    grid = site_grid(tmp_path / "run", run, folders, tamper={SITE_C: _poisoned(cut)})
     record = run_in_process(tmp_path / "run", run, grid)
     (row,) = consistent(record, 1)
-    assert "malformed packed weights" in row["failures"]["site-c"], row["failures"]
+    assert words in row["failures"]["site-c"], row["failures"]
     assert "site-c" in row["dropped"] and "site-c" not in {
         site for site, scores in row["sites"].items() if "num_train" in scores
     }

@@ -32,6 +32,7 @@ from client.app import app as site_app
 from client.egress import ALLOWED_METRICS, EgressRefused, check_reply, model_spec
 from client.ledger import Ledger
 from client.site import SiteContext
+from common.message_envelope import ENVELOPE, enveloped, is_enveloped, opened, sealed
 from common.model import build_model
 from common.packed_arrays import has_packed, packed
 from common.protocol import RUN_KEY
@@ -165,7 +166,13 @@ def site(tmp_path):
 
 
 def _call(
-    context: SiteContext, settings: RunSettings, message_type: str, config: dict | None = None, pack: bool = False
+    context: SiteContext,
+    settings: RunSettings,
+    message_type: str,
+    config: dict | None = None,
+    pack: bool = False,
+    envelope: bool = False,
+    sent: RecordDict | None = None,
 ) -> Message:
     flower_context = Context(
         run_id=7,
@@ -183,6 +190,9 @@ def _call(
     content = RecordDict({"arrays": ArrayRecord(_weights()), "config": ConfigRecord(config or {})})
     if pack:  # as insite's coordinator sends it (server/packed_grid.py)
         content = packed(content)
+    if envelope:
+        content = enveloped(content)
+    content = sent if sent is not None else content
     # As the SuperLink delivers it (metadata set by the coordinator's side).
     incoming = Message(
         metadata=Metadata(
@@ -233,6 +243,31 @@ def test_the_ledger_records_a_packed_reply_as_it_leaves_and_describes_its_tensor
     assert entry["sha256"] == hashlib.sha256(sent).hexdigest() and entry["bytes"] == len(sent)
     tensors = len(_weights())
     assert f"model weights: {tensors} tensors" in entry["detail"], entry["detail"]
+
+
+def test_an_enveloped_message_is_answered_as_one_object_made_of_the_bytes_the_ledger_records(site):
+    context, settings = site
+    reply = _call(context, settings, "train", {"server-round": 1, RUN_KEY: "ab" * 16}, pack=True, envelope=True)
+    assert not reply.has_error(), reply.error
+    assert is_enveloped(reply.content)  # what leaves: message, record dict, envelope
+    (envelope,) = reply.content.config_records.values()
+    entry = Ledger(context.cache_path).entries()[-1]
+    assert entry["sha256"] == hashlib.sha256(envelope["content"]).hexdigest()
+    assert entry["bytes"] == len(envelope["content"])
+    inside = opened(reply.content, "site-a")
+    assert has_packed(inside) and set(inside) == {"arrays", "metrics", "site"}
+    assert f"model weights: {len(_weights())} tensors" in entry["detail"], entry["detail"]
+    assert Ledger(context.cache_path).verify().intact
+
+
+def test_an_envelope_the_site_cannot_open_is_refused_and_ledgered(site):
+    context, settings = site
+    broken = sealed(b"\xff\xff not a record dict")
+    reply = _call(context, settings, "train", sent=broken)
+    assert reply.has_error() and "the coordinator: malformed message envelope" in reply.error.reason
+    entry = Ledger(context.cache_path).entries()[-1]
+    assert entry["kind"] == "error" and "malformed message envelope" in entry["detail"]
+    assert list(broken) == [ENVELOPE]
 
 
 def _ledger_with(tmp_path, count=5) -> Ledger:

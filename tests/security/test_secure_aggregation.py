@@ -53,6 +53,7 @@ from flwr.common.serde import error_to_proto, recorddict_to_proto
 
 from flwr.serverapp import ServerApp
 
+from common.message_envelope import ENVELOPE, is_enveloped, opened
 from server.app import main as real_main
 
 app = ServerApp()
@@ -60,13 +61,15 @@ DIGESTS = []
 
 
 def _payload(reply):
-    serialised = (recorddict_to_proto(reply.content) if reply.has_content()
-                  else error_to_proto(reply.error)).SerializeToString()
-    DIGESTS.append(hashlib.sha256(serialised).hexdigest())
     if not reply.has_content():
+        DIGESTS.append(hashlib.sha256(error_to_proto(reply.error).SerializeToString()).hexdigest())
         return []
-    kept = [a.numpy() for rec in reply.content.array_records.values() for a in rec.values()]
-    for rec in reply.content.config_records.values():
+    wire = reply.content  # a small reply travels as one envelope of the bytes its site's ledger recorded
+    content = opened(wire, "test")
+    sent = wire[ENVELOPE]["content"] if is_enveloped(wire) else recorddict_to_proto(content).SerializeToString()
+    DIGESTS.append(hashlib.sha256(sent).hexdigest())
+    kept = [a.numpy() for rec in content.array_records.values() for a in rec.values()]
+    for rec in [*content.config_records.values(), *(wire.config_records.values() if is_enveloped(wire) else [])]:
         for value in rec.values():
             kept += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, bytes)]
     return kept
