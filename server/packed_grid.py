@@ -37,7 +37,7 @@ class PackedGrid(GridWrapper):
 
 
 def _packed_all(messages: Iterable[Message]) -> list[Message]:
-    """The messages, their content packed in place; a model sent to every site is packed once."""
+    """The messages, weights packed in place, small content enveloped; a model sent to every site is packed once."""
     messages = list(messages)
     done: dict[int, tuple[ArrayRecord, ArrayRecord]] = {}  # id -> (the record, kept alive; its packing)
     for message in messages:
